@@ -1,0 +1,56 @@
+"""What every asset factory shares: keys, groups, failure translation and check results."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import dagster as dg
+
+from assets.resources import MlflowLineage
+from edgeops.settings import Settings
+from edgeops.spec import Declaration
+
+MAX_TABLE_ROWS = 20
+
+
+@dataclass(frozen=True)
+class AssetFactoryContext:
+    declaration: Declaration
+    settings: Settings
+
+    def key(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey([self.declaration.spec.name, name])
+
+    def group(self, stage: str) -> str:
+        return f"{self.declaration.spec.name}_{stage}"
+
+
+@contextmanager
+def edgeops_failure():
+    """Turn the project's own errors into a Dagster Failure: the UI shows the message, not a traceback."""
+    from edgeops.errors import EdgeopsError
+
+    try:
+        yield
+    except EdgeopsError as err:
+        raise dg.Failure(description=str(err), allow_retries=False) from None
+
+
+def records_table(rows: list[dict]) -> dg.MetadataValue:
+    """A Markdown table of example rows (at most MAX_TABLE_ROWS)."""
+    if not rows:
+        return dg.MetadataValue.md("_none_")
+    columns = list(dict.fromkeys(k for row in rows[:MAX_TABLE_ROWS] for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows[:MAX_TABLE_ROWS]:
+        lines.append("| " + " | ".join(str(row.get(c, "")).replace("|", "\\|") for c in columns) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def check_result(outcome, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    metadata = {"summary": outcome.summary, "counts": dg.MetadataValue.json(outcome.counts), "examples": records_table(outcome.examples)}
+    for name, url in (outcome.links or {}).items():
+        if url:
+            metadata[name] = dg.MetadataValue.url(url)
+    return dg.AssetCheckResult(passed=bool(outcome.passed), severity=severity, description=outcome.summary, metadata=metadata)

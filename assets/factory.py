@@ -1,0 +1,19 @@
+"""Turns every declaration into its asset graph. Adding pipelines/<name>.yaml adds a graph; no code changes."""
+
+from __future__ import annotations
+
+from assets.common import AssetFactoryContext
+from assets.data import build_data_assets
+from assets.training import build_training_assets
+from edgeops.settings import Settings
+from edgeops.spec import Declaration
+
+STAGE_BUILDERS = [build_data_assets, build_training_assets]
+
+
+def build_pipeline_assets(declaration: Declaration, settings: Settings) -> list:
+    ctx = AssetFactoryContext(declaration, settings)
+    built: list = []
+    for builder in STAGE_BUILDERS:
+        built += builder(ctx)
+    return built

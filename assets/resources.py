@@ -1,0 +1,80 @@
+"""Resources and the IO manager shared by every asset. Wiring only: the work happens in edgeops/."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+
+from edgeops import __version__
+from edgeops.spec import Declaration
+
+
+class MlflowLineage(dg.ConfigurableResource):
+    """Opens one MLflow run per asset materialization, tagged with the Dagster run, asset, partition and spec.
+
+    Our own resource rather than dagster-mlflow, which leaves runs RUNNING on asset jobs.
+    """
+
+    tracking_uri: str
+    artifact_root: str
+
+    def _lineage(self):
+        from edgeops.lineage import Lineage
+
+        return Lineage(self.tracking_uri, self.artifact_root)
+
+    @contextmanager
+    def stage_run(self, context: dg.AssetExecutionContext, declaration: Declaration, stage: str) -> Iterator:
+        partition = context.partition_key if context.has_partition_key else ""
+        tags = {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": context.asset_key.to_user_string(),
+            "dagster.partition": partition,
+            "edgeops.spec_sha256": declaration.sha256,
+            "edgeops.code_version": __version__,
+        }
+        name = f"{stage}[{partition}]" if partition else stage
+        with self._lineage().run(declaration.spec.name, name, tags) as run:
+            yield run
+        context.add_output_metadata({"mlflow_run_id": run.run_id, "mlflow_run": dg.MetadataValue.url(run.ui_url)})
+
+
+class JsonIOManager(dg.ConfigurableIOManager):
+    """Stores each asset's small JSON reference (paths, hashes, numbers); models and data are files it points to.
+
+    No pickles: what an asset hands downstream is readable JSON.
+    """
+
+    base_dir: str
+
+    def _path(self, key: dg.AssetKey, partition: str | None) -> Path:
+        return Path(self.base_dir, *key.path, f"{partition or '__all__'}.json")
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        if obj is None:
+            return
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        path = self._path(context.asset_key, partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+        tmp.replace(path)
+
+    def load_input(self, context: dg.InputContext):
+        key = context.asset_key
+        if context.has_asset_partitions and not context.has_partition_key:
+            found = {}
+            for partition in context.asset_partition_keys:
+                path = self._path(key, partition)
+                if path.exists():
+                    found[partition] = json.loads(path.read_text())
+            return found
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        path = self._path(key, partition)
+        if not path.exists():
+            raise dg.Failure(f"{key.to_user_string()} has not been materialized yet{f' for {partition}' if partition else ''}")
+        return json.loads(path.read_text())

@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmark scripts: load the default pipeline's validated data, write result tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine_facts() -> dict:
+    import psutil
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": sys.version.split()[0],
+            "load_avg_1m": os.getloadavg()[0], "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def digits_training_data(split_seed: int | None = None):
+    """The default declaration's data, split exactly as the pipeline does (no Dagster, no MLflow)."""
+    import tempfile
+
+    from edgeops.data import load_source, split_frame, store_splits
+    from edgeops.spec import load_declaration
+    from edgeops.training import TrainingData
+
+    declaration = load_declaration(ROOT / "pipelines" / "digits.yaml")
+    data = load_source(declaration)
+    splits, notes = split_frame(data, declaration.spec.dataset)
+    ref = store_splits(data, splits, notes, Path(tempfile.mkdtemp()))
+    return declaration, TrainingData.from_ref(ref, declaration.spec), ref
+
+
+def write_table(name: str, rows: list[dict], notes: list[str]) -> Path:
+    """benchmarks/results/<name>.md (a Markdown table) and <name>.json (rows + machine facts)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = [f"# {name}", "", *[f"- {n}" for n in notes], "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+    facts = machine_facts()
+    lines += ["", f"Machine: {facts}"]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"rows": rows, "notes": notes, "machine": facts}, indent=1))
+    print("\n".join(lines))
+    return RESULTS / f"{name}.md"
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,45 @@
+"""The project's own errors. Each names where the problem is: a file, a YAML path, a column or rows."""
+
+from __future__ import annotations
+
+
+class EdgeopsError(Exception):
+    """Base class: a clear, user-facing error. The CLI prints it without a traceback."""
+
+
+class SpecError(EdgeopsError):
+    """A declaration (pipelines/<name>.yaml) is invalid. `problems` lists (yaml_path, message)."""
+
+    def __init__(self, file: str, problems: list[tuple[str, str]]):
+        self.file = file
+        self.problems = problems
+        lines = "\n".join(f"  {path or '<root>'}: {message}" for path, message in problems)
+        super().__init__(f"{file}: invalid declaration\n{lines}")
+
+
+class DataError(EdgeopsError):
+    """A data source cannot be read at all (missing, empty, truncated, wrong format)."""
+
+    def __init__(self, source: str, message: str, column: str | None = None, rows: list[int] | None = None):
+        self.source = source
+        self.column = column
+        self.rows = rows or []
+        where = source
+        if column:
+            where += f", column {column!r}"
+        if self.rows:
+            shown = ", ".join(str(r) for r in self.rows[:10])
+            where += f", rows [{shown}{', ...' if len(self.rows) > 10 else ''}]"
+        super().__init__(f"{where}: {message}")
+
+
+class PrivacyBudgetError(EdgeopsError):
+    """A computation would spend more privacy budget than the declaration allows."""
+
+
+class TrainingError(EdgeopsError):
+    """Training cannot start or diverged."""
+
+
+class CompressionError(EdgeopsError):
+    """A target's recipe cannot be built."""

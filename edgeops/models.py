@@ -1,0 +1,155 @@
+"""Model families, DP-compatible by construction (GroupNorm or no normalisation, never BatchNorm).
+
+Every model takes raw features (N, n_features) and scales them with the declared public bounds inside the
+graph, so an exported artifact needs no preprocessing code on the device and no data-derived statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeops.errors import TrainingError
+from edgeops.spec import ModelSpec
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+class BoundsScaler(nn.Module):
+    """(x - low) / (high - low) with the declared public bounds: a constant, not learned from the data."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray):
+        super().__init__()
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(1.0 / np.where(high > low, high - low, 1.0), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.low) * self.scale
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "group":
+        return nn.GroupNorm(min(4, channels), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise TrainingError(f"model.norm: {kind!r} is not DP-compatible (per-sample gradients need GroupNorm or none)")
+
+
+class SmallCNN(nn.Module):
+    """conv-act-pool blocks, then an optional hidden layer and a linear classifier. Input: flat pixels."""
+
+    def __init__(self, spec: ModelSpec, image_shape: tuple[int, int, int], n_classes: int, low: np.ndarray, high: np.ndarray):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.scaler = BoundsScaler(low, high)
+        layers: list[nn.Module] = []
+        channels, height, width = image_shape
+        for out_channels in spec.channels:
+            layers += [nn.Conv2d(channels, out_channels, 3, padding=1), _norm(spec.norm, out_channels), ACTIVATIONS[spec.activation]()]
+            if height >= 2 and width >= 2:
+                layers.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+            channels = out_channels
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Flatten()]
+        width_in = channels * height * width
+        for hidden in spec.hidden:
+            head += [nn.Linear(width_in, hidden), ACTIVATIONS[spec.activation]()]
+            width_in = hidden
+        head.append(nn.Linear(width_in, n_classes))
+        self.head = nn.Sequential(*head)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate representation (used for drift on embeddings)."""
+        z = self.features(self.scaler(x).reshape(-1, *self.image_shape))
+        return self.head[:-1](z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.scaler(x).reshape(-1, *self.image_shape)))
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: ModelSpec, n_features: int, n_classes: int, low: np.ndarray, high: np.ndarray):
+        super().__init__()
+        self.scaler = BoundsScaler(low, high)
+        layers: list[nn.Module] = []
+        width_in = n_features
+        for hidden in spec.hidden or [64]:
+            layers += [nn.Linear(width_in, hidden), _norm_1d(spec.norm, hidden), ACTIVATIONS[spec.activation]()]
+            width_in = hidden
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(width_in, n_classes))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.scaler(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.scaler(x)))
+
+
+def _norm_1d(kind: str, width: int) -> nn.Module:
+    return nn.LayerNorm(width) if kind == "group" else _norm(kind, width)
+
+
+def build_model(spec: ModelSpec, n_features: int, n_classes: int, image_shape, low: np.ndarray, high: np.ndarray) -> nn.Module:
+    if spec.family == "cnn":
+        return SmallCNN(spec, tuple(image_shape), n_classes, low, high)
+    return MLP(spec, n_features, n_classes, low, high)
+
+
+def assert_dp_compatible(model: nn.Module) -> None:
+    """Refuse BatchNorm (and anything else Opacus cannot give per-sample gradients for), naming the layer."""
+    from opacus.validators import ModuleValidator
+
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise TrainingError("model is not DP-compatible: " + "; ".join(str(e) for e in errors[:5]))
+
+
+# ---------------------------------------------------------------- files (safetensors and ONNX, never pickles)
+def save_weights(model: nn.Module, path: Path, metadata: dict | None = None) -> str:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    tmp.replace(path)
+    return weights_sha256(model)
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+    return model
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """A hash of the weights themselves (names, shapes, bytes), independent of file format."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        array = tensor.detach().cpu().numpy()
+        digest.update(json.dumps([name, list(array.shape), str(array.dtype)]).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
+    """ONNX with a dynamic batch dimension, input 'features' (N, n_features) float32, output 'logits'."""
+    import onnx
+
+    model = model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, n_features, dtype=torch.float32)
+    tmp = path.with_suffix(".tmp.onnx")
+    torch.onnx.export(model, (example,), str(tmp), input_names=["features"], output_names=["logits"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=65536)}}, dynamo=True,
+                      external_data=False, verbose=False)
+    onnx.checker.check_model(str(tmp), full_check=True)
+    tmp.replace(path)

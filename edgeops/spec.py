@@ -1,0 +1,388 @@
+"""The declaration: one YAML file per pipeline, parsed once into a frozen pydantic model.
+
+Unknown keys are rejected and every error names the file and the YAML path (``targets.1.budgets.max_size_kb``).
+Targets, devices and budgets are data; nothing here runs anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgeops.errors import SpecError
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+MAX_SPEC_BYTES = 1_000_000
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
+# ---------------------------------------------------------------- dataset
+class SplitSpec(Frozen):
+    """A seeded, stratified split. Fractions must add up to 1."""
+
+    train: Fraction = 0.7
+    validation: Fraction = 0.1
+    test: Fraction = 0.2
+    seed: int = 0
+    column: str | None = Field(None, description="Use a split column of the source (values train/validation/test) instead of a random split.")
+    deduplicate: bool = Field(False, description="Drop exact duplicate rows before splitting (the count is reported).")
+
+    @model_validator(mode="after")
+    def _fractions_add_up(self) -> "SplitSpec":
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must be 1, got {total:g}")
+        return self
+
+
+class DatasetSpec(Frozen):
+    source: str = Field(description="sklearn:digits | csv:<path> | parquet:<path> | images:<folder>; paths relative to the project root")
+    kind: Literal["image", "table"]
+    label: str = "target"
+    features: list[str] | None = Field(None, description="Feature columns in order; default: every column but the label (and split column).")
+    n_features: int | None = Field(None, gt=0)
+    image_shape: tuple[int, int, int] | None = Field(None, description="(channels, height, width) for kind: image")
+    feature_bounds: tuple[float, float] | dict[str, tuple[float, float]] = Field(
+        description="Public bounds of every feature (one pair for all, or per column). Used for validation, clipping and DP."
+    )
+    classes: list[int] = Field(min_length=2)
+    min_rows: int = Field(10, gt=0)
+    split: SplitSpec = SplitSpec()
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme, _, rest = value.partition(":")
+        if scheme not in {"sklearn", "csv", "parquet", "images"} or not rest:
+            raise ValueError("must be sklearn:<name>, csv:<path>, parquet:<path> or images:<folder>")
+        if scheme == "sklearn" and rest != "digits":
+            raise ValueError("the only built-in sklearn dataset is sklearn:digits")
+        return value
+
+    @field_validator("feature_bounds")
+    @classmethod
+    def _ordered_bounds(cls, value):
+        pairs = value.values() if isinstance(value, dict) else [value]
+        for low, high in pairs:
+            if not low < high:
+                raise ValueError(f"bounds must be (low, high) with low < high, got ({low}, {high})")
+        return value
+
+    @model_validator(mode="after")
+    def _shape_matches(self) -> "DatasetSpec":
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes must be unique")
+        if self.kind == "image" and self.image_shape is None:
+            raise ValueError("kind: image needs image_shape (channels, height, width)")
+        if self.image_shape and self.n_features and self.n_features != self.image_shape[0] * self.image_shape[1] * self.image_shape[2]:
+            raise ValueError("n_features must equal channels*height*width of image_shape")
+        if self.features and self.n_features and len(self.features) != self.n_features:
+            raise ValueError("features and n_features disagree")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return self.source.split(":", 1)[0]
+
+    @property
+    def location(self) -> str:
+        return self.source.split(":", 1)[1]
+
+    def bounds_for(self, column: str) -> tuple[float, float]:
+        if isinstance(self.feature_bounds, dict):
+            return self.feature_bounds[column]
+        return self.feature_bounds
+
+
+# ---------------------------------------------------------------- validation
+class PoisoningScanSpec(Frozen):
+    """Label-noise scan: a training row is suspect when most of its k nearest neighbours carry another label."""
+
+    neighbours: int = Field(10, ge=3, le=100)
+    disagreement: float = Field(0.7, gt=0.5, le=1.0, description="share of neighbours with another label that flags a row")
+    max_suspect_fraction: float = Field(0.02, ge=0, lt=1)
+
+
+class ValidationSpec(Frozen):
+    expectations: str = Field(description="Great Expectations suite (JSON), relative to the project root")
+    max_duplicate_fraction: float = Field(0.0, ge=0, lt=1, description="duplicates allowed within one split")
+    min_class_fraction: float = Field(0.0, ge=0, lt=1)
+    max_class_fraction: float = Field(1.0, gt=0, le=1)
+    poisoning: PoisoningScanSpec = PoisoningScanSpec()
+
+
+# ---------------------------------------------------------------- privacy
+class PrivacySpec(Frozen):
+    """The pipeline's total (epsilon, delta) budget and how it is shared out. Composition is basic (sums)."""
+
+    epsilon: PositiveFloat = Field(description="total budget for the dataset, over all runs")
+    delta: Fraction = 1e-5
+    training_epsilon: PositiveFloat = Field(description="epsilon of one DP-SGD training run")
+    statistics_epsilon: float = Field(0.0, ge=0, description="epsilon for DP statistics (only used when bounds are not public)")
+    baseline_epsilon: float = Field(0.0, ge=0, description="epsilon of the diffprivlib baseline model; 0 skips it")
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> "PrivacySpec":
+        one_run = self.training_epsilon + self.statistics_epsilon + self.baseline_epsilon
+        if one_run > self.epsilon + 1e-9:
+            raise ValueError(f"one run spends epsilon {one_run:g}, more than the total budget {self.epsilon:g}")
+        return self
+
+
+# ---------------------------------------------------------------- model and training
+class ModelSpec(Frozen):
+    family: Literal["cnn", "mlp"]
+    channels: list[Annotated[int, Field(gt=0, le=1024)]] = Field([16, 32], min_length=1, max_length=4)
+    hidden: list[Annotated[int, Field(gt=0, le=4096)]] = Field([64], max_length=4)
+    activation: Literal["tanh", "relu"] = "tanh"
+    norm: Literal["none", "group", "batch"] = "none"
+
+
+class TrainingSpec(Frozen):
+    mode: Literal["central"] = "central"
+    epochs: int = Field(30, gt=0, le=10_000)
+    batch_size: int = Field(256, gt=0)
+    learning_rate: PositiveFloat = 1.0
+    momentum: float = Field(0.0, ge=0, lt=1)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    max_grad_norm: PositiveFloat = 1.0
+    accountant: Literal["prv", "rdp"] = "prv"
+    seed: int = 0
+    checkpoint_every: int = Field(5, gt=0, description="epochs between checkpoints")
+    min_accuracy: float = Field(0.0, ge=0, le=1, description="utility floor: test accuracy the DP model must reach (blocking check)")
+
+
+# ---------------------------------------------------------------- compression targets
+class CalibrationSpec(Frozen):
+    source: Literal["public", "synthetic"] = Field(
+        "synthetic",
+        description="public: a declared public data file; synthetic: drawn from public bounds (no private data touched)",
+    )
+    path: str | None = Field(None, description="public data (csv or parquet with the dataset's feature columns)")
+    samples: int = Field(256, gt=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _path_for_public(self) -> "CalibrationSpec":
+        if self.source == "public" and not self.path:
+            raise ValueError("source: public needs a path")
+        return self
+
+
+class PruneStep(Frozen):
+    step: Literal["prune"]
+    ratio: Fraction = Field(description="share of channels removed from each prunable layer")
+
+
+class Int8Step(Frozen):
+    step: Literal["int8"]
+    per_channel: bool = True
+    calibration: CalibrationSpec = CalibrationSpec()
+
+
+class Fp16Step(Frozen):
+    step: Literal["fp16"]
+
+
+RecipeStep = Annotated[Union[PruneStep, Int8Step, Fp16Step], Field(discriminator="step")]
+
+
+class Budgets(Frozen):
+    max_size_kb: PositiveFloat | None = None
+    max_peak_memory_kb: PositiveFloat | None = None
+    max_latency_p95_ms: PositiveFloat | None = None
+    max_accuracy_drop_points: float | None = Field(None, ge=0)
+
+
+class TargetSpec(Frozen):
+    name: str = Field(pattern=NAME_PATTERN)
+    runtime: Literal["onnxruntime"] = "onnxruntime"
+    recipe: list[RecipeStep] = []
+    device: str
+    budgets: Budgets = Budgets()
+    batch_sizes: list[Annotated[int, Field(gt=0, le=4096)]] = [1, 32]
+    parity_tolerance: PositiveFloat | None = Field(None, description="max |logit difference| vs the float model; default by precision")
+
+    @property
+    def precision(self) -> str:
+        steps = {type(s) for s in self.recipe}
+        return "int8" if Int8Step in steps else "fp16" if Fp16Step in steps else "fp32"
+
+
+class DeviceSpec(Frozen):
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: Literal["local", "agent", "cuda"]
+    threads: int = Field(1, gt=0, le=256)
+    cores: list[int] | None = Field(None, description="CPU cores to pin the benchmark to (local devices)")
+    url: str | None = None
+    token_env: str | None = Field(None, description="name of the env var that holds the agent's bearer token")
+
+    @model_validator(mode="after")
+    def _agent_needs_url(self) -> "DeviceSpec":
+        if self.kind == "agent" and not (self.url and self.token_env):
+            raise ValueError("kind: agent needs url and token_env")
+        return self
+
+
+# ---------------------------------------------------------------- card
+class CardSpec(Frozen):
+    intended_use: str = ""
+    out_of_scope: list[str] = []
+    license: str = "apache-2.0"
+    attestations: str | None = Field(None, description="YAML file of human attestations, relative to the project root")
+
+
+class PipelineSpec(Frozen):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    owners: list[str] = []
+    dataset: DatasetSpec
+    validation: ValidationSpec
+    privacy: PrivacySpec
+    model: ModelSpec
+    training: TrainingSpec = TrainingSpec()
+    targets: list[TargetSpec] = Field(min_length=1)
+    devices: list[DeviceSpec] = Field(min_length=1)
+    card: CardSpec = CardSpec()
+
+    @field_validator("owners")
+    @classmethod
+    def _owner_form(cls, owners: list[str]) -> list[str]:
+        for owner in owners:
+            if not (owner.startswith("team:") or re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", owner)):
+                raise ValueError(f"owner {owner!r} must be an email address or team:<name>")
+        return owners
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "PipelineSpec":
+        devices = {d.name: d for d in self.devices}
+        if len(devices) != len(self.devices):
+            raise ValueError("device names must be unique")
+        if len({t.name for t in self.targets}) != len(self.targets):
+            raise ValueError("target names must be unique")
+        if self.model.norm == "batch":
+            raise ValueError("model.norm: batch is not compatible with DP-SGD (per-sample gradients); use group or none")
+        if self.model.family == "cnn" and self.dataset.kind != "image":
+            raise ValueError("model.family: cnn needs dataset.kind: image")
+        for index, target in enumerate(self.targets):
+            device = devices.get(target.device)
+            if device is None:
+                raise ValueError(f"targets.{index}.device: unknown device {target.device!r} (declared: {sorted(devices)})")
+            kinds = [type(step) for step in target.recipe]
+            if Fp16Step in kinds and device.kind != "cuda":
+                raise ValueError(f"targets.{index}.recipe: fp16 needs a cuda device; {target.device!r} is {device.kind} "
+                                 "(ONNX Runtime's CPU provider has no fast fp16 kernels)")
+            if Fp16Step in kinds and Int8Step in kinds:
+                raise ValueError(f"targets.{index}.recipe: fp16 and int8 cannot be combined")
+            if len(kinds) != len(set(kinds)):
+                raise ValueError(f"targets.{index}.recipe: a step appears twice")
+            if PruneStep in kinds and kinds.index(PruneStep) != 0:
+                raise ValueError(f"targets.{index}.recipe: prune must come first (it works on float weights)")
+        return self
+
+    def target(self, name: str) -> TargetSpec:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(f"pipeline {self.name!r} has no target {name!r}")
+
+    def device(self, name: str) -> DeviceSpec:
+        for device in self.devices:
+            if device.name == name:
+                return device
+        raise KeyError(f"pipeline {self.name!r} has no device {name!r}")
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A validated spec plus where it came from."""
+
+    spec: PipelineSpec
+    file: Path
+    root: Path  # project root: relative paths in the spec resolve against it
+    sha256: str
+
+    def resolve(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else self.root / path
+
+
+def parse_spec(text: str | bytes, file: str = "<string>") -> PipelineSpec:
+    """Parse and validate YAML text. Raises SpecError naming the file and each YAML path."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_SPEC_BYTES:
+            raise SpecError(file, [("", f"file is larger than {MAX_SPEC_BYTES} bytes")])
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise SpecError(file, [("", f"not UTF-8 text (byte {err.start})")]) from None
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(file, [("", f"file is larger than {MAX_SPEC_BYTES} bytes")])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(file, [("", f"not valid YAML: {err}".replace("\n", " "))]) from None
+    except RecursionError:
+        raise SpecError(file, [("", "YAML nested too deeply")]) from None
+    if not isinstance(data, dict):
+        raise SpecError(file, [("", f"the top level must be a mapping, got {type(data).__name__}")])
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for item in err.errors(include_url=False):
+            loc = tuple(p for p in item["loc"] if p not in {"prune", "int8", "fp16"} and not str(p).startswith(("tuple[", "dict[")))
+            problems.append((".".join(str(p) for p in loc), item["msg"]))
+        raise SpecError(file, problems) from None
+    except RecursionError:
+        raise SpecError(file, [("", "declaration nested too deeply")]) from None
+
+
+def spec_sha256(spec: PipelineSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_declaration(file: str | Path, root: str | Path | None = None) -> Declaration:
+    """Read one pipelines/<name>.yaml and check that the files it names exist."""
+    path = Path(file)
+    if not path.is_file():
+        raise SpecError(str(path), [("", "file not found")])
+    spec = parse_spec(path.read_bytes(), str(path))
+    root_dir = Path(root) if root else path.resolve().parent.parent
+    declaration = Declaration(spec=spec, file=path, root=root_dir, sha256=spec_sha256(spec))
+    missing = []
+    if spec.dataset.scheme in {"csv", "parquet", "images"} and not declaration.resolve(spec.dataset.location).exists():
+        missing.append(("dataset.source", f"{declaration.resolve(spec.dataset.location)} does not exist"))
+    if not declaration.resolve(spec.validation.expectations).is_file():
+        missing.append(("validation.expectations", f"{declaration.resolve(spec.validation.expectations)} does not exist"))
+    for index, target in enumerate(spec.targets):
+        for step_index, step in enumerate(target.recipe):
+            if isinstance(step, Int8Step) and step.calibration.path and not declaration.resolve(step.calibration.path).is_file():
+                missing.append((f"targets.{index}.recipe.{step_index}.calibration.path",
+                                f"{declaration.resolve(step.calibration.path)} does not exist (target {target.name!r})"))
+    if spec.card.attestations and not declaration.resolve(spec.card.attestations).is_file():
+        missing.append(("card.attestations", f"{declaration.resolve(spec.card.attestations)} does not exist"))
+    if path.stem != spec.name:
+        missing.append(("name", f"must match the file name {path.stem!r}"))
+    if missing:
+        raise SpecError(str(path), missing)
+    return declaration
+
+
+def discover_declarations(pipelines_dir: Path) -> list[Declaration]:
+    """Every pipelines/*.yaml, sorted by name. One bad file raises; the error names it."""
+    return [load_declaration(path, pipelines_dir.resolve().parent) for path in sorted(pipelines_dir.glob("*.yaml"))]

@@ -1,0 +1,73 @@
+"""Materialize pipelines through the project's Dagster instance, so command-line runs show in the UI.
+
+Per pipeline: the unpartitioned stages first, then each target partition (compression, benchmarks), then the
+stages that gather every target (cards). A failed group stops that pipeline; other pipelines still run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from edgeops.settings import Settings
+from pipelines.instance import ensure_instance
+from pipelines.wiring import build_definitions, resources_for
+
+
+@dataclass
+class PipelineRunReport:
+    pipeline: str
+    runs: list[dict] = field(default_factory=list)  # {"run_id", "partition", "success", "failed_steps", "skipped"}
+
+    @property
+    def success(self) -> bool:
+        return bool(self.runs) and all(r["success"] for r in self.runs)
+
+
+def _pipeline_assets(defs: dg.Definitions, pipeline: str):
+    graph = defs.resolve_asset_graph()
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.key.path[0] == pipeline]
+    checks = [c for c in defs.asset_checks or [] if next(iter(c.check_keys)).asset_key.path[0] == pipeline]
+    partitioned = {a.key for a in assets if a.partitions_def is not None}
+    after = {a.key for a in assets if a.key not in partitioned and graph.get(a.key).parent_keys and
+             any(p in partitioned for p in graph.upstream_key_iterator(a.key))}
+    return assets, checks, partitioned, after
+
+
+def run_pipelines(settings: Settings, pipeline: str | None = None, select: list[str] | None = None,
+                  tags: dict | None = None) -> list[PipelineRunReport]:
+    instance = ensure_instance(settings)
+    defs = build_definitions(settings)
+    names = sorted({a.key.path[0] for a in defs.assets})
+    if pipeline:
+        if pipeline not in names:
+            raise SystemExit(f"unknown pipeline {pipeline!r}; declared: {names}")
+        names = [pipeline]
+    reports = []
+    for name in names:
+        assets, checks, partitioned, after = _pipeline_assets(defs, name)
+        wanted = {a.key for a in assets}
+        if select:
+            wanted = {k for k in wanted if k.path[-1] in select or k.to_user_string() in select}
+        before_keys = [k for k in wanted if k not in partitioned and k not in after]
+        report = PipelineRunReport(name)
+        groups: list[tuple[list, str | None]] = [(before_keys, None)]
+        partition_keys = sorted({p for a in assets if a.key in partitioned and a.key in wanted for p in a.partitions_def.get_partition_keys()})
+        groups += [([k for k in wanted if k in partitioned], p) for p in partition_keys]
+        groups.append(([k for k in wanted if k in after], None))
+        for keys, partition in groups:
+            if not keys:
+                continue
+            result = dg.materialize([*assets, *checks], selection=keys, instance=instance, resources=resources_for(settings),
+                                    partition_key=partition, raise_on_error=False, tags=tags or {})
+            failed = [e.step_key for e in result.all_events if e.is_step_failure]
+            skipped = [e.step_key for e in result.all_events if e.is_step_skipped]
+            report.runs.append({"run_id": result.run_id, "partition": partition, "success": result.success,
+                                "failed_steps": failed, "skipped_steps": skipped,
+                                "failed_checks": [e.asset_check_evaluation_data.check_name for e in result.all_events
+                                                  if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]})
+            if not result.success and partition is None:
+                break  # later groups depend on this one
+        reports.append(report)
+    return reports

@@ -40,7 +40,7 @@ class MlflowLineage(dg.ConfigurableResource):
         name = f"{stage}[{partition}]" if partition else stage
         with self._lineage().run(declaration.spec.name, name, tags) as run:
             yield run
-        context.add_output_metadata({"mlflow_run_id": run.run_id, "mlflow_run": dg.MetadataValue.url(run.ui_url)})
+        context.add_output_metadata({"mlflow_run_id": run.run_id, "mlflow_run": dg.MetadataValue.url(run.ui_url)}, output_name="result")
 
 
 class JsonIOManager(dg.ConfigurableIOManager):

@@ -151,5 +151,38 @@ def export_onnx(model: nn.Module, n_features: int, path: Path) -> None:
     torch.onnx.export(model, (example,), str(tmp), input_names=["features"], output_names=["logits"],
                       dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=65536)}}, dynamo=True,
                       external_data=False, verbose=False)
+    strip_for_device(str(tmp))
     onnx.checker.check_model(str(tmp), full_check=True)
     tmp.replace(path)
+
+
+def strip_for_device(path: str) -> None:
+    """Remove what only a debugger needs (exporter stack traces, doc strings, intermediate shapes) and give
+    internal tensors short names. Inputs, outputs and computation are unchanged; on a 6k-parameter model this
+    metadata is most of the file."""
+    import onnx
+
+    model = onnx.load(path)
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    renamed: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return renamed.setdefault(name, f"t{len(renamed)}")
+
+    for tensor in graph.initializer:
+        tensor.name = short(tensor.name)
+        tensor.doc_string = ""
+    for index, node in enumerate(graph.node):
+        node.name = f"n{index}"
+        node.doc_string = ""
+        del node.metadata_props[:]
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    del graph.value_info[:]
+    del model.metadata_props[:]
+    graph.doc_string = ""
+    model.doc_string = ""
+    onnx.save(model, path)

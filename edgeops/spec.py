@@ -182,9 +182,18 @@ class CalibrationSpec(Frozen):
         return self
 
 
+class DpFinetuneSpec(Frozen):
+    """DP-SGD fine-tuning after pruning: reads private data, so it is charged to the privacy ledger."""
+
+    epsilon: PositiveFloat
+    epochs: int = Field(10, gt=0, le=1000)
+    learning_rate: PositiveFloat | None = None
+
+
 class PruneStep(Frozen):
     step: Literal["prune"]
     ratio: Fraction = Field(description="share of channels removed from each prunable layer")
+    finetune: DpFinetuneSpec | None = Field(None, description="optional DP fine-tuning after pruning (charged to the ledger)")
 
 
 class Int8Step(Frozen):

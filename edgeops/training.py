@@ -112,13 +112,16 @@ class DpPlan:
                 "dataset_digest": self.dataset_digest, "seed": self.seed}
 
 
-def plan_dp_training(spec: PipelineSpec, data: TrainingData) -> DpPlan:
+def plan_dp_training(spec: PipelineSpec, data: TrainingData, epsilon: float | None = None, epochs: int | None = None,
+                     purpose: str = "training") -> DpPlan:
     """Check the request and derive the noise multiplier before any private data is touched."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    training, privacy = spec.training, spec.privacy
+    privacy = spec.privacy
+    training = spec.training.model_copy(update={"epochs": epochs}) if epochs else spec.training
+    target_epsilon = privacy.training_epsilon if epsilon is None else epsilon
     n = len(data.y_train)
-    if privacy.training_epsilon <= 0:
+    if target_epsilon <= 0:
         raise PrivacyBudgetError("privacy.training_epsilon must be > 0")
     if privacy.delta >= 1 / n:
         raise PrivacyBudgetError(f"privacy.delta = {privacy.delta:g} is not below 1/n = {1 / n:.3g} for {n} training rows; "
@@ -127,29 +130,32 @@ def plan_dp_training(spec: PipelineSpec, data: TrainingData) -> DpPlan:
         raise TrainingError(f"training.batch_size = {training.batch_size} is larger than the training split ({n} rows)")
     sample_rate = training.batch_size / n
     steps = int(training.epochs * math.ceil(1 / sample_rate))
-    noise = get_noise_multiplier(target_epsilon=privacy.training_epsilon, target_delta=privacy.delta, sample_rate=sample_rate,
+    noise = get_noise_multiplier(target_epsilon=target_epsilon, target_delta=privacy.delta, sample_rate=sample_rate,
                                  steps=steps, accountant=training.accountant, epsilon_tolerance=0.005)
     return DpPlan(data.digest, n, training.epochs, training.batch_size, sample_rate, steps, float(noise), training.max_grad_norm,
-                  privacy.training_epsilon, privacy.delta, training.accountant, training.seed,
-                  training.model_dump(mode="json"), spec.model.model_dump(mode="json"))
+                  target_epsilon, privacy.delta, training.accountant, training.seed,
+                  {**training.model_dump(mode="json"), "purpose": purpose}, spec.model.model_dump(mode="json"))
 
 
-def _lr_at(training, step: int, total: int) -> float:
+def _lr_at(training, step: int, total: int, base: float) -> float:
     if training.lr_schedule == "cosine":
-        return training.learning_rate * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
-    return training.learning_rate
+        return base * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+    return base
 
 
-def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path, progress: Progress = lambda _: None) -> dict:
-    """Run (or resume) DP-SGD according to the plan. Returns the trained model and its privacy record."""
+def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path, progress: Progress = lambda _: None,
+             initial_model: nn.Module | None = None, learning_rate: float | None = None) -> dict:
+    """Run (or resume) DP-SGD according to the plan. Returns the trained model and its privacy record.
+    `initial_model` fine-tunes an existing model (e.g. after pruning) instead of training a new one."""
     from opacus import PrivacyEngine
     from safetensors.torch import load_file, save_file
 
     torch.set_num_threads(1)  # one thread: reductions in a fixed order, so the weights hash is reproducible
     torch.manual_seed(plan.seed)
-    model = new_model(spec, data)
+    model = (initial_model if initial_model is not None else new_model(spec, data)).train()
     assert_dp_compatible(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.training.learning_rate, momentum=spec.training.momentum)
+    base_lr = learning_rate or spec.training.learning_rate
+    optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=spec.training.momentum)
     sampling = torch.Generator().manual_seed(plan.seed)
     noise = torch.Generator().manual_seed(plan.seed + 1)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)),
@@ -182,7 +188,7 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
         losses = []
         for x, y in loader:
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(spec.training, step, plan.steps)
+                group["lr"] = _lr_at(spec.training, step, plan.steps, base_lr)
             optimizer.zero_grad(set_to_none=True)
             loss = criterion(model(x), y) if len(y) else None
             if loss is not None:

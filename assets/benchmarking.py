@@ -1,0 +1,58 @@
+"""Benchmark stage: each target's artifact measured on its declared device (one partition per target).
+A concurrency pool per device keeps two benchmarks off one device at once."""
+
+import dagster as dg
+
+from assets.common import AssetFactoryContext, edgeops_failure
+from assets.compression import target_partitions
+from assets.resources import MlflowLineage
+
+
+def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
+    declaration, spec = ctx.declaration, ctx.declaration.spec
+    key = ctx.key("hil_benchmark")
+    checks = {"latency": "Latency p95 at batch 1 within budgets.max_latency_p95_ms, measured on the declared device.",
+              "memory": "Peak resident memory beyond the runtime's baseline within budgets.max_peak_memory_kb."}
+    devices = sorted({t.device for t in spec.targets})
+
+    @dg.asset(key=key, group_name=ctx.group("benchmarking"), owners=spec.owners, kinds={"onnx", "mlflow"},
+              partitions_def=target_partitions(ctx), code_version=declaration.sha256[:12],
+              ins={"compressed": dg.AssetIn(ctx.key("compressed_model")), "dataset": dg.AssetIn(ctx.key("validated_dataset"))},
+              pool=f"edgeops_device_{devices[0]}" if len(devices) == 1 else None,
+              check_specs=[dg.AssetCheckSpec(f"{name}_budget", asset=key, blocking=True, description=text) for name, text in checks.items()],
+              description="Latency percentiles, throughput, peak memory, energy (RAPL where readable) and accuracy, measured on "
+                          "the target's declared device in a separate process; device facts and a roofline point recorded.")
+    def hil_benchmark(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dataset: dict):
+        from edgeops.hil.bench import benchmark_target, latency_memory_outcomes
+
+        target = spec.target(context.partition_key)
+        with edgeops_failure(), lineage.stage_run(context, declaration, "hil_benchmark") as run:
+            record = benchmark_target(spec, target, compressed, dataset)
+            run.log_json(record, "benchmark/record.json")
+            if record.get("measured"):
+                run.log_metrics({f"latency_b{b}_{k}": v for b, stats in record["latency"].items() for k, v in stats.items()
+                                 if isinstance(v, (int, float))} | {"accuracy_on_device": record["accuracy_on_device"] or 0.0,
+                                                                   "peak_rss_beyond_baseline_kb": record["peak_rss_beyond_baseline_kb"]})
+            run.log_params({"device": target.device, "measured": record.get("measured"), "reason": record.get("reason", "")})
+        metadata = {"measured": bool(record.get("measured"))}
+        if record.get("measured"):
+            metadata["latency"] = dg.MetadataValue.table(
+                [dg.TableRecord({"batch": int(b), **{k: round(float(v), 5) for k, v in s.items() if k in
+                                                     ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")}})
+                 for b, s in record["latency"].items()],
+                schema=dg.TableSchema(columns=[dg.TableColumn("batch", "int")] + [dg.TableColumn(c, "float") for c in
+                                               ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")]))
+            metadata.update({"accuracy_on_device": record["accuracy_on_device"], "peak_memory_kb": record["peak_rss_beyond_baseline_kb"],
+                             "energy": record["energy"].get("reason") or "measured", "device": dg.MetadataValue.json(record["device"]),
+                             "roofline": dg.MetadataValue.json(record["roofline"])})
+        else:
+            metadata["reason"] = record["reason"]
+        yield dg.Output(record, metadata=metadata)
+        for name, (passed, text) in latency_memory_outcomes(record, target).items():
+            if passed is None:
+                yield dg.AssetCheckResult(check_name=f"{name}_budget", passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                          description=f"{target.name}: not measured: {text}")
+            else:
+                yield dg.AssetCheckResult(check_name=f"{name}_budget", passed=passed, description=f"{target.name} on {target.device}: {text}")
+
+    return [hil_benchmark]

@@ -1,0 +1,60 @@
+"""Runs one benchmark in a child process: JSON request in, JSON result out, inputs as .npy (no pickle).
+
+A model that crashes the runtime kills only the child; a benchmark past its timeout is killed. Either way the
+caller gets a clear error instead of dying with it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeops.errors import EdgeopsError
+
+
+class BenchmarkError(EdgeopsError):
+    pass
+
+
+def run_isolated(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray | None, batch_sizes: list[int], threads: int = 1,
+                 cores: list[int] | None = None, macs: int | None = None, timeout_s: float = 300.0, max_seconds: float = 10.0,
+                 min_runs: int = 200) -> dict:
+    with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as folder:
+        folder = Path(folder)
+        np.save(folder / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
+        if labels is not None:
+            np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64), allow_pickle=False)
+        request = {"model_path": str(model_path), "batch_sizes": batch_sizes, "threads": threads, "cores": cores, "macs": macs,
+                   "max_seconds": max_seconds, "min_runs": min_runs, "folder": str(folder)}
+        (folder / "request.json").write_text(json.dumps(request))
+        try:
+            completed = subprocess.run([sys.executable, "-m", "edgeops.hil.runner", str(folder / "request.json")],
+                                       capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise BenchmarkError(f"benchmark of {Path(model_path).name} exceeded its timeout of {timeout_s:g} s and was stopped") from None
+        result_file = folder / "result.json"
+        if completed.returncode != 0 or not result_file.exists():
+            tail = (completed.stderr or "").strip().splitlines()[-3:]
+            raise BenchmarkError(f"the runtime failed on {Path(model_path).name} (exit code {completed.returncode}): {' | '.join(tail)[:600]}")
+        return json.loads(result_file.read_text())
+
+
+def _child(request_file: str) -> None:
+    from edgeops.hil.harness import run_benchmark
+
+    request = json.loads(Path(request_file).read_text())
+    folder = Path(request["folder"])
+    inputs = np.load(folder / "inputs.npy", allow_pickle=False)
+    labels = np.load(folder / "labels.npy", allow_pickle=False) if (folder / "labels.npy").exists() else None
+    result = run_benchmark(request["model_path"], inputs, labels, request["batch_sizes"], request["threads"], request["cores"],
+                           macs=request["macs"], max_seconds=request["max_seconds"], min_runs=request["min_runs"])
+    (folder / "result.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])

@@ -1,0 +1,53 @@
+"""The MLflow model registry: one registered model per target (<pipeline>-<target>), ONNX flavour, no pickles.
+
+A version is created in a single call that carries all its tags, so a run killed mid-registration leaves either
+no version or a complete one. Aliases (candidate, production) are moved only by the release stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgeops.spec import Declaration, TargetSpec
+
+
+def registered_name(pipeline: str, target: str) -> str:
+    return f"{pipeline}-{target}"
+
+
+def build_and_register(declaration: Declaration, target: TargetSpec, dp_model: dict, out_root: Path, run, ledger=None,
+                       dagster_run_id: str = "") -> dict:
+    """Compression stage: build the target's artifact, log it as an MLflow ONNX model and register a version."""
+    import mlflow.onnx
+    import onnx
+
+    from edgeops.compression import build_target
+
+    workdir = out_root / target.name / dp_model["weights_sha256"][:16]
+    record = build_target(declaration, target, dp_model, workdir, ledger, dagster_run_id)
+    run.log_params({"target": target.name, "runtime": target.runtime, "precision": record["precision"],
+                    "recipe": json.dumps(record["recipe"]), "parent_weights_sha256": dp_model["weights_sha256"]})
+    run.log_metrics({k: record[k] for k in ("size_bytes", "parameters", "macs", "accuracy", "accuracy_drop_points",
+                                             "parity_max_abs_diff", "top1_agreement") if k in record})
+    run.log_json(record, "compression/record.json")
+    model_dir = workdir / "mlflow_model"
+    mlflow.onnx.save_model(onnx.load(record["artifact_path"]), str(model_dir), save_as_external_data=False)
+    run.client.log_artifacts(run.run_id, str(model_dir), "model")
+    run.set_tags({"sha256.model/model.onnx": record["sha256"], "edgeops.target": target.name})
+    source = f"{run.client.get_run(run.run_id).info.artifact_uri}/model"
+    name = registered_name(declaration.spec.name, target.name)
+    try:
+        run.client.create_registered_model(name, tags={"edgeops.pipeline": declaration.spec.name, "edgeops.target": target.name})
+    except Exception:  # already registered (or created by a concurrent run)
+        pass
+    version = run.client.create_model_version(name, source, run_id=run.run_id, tags={
+        "edgeops.sha256": record["sha256"], "edgeops.recipe": json.dumps(record["recipe"]),
+        "edgeops.parent_weights_sha256": dp_model["weights_sha256"], "edgeops.parent_mlflow_run": dp_model["mlflow_run_id"],
+        "edgeops.dataset_digest": dp_model["dataset_digest"], "edgeops.precision": record["precision"],
+        "edgeops.privacy": record["privacy"][:500], "edgeops.spec_sha256": declaration.sha256,
+    })
+    record["registered_model"] = name
+    record["registered_version"] = version.version
+    record["mlflow_run_id"] = run.run_id
+    return record

@@ -28,6 +28,7 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
         target = spec.target(context.partition_key)
         with edgeops_failure(), lineage.stage_run(context, declaration, "hil_benchmark") as run:
             record = benchmark_target(spec, target, compressed, dataset)
+            record["mlflow_run_id"] = run.run_id
             run.log_json(record, "benchmark/record.json")
             if record.get("measured"):
                 run.log_metrics({f"latency_b{b}_{k}": v for b, stats in record["latency"].items() for k, v in stats.items()

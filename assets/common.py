@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from assets.resources import MlflowLineage
 from edgeops.settings import Settings
 from edgeops.spec import Declaration
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -222,21 +223,39 @@ def model_size_facts(path: Path) -> dict:
 
 def build_target(declaration: Declaration, target: TargetSpec, dp_model: dict, workdir: Path, ledger=None, run_id: str = "") -> dict:
     """The entry point: apply the target's recipe to the DP model, export, check, measure. Returns the record."""
+    from edgeops.training import TrainingData
+    from edgeops.validation import feature_bounds
+
+    data = TrainingData.from_ref(dp_model["ref"], declaration.spec)
+    low, high = feature_bounds(declaration.spec, data.features)
+    # Build in a staging folder and swap it in only when everything succeeded: a failed or killed attempt never
+    # touches the artifact an earlier record points to.
+    final_dir = workdir
+    workdir = final_dir.with_name(f"{final_dir.name}.staging-{uuid.uuid4().hex[:8]}")
+    workdir.mkdir(parents=True)
+    try:
+        record = _build_in(declaration, target, dp_model, workdir, final_dir, data, low, high, ledger, run_id)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    retired = final_dir.with_name(f"{final_dir.name}.retired-{uuid.uuid4().hex[:8]}")
+    if final_dir.exists():
+        final_dir.rename(retired)
+    workdir.rename(final_dir)
+    shutil.rmtree(retired, ignore_errors=True)
+    return record
+
+
+def _build_in(declaration: Declaration, target: TargetSpec, dp_model: dict, workdir: Path, final_dir: Path, data, low, high,
+              ledger, run_id: str) -> dict:
     import onnx
-    import torch
     import torch_pruning as tp
 
     from edgeops.models import load_weights
-    from edgeops.training import TrainingData, evaluate_logits, new_model
-    from edgeops.validation import feature_bounds
+    from edgeops.training import evaluate_logits, new_model
 
     spec = declaration.spec
     ref = dp_model["ref"]
-    data = TrainingData.from_ref(ref, spec)
-    low, high = feature_bounds(spec, data.features)
-    if workdir.exists():
-        shutil.rmtree(workdir)  # a killed earlier attempt leaves nothing that this one could mistake for its own
-    workdir.mkdir(parents=True)
     ctx = CompressionContext(declaration, target, workdir, len(data.features), low, high, spec.training.seed, ledger, data, run_id)
     torch.set_num_threads(1)
     working = WorkingModel(load_weights(new_model(spec, data), Path(dp_model["weights_path"])).eval())
@@ -279,7 +298,7 @@ def build_target(declaration: Declaration, target: TargetSpec, dp_model: dict, w
     record = {
         "target": target.name, "runtime": target.runtime, "precision": precision, "device": target.device,
         "recipe": [s.model_dump(mode="json") for s in target.recipe], "steps": working.notes,
-        "artifact_path": str(final), "sha256": file_sha256(final), "size_bytes": final.stat().st_size,
+        "artifact_path": str(final_dir / final.name), "sha256": file_sha256(final), "size_bytes": final.stat().st_size,
         "float_size_bytes": float_bytes, "parameters": int(torch_params), "macs": int(macs),
         "float_accuracy": float_metrics["accuracy"], "float_per_class_accuracy": float_metrics["per_class_accuracy"],
         "privacy": "post-processing of DP weights; " + "; ".join(f"{n['step']}: {n['privacy']}" for n in working.notes) if working.notes else

@@ -131,7 +131,7 @@ def run_baseline_stage(spec, ref: dict, ledger, run, dagster_run_id: str = "") -
 
     epsilon = spec.privacy.baseline_epsilon
     if epsilon <= 0:
-        return {"skipped": "privacy.baseline_epsilon is 0"}
+        return {"skipped": "privacy.baseline_epsilon is 0", "mlflow_run_id": run.run_id}
     data = TrainingData.from_ref(ref, spec)
     key = "gaussiannb:" + hashlib.sha256(f"{ref['digest']}|{epsilon}|{spec.training.seed}".encode()).hexdigest()
     entry, _ = ledger.charge(key, "gaussian naive bayes (diffprivlib)", epsilon, 0.0,
@@ -144,7 +144,7 @@ def run_baseline_stage(spec, ref: dict, ledger, run, dagster_run_id: str = "") -
     run.log_params({"baseline.model": "diffprivlib GaussianNB", "baseline.epsilon": epsilon})
     run.log_metrics({"baseline_test_accuracy": metrics["accuracy"], "baseline_test_ece": metrics["ece"]})
     return {"model": "diffprivlib GaussianNB", "epsilon": epsilon, "delta": 0.0, "ledger_entry": entry.id, "metrics": {"test": metrics},
-            "released": False}
+            "released": False, "mlflow_run_id": run.run_id}
 
 
 def run_reference_stage(spec, ref: dict, ledger, out_dir, run, dagster_run_id: str = "", progress=lambda _: None) -> dict:
@@ -167,7 +167,7 @@ def run_reference_stage(spec, ref: dict, ledger, out_dir, run, dagster_run_id: s
     run.set_tags({"edgeops.released": "false", "edgeops.role": "non-private reference, never released"})
     run.log_metrics({"reference_test_accuracy": metrics["test"]["accuracy"]})
     return {"weights_path": str(path), "weights_sha256": weights_sha256(model), "metrics": metrics, "released": False,
-            "role": "non-private reference (comparison only, never released)"}
+            "role": "non-private reference (comparison only, never released)", "mlflow_run_id": run.run_id}
 
 
 def run_audit_stage(spec, ref: dict, dp_model: dict, reference: dict, run) -> dict:
@@ -190,4 +190,5 @@ def run_audit_stage(spec, ref: dict, dp_model: dict, reference: dict, run) -> di
     run.log_metrics({f"mia_{m}_{k}": v for m in ("dp_model", "nonprivate_reference") for k, v in results[m].items()
                      if isinstance(v, float)})
     run.log_json(results, "audit/membership_inference.json")
+    results["mlflow_run_id"] = run.run_id
     return results

@@ -7,6 +7,7 @@ no version or a complete one. Aliases (candidate, production) are moved only by 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from edgeops.spec import Declaration, TargetSpec
@@ -24,7 +25,10 @@ def build_and_register(declaration: Declaration, target: TargetSpec, dp_model: d
 
     from edgeops.compression import build_target
 
-    workdir = out_root / target.name / dp_model["weights_sha256"][:16]
+    import hashlib
+
+    recipe_hash = hashlib.sha256(target.model_dump_json().encode()).hexdigest()[:8]
+    workdir = out_root / target.name / f"{dp_model['weights_sha256'][:16]}-{recipe_hash}"
     record = build_target(declaration, target, dp_model, workdir, ledger, dagster_run_id)
     run.log_params({"target": target.name, "runtime": target.runtime, "precision": record["precision"],
                     "recipe": json.dumps(record["recipe"]), "parent_weights_sha256": dp_model["weights_sha256"]})
@@ -32,6 +36,7 @@ def build_and_register(declaration: Declaration, target: TargetSpec, dp_model: d
                                              "parity_max_abs_diff", "top1_agreement") if k in record})
     run.log_json(record, "compression/record.json")
     model_dir = workdir / "mlflow_model"
+    shutil.rmtree(model_dir, ignore_errors=True)
     mlflow.onnx.save_model(onnx.load(record["artifact_path"]), str(model_dir), save_as_external_data=False)
     run.client.log_artifacts(run.run_id, str(model_dir), "model")
     run.set_tags({"sha256.model/model.onnx": record["sha256"], "edgeops.target": target.name})

@@ -164,6 +164,7 @@ class TrainingSpec(Frozen):
     seed: int = 0
     checkpoint_every: int = Field(5, gt=0, description="epochs between checkpoints")
     min_accuracy: float = Field(0.0, ge=0, le=1, description="utility floor: test accuracy the DP model must reach (blocking check)")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="exponential moving average of the DP iterates (post-processing, no privacy cost); 0 = off")
 
 
 # ---------------------------------------------------------------- compression targets

@@ -181,7 +181,13 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
         engine.accountant.history = [tuple(h) for h in state["accountant_history"]]
         start_epoch, step, curves = state["epoch"], state["step"], state["curves"]
         progress(f"resumed DP-SGD from epoch {start_epoch} (step {step}, accountant history restored)")
-    steps_per_epoch = math.ceil(1 / plan.sample_rate)
+    ema = None
+    if spec.training.ema_decay > 0:
+        # Averaging the noisy iterates is post-processing of DP outputs: it costs no privacy and smooths the noise.
+        ema = torch.optim.swa_utils.AveragedModel(model._module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(spec.training.ema_decay))
+        if state_file.exists() and (workdir / "ema.safetensors").exists():
+            ema.module.load_state_dict(load_file(str(workdir / "ema.safetensors")))
+            ema.n_averaged.fill_(max(step, 1))
     started = time.perf_counter()
     for epoch in range(start_epoch, plan.epochs):
         model.train()
@@ -198,8 +204,10 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
                 loss.backward()
                 losses.append(loss.item())
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model._module)
             step += 1
-        val = evaluate_logits(predict_logits(model, data.x_val), data.y_val, len(data.classes))["accuracy"]
+        val = evaluate_logits(predict_logits(ema.module if ema is not None else model, data.x_val), data.y_val, len(data.classes))["accuracy"]
         curves["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
         curves["val_accuracy"].append(val)
         curves["epsilon"].append(float(engine.get_epsilon(plan.delta)))
@@ -214,6 +222,8 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
             tensors["rng.sampling"] = sampling.get_state()
             tensors["rng.noise"] = noise.get_state()
             workdir.mkdir(parents=True, exist_ok=True)
+            if ema is not None:
+                save_file({k: v.detach().clone().contiguous() for k, v in ema.module.state_dict().items()}, str(workdir / "ema.safetensors"))
             save_file(tensors, str(checkpoint.with_suffix(".tmp")))
             checkpoint.with_suffix(".tmp").replace(checkpoint)
             state_file.with_suffix(".tmp").write_text(json.dumps({"epoch": epoch + 1, "step": step, "curves": curves,
@@ -221,7 +231,7 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
             state_file.with_suffix(".tmp").replace(state_file)
     if step != plan.steps:
         raise TrainingError(f"ran {step} steps, planned {plan.steps}")
-    released = model._module
+    released = ema.module if ema is not None else model._module
     epsilon = float(engine.get_epsilon(plan.delta))
     return {"model": released, "curves": curves, "epsilon": epsilon, "steps": step, "seconds": time.perf_counter() - started,
             "accountant_history": [list(h) for h in engine.accountant.history]}

@@ -4,7 +4,6 @@ per device pool. A deployment profile (postgres, celery) replaces dagster.yaml; 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 

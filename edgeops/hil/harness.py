@@ -75,7 +75,6 @@ class RaplMeter:
 
 def matmul_peak_gflops(seconds: float = 0.5, size: int = 256, threads: int = 1) -> float:
     """A short fp32 matmul probe through the same runtime, so the roofline ceiling is measured, not quoted."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

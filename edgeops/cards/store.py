@@ -1,0 +1,236 @@
+"""Cards on disk: model_cards/generated/<pipeline>/<version>/ holds
+card.json (the document), card.sig.json (ed25519 over card.json), card.md, card.html, card.mct.json,
+pareto.png, and history.json (signed review entries, each chained to the card and to the entry before it).
+
+`verify` re-hashes the evidence from disk and MLflow, checks the signature against the project's public key,
+and says precisely what changed or is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+from edgeops.cards.build import CardError
+from edgeops.signing import canonical_bytes, fingerprint, load_public, public_key_path, public_pem, sign, signing_key, verify_signature
+
+DECISIONS = ("approve", "reject")
+
+
+def card_folder(cards_dir: Path, pipeline: str, version: str) -> Path:
+    return cards_dir / "generated" / pipeline / version
+
+
+def resolve_card(path: str | Path) -> Path:
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "card.json").is_file():
+        raise CardError(f"{path}: no card.json here")
+    return folder
+
+
+def validate_card_schema(card: dict, cards_dir: Path) -> None:
+    import jsonschema
+
+    schema = json.loads((cards_dir / "card.schema.json").read_text())
+    try:
+        jsonschema.validate(card, schema)
+    except jsonschema.ValidationError as err:
+        raise CardError(f"card does not match model_cards/card.schema.json at {'/'.join(map(str, err.absolute_path))}: {err.message}") from None
+
+
+def write_card(card: dict, cards_dir: Path, home: Path, key_file: str | None = None) -> Path:
+    from edgeops.cards.render import pareto_png, to_html, to_markdown, to_mct, validate_mct
+
+    key = signing_key(home, key_file)
+    card["signature_fingerprint"] = fingerprint(key.public_key())
+    validate_card_schema(card, cards_dir)
+    folder = card_folder(cards_dir, card["pipeline"], card["version"])
+    folder.mkdir(parents=True, exist_ok=True)
+    mct = to_mct(card)
+    validate_mct(mct, cards_dir)
+    chart = pareto_png(card)
+    markdown = to_markdown(card)
+    files = {"card.json": json.dumps(card, indent=1, default=str), "card.md": markdown, "card.html": to_html(card, markdown, chart),
+             "card.mct.json": json.dumps(mct, indent=1)}
+    for name, text in files.items():
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / name)
+    if chart:
+        (folder / "pareto.png").write_bytes(chart)
+    signature = {**sign(card, key), "card_sha256": hashlib.sha256(canonical_bytes(card)).hexdigest()}
+    (folder / "card.sig.json").write_text(json.dumps(signature, indent=1))
+    (folder / "signing_key.pub").write_bytes(public_pem(key.public_key()))
+    if not (folder / "history.json").exists():
+        (folder / "history.json").write_text("[]")
+    return folder
+
+
+def _trusted_public_key(home: Path, public_key_file: str | None):
+    path = Path(public_key_file) if public_key_file else public_key_path(home)
+    if not path.is_file():
+        raise CardError(f"{path}: the project's public key is missing; pass --public-key")
+    return load_public(path.read_bytes(), str(path))
+
+
+def verify_card(path: str | Path, home: Path, client=None, public_key_file: str | None = None) -> list[str]:
+    """Everything wrong with the card, empty if it verifies. Never raises for a bad card: it reports."""
+    folder = resolve_card(path)
+    problems: list[str] = []
+    try:
+        card = json.loads((folder / "card.json").read_text())
+    except json.JSONDecodeError as err:
+        return [f"card.json is not valid JSON ({err})"]
+    try:
+        signature = json.loads((folder / "card.sig.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return ["card.sig.json is missing or unreadable: the card is not signed"]
+    public_key = _trusted_public_key(home, public_key_file)
+    if signature.get("key_fingerprint") != fingerprint(public_key):
+        problems.append(f"signed with key {signature.get('key_fingerprint')}, not the project's key {fingerprint(public_key)}")
+    elif not verify_signature(card, signature, public_key):
+        problems.append("signature does not match card.json: the card was edited after signing"
+                        + (f" (sha256 now {hashlib.sha256(canonical_bytes(card)).hexdigest()[:16]}, signed {signature.get('card_sha256', '')[:16]})"))
+    for item in card.get("evidence_manifest", []):
+        file_path = Path(item["path"])
+        if not file_path.is_file():
+            problems.append(f"evidence missing on disk: {file_path}")
+        else:
+            actual = hashlib.sha256(file_path.read_bytes()).hexdigest()
+            if actual != item["sha256"]:
+                problems.append(f"evidence changed on disk: {file_path} sha256 {actual[:16]}, card says {item['sha256'][:16]}")
+        if client is not None and item.get("mlflow_run_id"):
+            try:
+                tags = client.get_run(item["mlflow_run_id"]).data.tags
+            except Exception:
+                problems.append(f"evidence missing from MLflow: run {item['mlflow_run_id']} not found")
+                continue
+            recorded = tags.get(item["mlflow_tag"])
+            if recorded != item["sha256"]:
+                problems.append(f"MLflow run {item['mlflow_run_id']} records {item['mlflow_tag']}={str(recorded)[:16]}, card says {item['sha256'][:16]}")
+    if client is not None:
+        problems += _check_numbers(card, client)
+    problems += _verify_history(folder, card, public_key)
+    return problems
+
+
+def walk_evidence(node, path: str = ""):
+    """Every {"value", "mlflow_run_id", "metric"} in the card, with its path."""
+    if isinstance(node, dict):
+        if {"value", "mlflow_run_id", "metric"} <= set(node):
+            yield path, node
+        for key, child in node.items():
+            yield from walk_evidence(child, f"{path}.{key}" if path else key)
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            yield from walk_evidence(child, f"{path}.{index}")
+
+
+def _check_numbers(card: dict, client) -> list[str]:
+    problems, runs = [], {}
+    for path, item in walk_evidence(card):
+        run_id = item["mlflow_run_id"]
+        if run_id not in runs:
+            try:
+                runs[run_id] = client.get_run(run_id).data.metrics
+            except Exception:
+                runs[run_id] = None
+        metrics = runs[run_id]
+        if metrics is None:
+            problems.append(f"{path}: MLflow run {run_id} not found")
+        elif item["metric"] not in metrics:
+            problems.append(f"{path}: MLflow run {run_id} has no metric {item['metric']}")
+        elif abs(metrics[item["metric"]] - item["value"]) > 1e-9 * max(1.0, abs(item["value"])):
+            problems.append(f"{path}: card says {item['value']}, MLflow run {run_id} says {metrics[item['metric']]}")
+    return problems
+
+
+def _history(folder: Path) -> list[dict]:
+    return json.loads((folder / "history.json").read_text()) if (folder / "history.json").exists() else []
+
+
+def _verify_history(folder: Path, card: dict, public_key) -> list[str]:
+    problems, previous = [], ""
+    card_hash = hashlib.sha256(canonical_bytes(card)).hexdigest()
+    for index, entry in enumerate(_history(folder)):
+        body = {k: v for k, v in entry.items() if k != "signature"}
+        if body.get("card_sha256") != card_hash:
+            problems.append(f"history entry {index} ({body.get('kind')}) was made for another version of the card")
+        if body.get("previous_entry_sha256", "") != previous:
+            problems.append(f"history entry {index} does not chain to the entry before it (entries removed or reordered)")
+        if not verify_signature(body, entry.get("signature", {}), public_key):
+            problems.append(f"history entry {index} ({body.get('kind')} by {body.get('reviewer')}) has a bad signature")
+        previous = hashlib.sha256(canonical_bytes(entry)).hexdigest()
+    return problems
+
+
+def append_history(folder: Path, home: Path, entry: dict, key_file: str | None = None) -> dict:
+    card = json.loads((folder / "card.json").read_text())
+    history = _history(folder)
+    body = {**entry, "card_id": card["card_id"], "card_sha256": hashlib.sha256(canonical_bytes(card)).hexdigest(),
+            "previous_entry_sha256": hashlib.sha256(canonical_bytes(history[-1])).hexdigest() if history else "",
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    signed = {**body, "signature": sign(body, signing_key(home, key_file))}
+    history.append(signed)
+    tmp = folder / ".history.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1))
+    tmp.replace(folder / "history.json")
+    return signed
+
+
+def review_card(path: str | Path, home: Path, reviewer: str, decision: str, comment: str, client=None) -> dict:
+    """A signed review in the card's history (refused if the card does not verify), mirrored as MLflow tags."""
+    if decision not in DECISIONS:
+        raise CardError(f"--decision must be one of {DECISIONS}")
+    if not reviewer.strip():
+        raise CardError("--reviewer is required")
+    folder = resolve_card(path)
+    problems = verify_card(folder, home, client)
+    if problems:
+        raise CardError("cannot review a card that does not verify:\n  " + "\n  ".join(problems))
+    entry = append_history(folder, home, {"kind": "review", "reviewer": reviewer, "decision": decision, "comment": comment})
+    card = json.loads((folder / "card.json").read_text())
+    if client is not None:
+        from mlflow.entities import RunTag
+
+        for run_id in {card["lineage"]["mlflow_runs"].get("dp_model"), card.get("mlflow_run_id")} - {None}:
+            client.log_batch(run_id, tags=[RunTag("edgeops.review.decision", decision), RunTag("edgeops.review.reviewer", reviewer),
+                                           RunTag("edgeops.review.at", entry["at"]), RunTag("edgeops.card_id", card["card_id"])])
+        for target in card["lineage"]["registered_models"].values():
+            if target.get("name") and target.get("version"):
+                client.set_model_version_tag(target["name"], str(target["version"]), "edgeops.card_review", decision)
+    return entry
+
+
+def review_status(folder: Path) -> str:
+    reviews = [e for e in _history(folder) if e.get("kind") == "review"]
+    return "pending" if not reviews else ("approved" if reviews[-1]["decision"] == "approve" else "rejected")
+
+
+def diff_cards(a: str | Path, b: str | Path) -> list[str]:
+    first = json.loads((resolve_card(a) / "card.json").read_text())
+    second = json.loads((resolve_card(b) / "card.json").read_text())
+    lines = []
+
+    def number(node):
+        return node["value"] if isinstance(node, dict) and "value" in node else node
+
+    def compare(x, y, path):
+        if path.endswith(("generated_at", "mlflow_run_id", "lineage.software")) or path.startswith("lineage"):
+            return
+        if isinstance(x, dict) and isinstance(y, dict) and not ({"value", "metric"} <= set(x) and {"value", "metric"} <= set(y)):
+            for key in sorted(set(x) | set(y)):
+                compare(x.get(key), y.get(key), f"{path}.{key}" if path else key)
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and all(isinstance(i, dict) for i in x + y):
+            for index, (i, j) in enumerate(zip(x, y)):
+                compare(i, j, f"{path}.{i.get('id') or i.get('name') or index}")
+        elif number(x) != number(y):
+            lines.append(f"{path}: {json.dumps(number(x), default=str)[:120]} -> {json.dumps(number(y), default=str)[:120]}")
+
+    compare(first, second, "")
+    for name, folder in (("A", resolve_card(a)), ("B", resolve_card(b))):
+        lines.append(f"reviews {name}: {review_status(folder)} ({len(_history(folder))} history entries)")
+    return lines

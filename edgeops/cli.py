@@ -101,12 +101,17 @@ def expectations_generate(pipeline: str, force: bool) -> None:
 @main.command()
 @click.option("--pipeline", default=None, help="one pipeline (default: every declared pipeline)")
 @click.option("--select", default=None, help="comma-separated asset names, e.g. raw_dataset,validated_dataset")
-def run(pipeline: str | None, select: str | None) -> None:
-    """Materialize the pipelines through the project's Dagster instance (runs show in the UI)."""
+@click.option("--strict", is_flag=True, help="exit non-zero when any target misses its budgets, too")
+def run(pipeline: str | None, select: str | None, strict: bool) -> None:
+    """Materialize the pipelines through the project's Dagster instance (runs show in the UI).
+
+    Exits 1 when a shared stage fails (data, training, card). A target that misses its budgets is reported and
+    the others carry on; with --strict that exits 1 as well."""
     launch = importlib.import_module("pipelines.launch")
     settings = Settings.resolve()
     reports = launch.run_pipelines(settings, pipeline, select.split(",") if select else None)
     ok = True
+    missed = []
     for report in reports:
         for item in report.runs:
             state = "ok" if item["success"] else "FAILED"
@@ -116,12 +121,154 @@ def run(pipeline: str | None, select: str | None) -> None:
                 click.echo(f"  failed step: {step}")
             for check in item["failed_checks"]:
                 click.echo(f"  failed check: {check}")
-        ok &= report.success
+            if item["partition"] and not item["success"]:
+                missed.append(f"{report.pipeline}/{item['partition']}")
+        ok &= report.success if strict else report.core_success
     click.echo("")
+    if missed:
+        click.echo(f"Targets that missed their budgets (see their checks in the UI and the card): {', '.join(missed)}")
     click.echo(f"Dagster instance: {settings.dagster_home}   (make ui, then http://127.0.0.1:3000/runs)")
     click.echo(f"MLflow store:     {settings.mlflow_tracking_uri}   (make ui, then http://127.0.0.1:5000)")
     click.echo(f"Outputs:          {settings.home / 'pipelines'}   cards: {settings.model_cards_dir / 'generated'}")
     sys.exit(0 if ok else 1)
+
+
+def _declaration(pipeline: str):
+    from edgeops.spec import load_declaration
+
+    settings = Settings.resolve()
+    file = settings.pipelines_dir / f"{pipeline}.yaml"
+    if not file.exists():
+        raise EdgeopsError(f"no declaration {file}")
+    return settings, load_declaration(file, settings.root)
+
+
+def _mlflow_client(settings: Settings):
+    from edgeops.lineage import Lineage
+
+    return Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
+
+
+@main.group()
+def privacy() -> None:
+    """The privacy ledger."""
+
+
+@privacy.command("ledger")
+@click.option("--pipeline", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def privacy_ledger(pipeline: str, as_json: bool) -> None:
+    """Every computation that touched private data, and what is left of the budget."""
+    from edgeops.ledger import ledger_for
+
+    settings, declaration = _declaration(pipeline)
+    summary = ledger_for(settings.pipeline_dir(pipeline), declaration.spec.privacy.epsilon, declaration.spec.privacy.delta).summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(f"budget epsilon {summary['budget_epsilon']:g}; spent {summary['spent_epsilon']:g}; left {summary['remaining_epsilon']:g} "
+               f"({summary['composition']})")
+    for entry in summary["entries"]:
+        click.echo(f"  #{entry['id']} {entry['mechanism']}: epsilon {entry['epsilon']:.4g}, delta {entry['delta']:g}, {entry['status']}, run {entry['run_id'][:8]}")
+
+
+@main.group()
+def card() -> None:
+    """Model cards: verify, review, diff."""
+
+
+@card.command("verify")
+@click.argument("card_path", type=click.Path(path_type=Path))
+@click.option("--public-key", default=None, help="PEM public key to trust (default: the project's)")
+def card_verify(card_path: Path, public_key: str | None) -> None:
+    """Re-hash the evidence from disk and MLflow and check the signature. Exits 1 and lists what changed."""
+    from edgeops.cards.store import verify_card
+
+    settings = Settings.resolve()
+    problems = verify_card(card_path, settings.home, _mlflow_client(settings), public_key)
+    if problems:
+        click.echo(f"{card_path}: FAILED verification")
+        for problem in problems:
+            click.echo(f"  - {problem}")
+        sys.exit(1)
+    click.echo(f"{card_path}: verifies (signature, evidence hashes, every number against MLflow, review history)")
+
+
+@card.command("review")
+@click.argument("card_path", type=click.Path(path_type=Path))
+@click.option("--reviewer", required=True)
+@click.option("--decision", required=True, type=click.Choice(["approve", "reject"]))
+@click.option("--comment", default="")
+def card_review(card_path: Path, reviewer: str, decision: str, comment: str) -> None:
+    """Record a signed review in the card's history and as MLflow tags."""
+    from edgeops.cards.store import review_card
+
+    settings = Settings.resolve()
+    entry = review_card(card_path, settings.home, reviewer, decision, comment, _mlflow_client(settings))
+    click.echo(f"recorded: {decision} by {reviewer} at {entry['at']}")
+
+
+@card.command("diff")
+@click.argument("first", type=click.Path(path_type=Path))
+@click.argument("second", type=click.Path(path_type=Path))
+def card_diff(first: Path, second: Path) -> None:
+    """What changed between two cards: numbers, budgets, NIST classifications, reviews."""
+    from edgeops.cards.store import diff_cards
+
+    for line in diff_cards(first, second):
+        click.echo(line)
+
+
+@main.command()
+@click.option("--pipeline", required=True)
+@click.option("--target", required=True)
+@click.option("--device", default=None, help="override the target's declared device")
+@click.option("--json", "as_json", is_flag=True)
+def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None:
+    """Benchmark one target's latest artifact on its device (or --device)."""
+    from edgeops.hil.bench import benchmark_target
+
+    settings, declaration = _declaration(pipeline)
+    spec = declaration.spec
+    target_spec = spec.target(target)
+    if device:
+        spec.device(device)
+        target_spec = target_spec.model_copy(update={"device": device})
+    assets_dir = settings.home / "assets" / pipeline
+    compressed_file = assets_dir / "compressed_model" / f"{target}.json"
+    if not compressed_file.exists():
+        raise EdgeopsError(f"target {target!r} has no compressed artifact yet; run `edgeops run --pipeline {pipeline}` first")
+    compressed = json.loads(compressed_file.read_text())
+    dataset = json.loads((assets_dir / "validated_dataset" / "__all__.json").read_text())
+    result = benchmark_target(spec, target_spec, compressed, dataset)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    if not result.get("measured"):
+        click.echo(f"{target} on {target_spec.device}: not measured: {result['reason']}")
+        return
+    for batch, stats in result["latency"].items():
+        click.echo(f"{target} on {target_spec.device} batch {batch}: p50 {stats['p50_ms']:.4f} ms, p99 {stats['p99_ms']:.4f} ms, "
+                   f"{stats['throughput_per_s']:.0f}/s")
+    click.echo(f"accuracy on device {result['accuracy_on_device']:.4f}; peak memory {result['peak_rss_beyond_baseline_kb']} KB; "
+               f"energy: {result['energy'].get('reason') or 'measured'}")
+
+
+@main.group()
+def agent() -> None:
+    """The device agent."""
+
+
+@agent.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="loopback unless told otherwise")
+@click.option("--port", default=8765, show_default=True)
+@click.option("--token-file", default=None, help="file holding the bearer token (default: env EDGEOPS_AGENT_TOKEN)")
+@click.option("--max-upload-mb", default=64, show_default=True)
+def agent_serve(host: str, port: int, token_file: str | None, max_upload_mb: int) -> None:
+    """Serve benchmarks on this device over HTTP (bearer token, size limits, OpenAPI at /openapi.json)."""
+    from edgeops.hil.agent import load_token, serve
+
+    serve(host, port, load_token(token_file=token_file), max_upload_mb * 1024 * 1024)
 
 
 if __name__ == "__main__":

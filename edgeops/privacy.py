@@ -42,7 +42,8 @@ def verify_claim(privacy: dict, tolerance: float = REDERIVATION_TOLERANCE) -> di
 
 
 # ---------------------------------------------------------------- diffprivlib baseline
-def train_dp_baseline(x_train: np.ndarray, y_train: np.ndarray, epsilon: float, bounds: tuple[np.ndarray, np.ndarray], n_classes: int, seed: int):
+def train_dp_baseline(x_train: np.ndarray, y_train: np.ndarray, epsilon: float, bounds: tuple[np.ndarray, np.ndarray] | None, n_classes: int,
+                      seed: int):
     """diffprivlib GaussianNB with the declared public bounds. A PrivacyLeakWarning (bounds taken from the data)
     is an error, never a warning."""
     from diffprivlib.models import GaussianNB
@@ -51,8 +52,8 @@ def train_dp_baseline(x_train: np.ndarray, y_train: np.ndarray, epsilon: float, 
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrivacyLeakWarning)
         try:
-            model = GaussianNB(epsilon=epsilon, bounds=(bounds[0], bounds[1]), random_state=seed)
-            model.fit(np.clip(x_train, bounds[0], bounds[1]), y_train)
+            model = GaussianNB(epsilon=epsilon, bounds=bounds, random_state=seed)
+            model.fit(x_train if bounds is None else np.clip(x_train, bounds[0], bounds[1]), y_train)
         except PrivacyLeakWarning as warning:
             raise PrivacyBudgetError(f"diffprivlib would leak privacy: {warning}") from None
     return model

@@ -207,6 +207,9 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
             if ema is not None:
                 ema.update_parameters(model._module)
             step += 1
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingError(f"parameters became non-finite at epoch {epoch + 1}: lower training.learning_rate "
+                                f"(now {base_lr:g}); nothing was released")
         val = evaluate_logits(predict_logits(ema.module if ema is not None else model, data.x_val), data.y_val, len(data.classes))["accuracy"]
         curves["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
         curves["val_accuracy"].append(val)

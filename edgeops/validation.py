@@ -45,8 +45,30 @@ def _all_rows(ref: dict) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- schema
-def check_schema(ref: dict, spec: PipelineSpec) -> CheckOutcome:
+def expected_columns(declaration: Declaration) -> list[str]:
+    """Feature columns by name: declared in the spec, else the ones the expectation suite expects to exist."""
+    spec = declaration.spec
+    if spec.dataset.features:
+        return list(spec.dataset.features)
+    path = declaration.resolve(spec.validation.expectations)
+    if not path.is_file():
+        return []
+    suite = load_suite_json(path)
+    return [e["kwargs"]["column"] for e in suite["expectations"]
+            if e.get("type") == "expect_column_to_exist" and e["kwargs"].get("column") != spec.dataset.label]
+
+
+def check_schema(ref: dict, spec: PipelineSpec, declaration: Declaration | None = None) -> CheckOutcome:
     problems = list(ref.get("problems", []))
+    if declaration is not None:
+        expected = expected_columns(declaration)
+        present = set(ref["features"])
+        reported = {p["column"] for p in problems}
+        problems += [{"row": None, "column": c, "value": None, "issue": "expected column missing"} for c in expected
+                     if c not in present and c not in reported]
+        if expected:
+            problems += [{"row": None, "column": c, "value": None, "issue": "column not expected by the suite"} for c in ref["features"]
+                         if c not in expected and c not in reported]
     declared = spec.dataset.n_features
     if declared is not None and len(ref["features"]) != declared:
         problems.insert(0, {"row": None, "column": None, "value": len(ref["features"]),
@@ -236,14 +258,15 @@ def run_check(name: str, ref: dict, declaration: Declaration, gx_root: Path) -> 
     """Run one named check and record its outcome beside the dataset (so acceptance can re-read it)."""
     spec = declaration.spec
     runners = {
-        "schema": lambda: check_schema(ref, spec),
+        "schema": lambda: check_schema(ref, spec, declaration),
         "expectations": lambda: run_expectations(ref, declaration, gx_root),
         "leakage": lambda: check_leakage(ref),
         "duplicates": lambda: check_duplicates(ref, spec.validation.max_duplicate_fraction),
         "class_balance": lambda: check_class_balance(ref, spec),
         "poisoning_scan": lambda: check_poisoning(ref, spec),
     }
-    if ref.get("problems") and name not in {"schema"} and any(p["issue"] == "declared column missing" for p in ref["problems"]):
+    if name != "schema" and not check_schema(ref, spec, declaration).passed and any(
+            p["column"] and "missing" in p["issue"] for p in check_schema(ref, spec, declaration).examples):
         # Later checks would only repeat the schema failure with noise; say so instead.
         outcome = CheckOutcome(name, False, "not run: the data does not match the declared schema (see the schema check)")
     else:

@@ -22,7 +22,13 @@ class PipelineRunReport:
 
     @property
     def success(self) -> bool:
+        """Every run succeeded."""
         return bool(self.runs) and all(r["success"] for r in self.runs)
+
+    @property
+    def core_success(self) -> bool:
+        """The shared chain (data, training, cards) succeeded; individual targets may still miss their budgets."""
+        return bool(self.runs) and all(r["success"] for r in self.runs if r["partition"] is None)
 
 
 def _pipeline_assets(defs: dg.Definitions, pipeline: str):

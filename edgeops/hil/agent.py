@@ -9,7 +9,6 @@ the agent chooses), evaluation data as .npy without pickle, an OpenAPI schema at
 Dependencies: fastapi, uvicorn, onnxruntime, numpy, psutil (the `agent` extra); no dagster, mlflow or torch.
 """
 
-from __future__ import annotations
 
 import hashlib
 import hmac

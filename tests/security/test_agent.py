@@ -1,0 +1,121 @@
+"""The device agent over HTTP (FastAPI's test client): auth, limits, hash checks, crashing models, OpenAPI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from edgeops.hil.agent import create_app
+
+TOKEN = "t" * 32
+
+
+def tiny_onnx() -> bytes:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["features"], ["logits"])], "id",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def client():
+    return TestClient(create_app(TOKEN, max_upload_bytes=200_000, benchmark_timeout_s=60))
+
+
+def post(client, artifact: bytes, sha: str | None = None, token: str | None = TOKEN, inputs=None, **request):
+    import json
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    x = inputs if inputs is not None else np.eye(3, dtype=np.float32)
+    body = {"sha256": sha or hashlib.sha256(artifact).hexdigest(), "batch_sizes": [1], "max_seconds": 0.5, "min_runs": 20, **request}
+    return client.post("/v1/benchmark", headers=headers, data={"request": json.dumps(body)},
+                       files={"artifact": ("a.onnx", artifact), "inputs": ("x.npy", npy(x)), "labels": ("y.npy", npy(np.arange(3)))})
+
+
+def test_benchmark_round_trip(client):
+    response = post(client, tiny_onnx())
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["accuracy_on_device"] == 1.0
+    assert result["latency"]["1"]["runs"] >= 20
+    assert result["agent"]["verified_sha256"] == hashlib.sha256(tiny_onnx()).hexdigest()
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-wrong-token"])
+def test_missing_or_wrong_token_is_401(client, token):
+    assert post(client, tiny_onnx(), token=token).status_code == 401
+    assert client.get("/v1/facts", headers={"Authorization": f"Bearer {token}"} if token else {}).status_code == 401
+
+
+def test_hash_mismatch_is_rejected(client):
+    response = post(client, tiny_onnx(), sha="0" * 64)
+    assert response.status_code == 400 and "sha256 mismatch" in response.json()["detail"]
+
+
+def test_oversized_upload_is_413(client):
+    response = post(client, tiny_onnx() + b"\0" * 300_000)
+    assert response.status_code == 413
+
+
+def test_model_that_crashes_the_runtime_leaves_the_agent_alive(client):
+    garbage = b"not an onnx model at all" * 10
+    response = post(client, garbage)
+    assert response.status_code == 422 and "runtime failed" in response.json()["detail"]
+    assert post(client, tiny_onnx()).status_code == 200
+
+
+def test_pickled_inputs_are_refused(client):
+    import json
+
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    body = {"sha256": hashlib.sha256(tiny_onnx()).hexdigest(), "batch_sizes": [1]}
+    response = client.post("/v1/benchmark", headers={"Authorization": f"Bearer {TOKEN}"}, data={"request": json.dumps(body)},
+                           files={"artifact": ("a.onnx", tiny_onnx()), "inputs": ("x.npy", pickled.getvalue())})
+    assert response.status_code == 422 and "plain .npy" in response.json()["detail"]
+
+
+def test_no_path_from_the_request_is_used(client):
+    response = post(client, tiny_onnx())
+    assert response.status_code == 200
+    # The upload's own file name never becomes a path: a traversal name is just ignored.
+    import json
+
+    body = {"sha256": hashlib.sha256(tiny_onnx()).hexdigest(), "batch_sizes": [1], "max_seconds": 0.2, "min_runs": 10}
+    response = client.post("/v1/benchmark", headers={"Authorization": f"Bearer {TOKEN}"}, data={"request": json.dumps(body)},
+                           files={"artifact": ("../../../../etc/passwd", tiny_onnx()), "inputs": ("x.npy", npy(np.eye(3, dtype=np.float32)))})
+    assert response.status_code == 200
+
+
+def test_openapi_schema_and_health(client):
+    schema = client.get("/openapi.json").json()
+    assert "/v1/benchmark" in schema["paths"] and "/v1/health" in schema["paths"]
+    assert client.get("/v1/health").json()["status"] == "ok"
+
+
+def test_short_token_is_refused():
+    from edgeops.hil.agent import load_token
+
+    with pytest.raises(SystemExit, match="at least 16 characters"):
+        load_token(token="short")
+
+
+def test_unreachable_agent_retries_then_names_the_device():
+    from edgeops.hil.client import AgentClient
+    from edgeops.hil.runner import BenchmarkError
+
+    client = AgentClient("pi-kitchen", "http://127.0.0.1:9", TOKEN, retries=2, backoff_s=0.01, timeout_s=2)
+    with pytest.raises(BenchmarkError, match="device 'pi-kitchen' at http://127.0.0.1:9 unreachable after 3 attempts"):
+        client.benchmark(tiny_onnx(), "0" * 64, np.eye(3, dtype=np.float32), None)

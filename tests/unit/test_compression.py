@@ -1,0 +1,104 @@
+"""Compression recipes on a small DP model of the test table: each step really changes the artifact, and bad
+recipes fail naming the target and field."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from conftest import table_declaration, table_frame
+from edgeops.compression import STEP_HANDLERS, budget_outcomes, build_target
+from edgeops.errors import CompressionError
+from edgeops.ledger import Budget, PrivacyLedger
+from edgeops.spec import Fp16Step, Int8Step, PruneStep, TargetSpec, load_declaration
+from edgeops.training import run_dp_training
+from test_training_privacy import RecordingRun
+
+
+@pytest.fixture
+def trained(project, tmp_path):
+    from edgeops.data import ingest
+    from test_data_validation import NullRun
+
+    spec = table_declaration()
+    spec["model"]["hidden"] = [128, 64]  # large enough that weights, not QDQ graph overhead, dominate the file
+    spec["training"]["epochs"] = 6
+    project.write_csv(table_frame(400))
+    declaration = load_declaration(project.declare(spec))
+    ref = ingest(declaration, tmp_path / "datasets", NullRun())
+    ledger = PrivacyLedger(tmp_path / "ledger.sqlite", Budget(20, 1e-4))
+    run = RecordingRun()
+    dp_model = run_dp_training(declaration.spec, ref, ledger, tmp_path / "models", run)
+    dp_model["mlflow_run_id"] = run.run_id
+    return declaration, dp_model, ledger
+
+
+def test_every_step_has_one_handler():
+    assert set(STEP_HANDLERS) == {PruneStep, Int8Step, Fp16Step}
+
+
+def test_int8_is_smaller_valid_and_close(trained, tmp_path):
+    declaration, dp_model, _ = trained
+    record = build_target(declaration, declaration.spec.target("cpu_int8"), dp_model, tmp_path / "int8")
+    onnx.checker.check_model(record["artifact_path"])
+    ops = {node.op_type for node in onnx.load(record["artifact_path"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert record["size_bytes"] < 0.6 * record["float_size_bytes"]
+    assert record["top1_agreement"] > 0.9
+    assert "synthetic" in record["steps"][0]["calibration"] and record["steps"][0]["privacy"].startswith("no private data")
+
+
+def test_pruning_removes_parameters_and_finetune_is_charged(trained, tmp_path):
+    declaration, dp_model, ledger = trained
+    target = TargetSpec.model_validate({"name": "pruned", "device": "cpu", "recipe": [
+        {"step": "prune", "ratio": 0.5, "finetune": {"epsilon": 1.0, "epochs": 2}}]})
+    spent_before = ledger.spent()[0]
+    record = build_target(declaration, target, dp_model, tmp_path / "pruned", ledger)
+    assert record["parameters"] < 0.7 * dp_model["parameters"]
+    assert ledger.spent()[0] == pytest.approx(spent_before + record["steps"][0]["finetune"]["epsilon"])
+    assert "charged epsilon" in record["steps"][0]["privacy"]
+
+
+def test_fp16_halves_weights_and_keeps_parity(trained, tmp_path):
+    declaration, dp_model, _ = trained
+    target = TargetSpec.model_validate({"name": "half", "device": "cpu", "recipe": [{"step": "fp16"}]})
+    record = build_target(declaration, target, dp_model, tmp_path / "fp16")
+    assert record["size_bytes"] < 0.75 * record["float_size_bytes"]
+    assert record["parity_relative"] < 0.02
+
+
+def test_budget_the_float_model_already_violates(trained, tmp_path):
+    declaration, dp_model, _ = trained
+    target = TargetSpec.model_validate({"name": "tiny", "device": "cpu", "budgets": {"max_size_kb": 0.5}})
+    with pytest.raises(CompressionError, match="target 'tiny': budgets.max_size_kb"):
+        build_target(declaration, target, dp_model, tmp_path / "tiny")
+
+
+def test_failed_rebuild_keeps_the_previous_artifact(trained, tmp_path, monkeypatch):
+    declaration, dp_model, _ = trained
+    target = declaration.spec.target("cpu_int8")
+    first = build_target(declaration, target, dp_model, tmp_path / "same")
+    import edgeops.compression as compression
+
+    def broken(*_):
+        raise RuntimeError("killed mid-build")
+
+    monkeypatch.setitem(compression.STEP_HANDLERS, Int8Step, broken)
+    with pytest.raises(RuntimeError):
+        build_target(declaration, target, dp_model, tmp_path / "same")
+    from edgeops.data import file_sha256
+
+    assert file_sha256(first["artifact_path"]) == first["sha256"]
+    assert json.loads((tmp_path / "same" / "record.json").read_text())["sha256"] == first["sha256"]
+
+
+def test_budget_outcomes_report_measured_numbers(trained, tmp_path):
+    declaration, dp_model, _ = trained
+    target = TargetSpec.model_validate({"name": "strict", "device": "cpu", "recipe": [{"step": "int8"}],
+                                        "budgets": {"max_size_kb": 0.1, "max_accuracy_drop_points": 100}})
+    record = build_target(declaration, target, dp_model, tmp_path / "strict")
+    outcomes = budget_outcomes(record, target)
+    assert outcomes["size"][0] is False and "KB (budget 0.1 KB)" in outcomes["size"][1]
+    assert outcomes["accuracy_drop"][0] is True

@@ -128,8 +128,11 @@ def plan_dp_training(spec: PipelineSpec, data: TrainingData, epsilon: float | No
                                  "a delta that large allows releasing individual rows")
     if training.batch_size > n:
         raise TrainingError(f"training.batch_size = {training.batch_size} is larger than the training split ({n} rows)")
-    sample_rate = training.batch_size / n
-    steps = int(training.epochs * math.ceil(1 / sample_rate))
+    # Opacus's Poisson loader samples each row with q = 1 / len(loader) = 1 / ceil(n / batch_size), not batch_size / n:
+    # record (and calibrate the noise for) the rate that really runs, or the re-derivation disagrees with the claim.
+    batches_per_epoch = math.ceil(n / training.batch_size)
+    sample_rate = 1.0 / batches_per_epoch
+    steps = int(training.epochs * batches_per_epoch)
     noise = get_noise_multiplier(target_epsilon=target_epsilon, target_delta=privacy.delta, sample_rate=sample_rate,
                                  steps=steps, accountant=training.accountant, epsilon_tolerance=0.005)
     return DpPlan(data.digest, n, training.epochs, training.batch_size, sample_rate, steps, float(noise), training.max_grad_norm,
@@ -234,6 +237,10 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
             state_file.with_suffix(".tmp").replace(state_file)
     if step != plan.steps:
         raise TrainingError(f"ran {step} steps, planned {plan.steps}")
+    recorded = {(round(sigma, 9), round(rate, 9)) for sigma, rate, _ in engine.accountant.history}
+    if recorded != {(round(plan.noise_multiplier, 9), round(plan.sample_rate, 9))}:
+        raise TrainingError(f"the accountant recorded (noise, sample rate) {recorded}, the plan says "
+                            f"({plan.noise_multiplier}, {plan.sample_rate}): the privacy record would be wrong")
     released = ema.module if ema is not None else model._module
     epsilon = float(engine.get_epsilon(plan.delta))
     return {"model": released, "curves": curves, "epsilon": epsilon, "steps": step, "seconds": time.perf_counter() - started,

@@ -1,0 +1,131 @@
+"""Asset-level tests: small materialize() graphs with test resources, and the code location itself."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from conftest import REPO, table_declaration, table_frame
+
+
+def definitions(project):
+    from pipelines.wiring import build_definitions
+
+    return build_definitions(project.settings())
+
+
+def materialize_data_stage(project, name: str):
+    from pipelines.instance import ensure_instance
+    from pipelines.wiring import resources_for
+
+    defs = definitions(project)
+    assets = [a for a in defs.assets if a.key.path[0] == name]
+    checks = [c for c in defs.asset_checks if next(iter(c.check_keys)).asset_key.path[0] == name]
+    return dg.materialize([*assets, *checks], selection=[dg.AssetKey([name, "raw_dataset"]), dg.AssetKey([name, "validated_dataset"])],
+                          instance=ensure_instance(project.settings()), resources=resources_for(project.settings()), raise_on_error=False)
+
+
+def test_clean_data_materializes_with_every_check_passing(project):
+    project.write_csv(table_frame())
+    project.declare(table_declaration())
+    result = materialize_data_stage(project, "tabular")
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 6 and all(e.passed for e in evaluations)
+    materialization = result.asset_materializations_for_node("tabular__validated_dataset")[0]
+    assert "mlflow_run_id" in materialization.metadata
+
+
+def test_bad_data_fails_checks_stops_downstream_and_keeps_the_last_good_dataset(project):
+    project.write_csv(table_frame())
+    project.declare(table_declaration())
+    assert materialize_data_stage(project, "tabular").success
+    good = project.settings().home / "assets" / "tabular" / "validated_dataset" / "__all__.json"
+    good_before = good.read_text()
+
+    frame = table_frame()
+    frame.loc[4, "f0"] = 1e9
+    frame.loc[9, "label"] = 9
+    project.write_csv(frame)
+    result = materialize_data_stage(project, "tabular")
+    assert not result.success
+    failed = {e.check_name: e for e in result.get_asset_check_evaluations() if not e.passed}
+    assert "expectations" in failed
+    assert "expect_column_values_to_be_between" in failed["expectations"].metadata["examples"].value
+    assert "validated_dataset" not in {e.asset_key.path[-1] for e in result.get_asset_materialization_events() if e.asset_key}
+    assert good.read_text() == good_before
+
+
+def test_unreadable_source_is_a_clear_failure_not_a_traceback(project):
+    project.write_csv(table_frame())
+    project.declare(table_declaration())
+    (project.root / "data" / "table.csv").write_text("")
+    result = materialize_data_stage(project, "tabular")
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "table.csv: file is empty" in failure.step_failure_data.error.message
+
+
+def test_new_yaml_adds_a_new_prefixed_graph(project):
+    from conftest import tiny_digits
+
+    project.declare(tiny_digits())
+    project.write_csv(table_frame())
+    project.declare(table_declaration())
+    keys = {a.key for a in definitions(project).assets}
+    for name in ("raw_dataset", "validated_dataset", "dp_model", "compressed_model", "hil_benchmark", "model_card"):
+        assert dg.AssetKey(["digits", name]) in keys and dg.AssetKey(["tabular", name]) in keys
+
+
+def test_assets_are_grouped_described_and_owned(project):
+    from conftest import tiny_digits
+
+    project.declare(tiny_digits())
+    defs = definitions(project)
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name.startswith("digits_") and node.description and node.owners == ["team:edge-ml"]
+    compressed = graph.get(dg.AssetKey(["digits", "compressed_model"]))
+    assert set(compressed.partitions_def.get_partition_keys()) == {"float_baseline", "mobile_int8", "mcu_pruned_int8", "gpu_fp16"}
+
+
+def test_code_location_validates_and_loads_quickly(tmp_path):
+    env = {"PATH": str(Path(sys.executable).parent), "DAGSTER_HOME": str(tmp_path), "EDGEOPS_HOME": str(tmp_path / "state"),
+           "EDGEOPS_ROOT": str(REPO), "HOME": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    started = time.perf_counter()
+    completed = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    code = "import time; t = time.perf_counter(); import pipelines.definitions; print(time.perf_counter() - t)"
+    load = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert load.returncode == 0, load.stderr
+    assert float(load.stdout.strip().splitlines()[-1]) < 15  # generous here; benchmarks/code_location_load.py measures it
+
+
+def test_core_never_imports_dagster():
+    offenders = []
+    for path in (REPO / "edgeops").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "dagster" or n.startswith("dagster.") or n.startswith("dagster_") for n in names):
+                offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []
+
+
+def test_cli_info_json_and_spec_check():
+    env_cli = [sys.executable, "-m", "edgeops.cli"]
+    info = subprocess.run([*env_cli, "info", "--json"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0, info.stderr
+    payload = json.loads(info.stdout)
+    assert {"home", "dagster_home", "mlflow_tracking_uri", "mlflow_artifact_root", "pipelines"} <= set(payload)
+    assert payload["pipelines"][0]["name"] == "digits"
+    bad = subprocess.run([*env_cli, "spec", "check", "pipelines/absent.yaml"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "pipelines/absent.yaml" in bad.stderr and "Traceback" not in bad.stderr

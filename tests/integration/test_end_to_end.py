@@ -1,0 +1,165 @@
+"""The whole pipeline on a tiny profile, through the project's Dagster instance, plus a CSV-backed pipeline
+declared with no code change. Then the card: verified, every number walked back to MLflow, tamper-evident."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import table_declaration, table_frame, tiny_digits
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    monkeypatch = pytest.MonkeyPatch()
+    from conftest import Project
+
+    project = Project(tmp_path_factory.mktemp("e2e") / "project", monkeypatch)
+    project.declare(tiny_digits())
+    project.write_csv(table_frame(300))
+    project.declare(table_declaration())
+    from pipelines.launch import run_pipelines
+
+    reports = {r.pipeline: r for r in run_pipelines(project.settings())}
+    yield project, reports
+    monkeypatch.undo()
+
+
+def card_folder(project, pipeline: str) -> Path:
+    folders = list((project.root / "model_cards" / "generated" / pipeline).iterdir())
+    assert len(folders) == 1
+    return folders[0]
+
+
+def test_every_pipeline_completes(finished):
+    project, reports = finished
+    assert set(reports) == {"digits", "tabular"}
+    for report in reports.values():
+        assert report.core_success, report.runs
+        partitions = {r["partition"] for r in report.runs if r["partition"]}
+        assert partitions  # one run per target
+
+
+def test_targets_built_benchmarked_and_gpu_reported_not_measured(finished):
+    project, _ = finished
+    assets = project.settings().home / "assets" / "digits"
+    bench = json.loads((assets / "hil_benchmark" / "gpu_fp16.json").read_text())
+    assert bench["measured"] is False and "no CUDA device" in bench["reason"]
+    local = json.loads((assets / "hil_benchmark" / "mobile_int8.json").read_text())
+    assert local["measured"] and local["latency"]["1"]["p50_ms"] > 0 and 0 <= local["accuracy_on_device"] <= 1
+
+
+def test_mlflow_has_runs_datasets_and_registered_versions(finished):
+    project, _ = finished
+    from edgeops.lineage import Lineage
+
+    settings = project.settings()
+    client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
+    experiment = client.get_experiment_by_name("digits")
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    assert all(r.info.status == "FINISHED" for r in runs if r.data.tags.get("edgeops.stage") != "compressed_model")
+    validated = [r for r in runs if r.info.run_name == "validated_dataset"][0]
+    assert {d.dataset.name for d in validated.inputs.dataset_inputs} == {"digits-train", "digits-validation", "digits-test"}
+    assert all(r.data.tags.get("dagster.run_id") for r in runs)
+    version = client.get_model_version("digits-mobile_int8", "1")
+    assert len(version.tags["edgeops.sha256"]) == 64 and version.tags["edgeops.dataset_digest"]
+
+
+def test_card_verifies_and_every_number_matches_mlflow(finished):
+    project, _ = finished
+    from edgeops.cards.store import verify_card, walk_evidence
+    from edgeops.lineage import Lineage
+
+    settings = project.settings()
+    client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
+    folder = card_folder(project, "digits")
+    assert verify_card(folder, settings.home, client) == []
+    card = json.loads((folder / "card.json").read_text())
+    numbers = list(walk_evidence(card))
+    assert len(numbers) >= 15
+    for path, item in numbers:
+        assert client.get_run(item["mlflow_run_id"]).data.metrics[item["metric"]] == pytest.approx(item["value"]), path
+    assert len(card["nist_ai_rmf"]) == 72 and sum(card["nist_summary"].values()) == 72
+    assert card["compliance_claim"].startswith("none")
+    for name in ("card.md", "card.html", "card.mct.json", "card.sig.json"):
+        assert (folder / name).exists()
+    front = (folder / "card.md").read_text().split("---")[1]
+    assert yaml.safe_load(front)["model-index"][0]["results"][0]["metrics"]
+
+
+def test_hand_edited_card_fails_verification_and_names_it(finished, tmp_path):
+    project, _ = finished
+    from edgeops.cards.store import verify_card
+
+    folder = tmp_path / "edited"
+    shutil.copytree(card_folder(project, "digits"), folder)
+    card = json.loads((folder / "card.json").read_text())
+    card["metrics"]["dp_model"]["test_accuracy"]["value"] = 0.999
+    (folder / "card.json").write_text(json.dumps(card))
+    problems = verify_card(folder, project.settings().home)
+    assert any("edited after signing" in p for p in problems)
+
+
+def test_changed_evidence_is_named(finished, tmp_path):
+    project, _ = finished
+    from edgeops.cards.store import verify_card
+
+    folder = card_folder(project, "tabular")
+    card = json.loads((folder / "card.json").read_text())
+    artifact = Path(card["evidence_manifest"][-1]["path"])
+    original = artifact.read_bytes()
+    try:
+        artifact.write_bytes(original + b"\0")
+        problems = verify_card(folder, project.settings().home)
+        assert any(f"evidence changed on disk: {artifact}" in p for p in problems)
+    finally:
+        artifact.write_bytes(original)
+    assert verify_card(folder, project.settings().home) == []
+
+
+def test_review_is_signed_chained_and_removal_is_detected(finished, tmp_path):
+    project, _ = finished
+    from edgeops.cards.store import review_card, review_status, verify_card
+    from edgeops.lineage import Lineage
+
+    settings = project.settings()
+    client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
+    folder = tmp_path / "reviewed"
+    shutil.copytree(card_folder(project, "tabular"), folder)
+    review_card(folder, settings.home, "auditor@example.com", "reject", "needs more data", client)
+    review_card(folder, settings.home, "auditor@example.com", "approve", "ok after discussion", client)
+    assert review_status(folder) == "approved" and verify_card(folder, settings.home) == []
+    history = json.loads((folder / "history.json").read_text())
+    (folder / "history.json").write_text(json.dumps(history[1:]))
+    assert any("does not chain" in p for p in verify_card(folder, settings.home))
+
+
+def test_privacy_ledger_recorded_every_access(finished):
+    project, _ = finished
+    from edgeops.ledger import ledger_for
+
+    ledger = ledger_for(project.settings().pipeline_dir("digits"), 10.0, 1e-5)
+    mechanisms = [e.mechanism for e in ledger.entries()]
+    assert "dp-sgd (opacus)" in mechanisms and "gaussian naive bayes (diffprivlib)" in mechanisms
+    assert any(m.startswith("dp-sgd fine-tuning after pruning") for m in mechanisms)
+    assert any("NOT differentially private" in m for m in mechanisms)
+    assert ledger.spent()[0] <= 10.0
+
+
+def test_rerun_charges_nothing_new_and_keeps_the_same_model(finished):
+    project, _ = finished
+    from edgeops.ledger import ledger_for
+    from pipelines.launch import run_pipelines
+
+    settings = project.settings()
+    ledger = ledger_for(settings.pipeline_dir("tabular"), 20.0, 1e-4)
+    spent = ledger.spent()[0]
+    before = json.loads((settings.home / "assets" / "tabular" / "dp_model" / "__all__.json").read_text())["weights_sha256"]
+    report, = run_pipelines(settings, "tabular", ["dp_model"])
+    assert report.core_success
+    after = json.loads((settings.home / "assets" / "tabular" / "dp_model" / "__all__.json").read_text())["weights_sha256"]
+    assert after == before and ledger.spent()[0] == pytest.approx(spent)

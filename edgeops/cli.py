@@ -254,6 +254,98 @@ def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None
                f"energy: {result['energy'].get('reason') or 'measured'}")
 
 
+def _validated_dataset(settings: Settings, pipeline: str) -> dict:
+    path = settings.home / "assets" / pipeline / "validated_dataset" / "__all__.json"
+    if not path.exists():
+        raise EdgeopsError(f"pipeline {pipeline!r} has no validated dataset yet; run it first")
+    return json.loads(path.read_text())
+
+
+@main.group()
+def release() -> None:
+    """Gated promotion of target versions (MLflow registry alias `production`)."""
+
+
+@release.command("status")
+@click.option("--pipeline", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def release_status(pipeline: str | None, as_json: bool) -> None:
+    """Per target: production and candidate versions, and each gate's state."""
+    from edgeops import release as releases
+    from edgeops.spec import discover_declarations
+
+    settings = Settings.resolve()
+    client = _mlflow_client(settings)
+    out = {}
+    for declaration in discover_declarations(settings.pipelines_dir):
+        if pipeline and declaration.spec.name != pipeline:
+            continue
+        out[declaration.spec.name] = releases.status(client, declaration, settings.home, settings.model_cards_dir)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for name, rows in out.items():
+        for row in rows:
+            click.echo(f"{name}/{row['target']}: production v{row['production'] or '-'}  candidate v{row['candidate'] or '-'}")
+            for gate, state in row["gates"].items():
+                click.echo(f"    {'ok  ' if state['passed'] else 'OPEN'} {gate}: {state['detail']}")
+
+
+@release.command("promote")
+@click.option("--pipeline", required=True)
+@click.option("--target", required=True)
+@click.option("--version", default=None, help="default: the latest registered version")
+def release_promote(pipeline: str, target: str, version: str | None) -> None:
+    """Move `production` to a version whose every gate passes (refused, and recorded, otherwise)."""
+    from edgeops import release as releases
+
+    settings, declaration = _declaration(pipeline)
+    declaration.spec.target(target)
+    result = releases.promote(_mlflow_client(settings), declaration, target, settings.home, settings.model_cards_dir,
+                              _validated_dataset(settings, pipeline), version)
+    click.echo(f"{result['model']}: production is now v{result['version']} (was {result['previous'] or 'none'}); "
+               f"decision recorded in MLflow run {result['mlflow_run_id']}")
+
+
+@main.command("rollback")
+@click.option("--pipeline", required=True)
+@click.option("--target", required=True)
+@click.option("--to", "to_version", default=None, help="default: the previous production version")
+@click.option("--reason", required=True)
+def rollback_command(pipeline: str, target: str, to_version: str | None, reason: str) -> None:
+    """Move `production` back to an earlier version and record why; artifacts stay intact."""
+    from edgeops import release as releases
+
+    settings, declaration = _declaration(pipeline)
+    result = releases.rollback(_mlflow_client(settings), declaration, target, settings.home, reason, to_version)
+    click.echo(f"{result['model']}: production rolled back from v{result['from']} to v{result['to']} (MLflow run {result['mlflow_run_id']})")
+
+
+@main.command("lineage")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+def lineage_command(ref: str, as_json: bool) -> None:
+    """From a model version (name/version), an artifact sha256 or a card id: back to the data, forward to releases."""
+    from edgeops import release as releases
+
+    settings = Settings.resolve()
+    result = releases.lineage(_mlflow_client(settings), ref)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    for chain in result["chains"]:
+        mv = chain["model_version"]
+        click.echo(f"{mv['name']} v{mv['version']} sha256 {mv['sha256'][:16]} aliases {mv['aliases']}")
+        click.echo(f"  <- compression run {chain['compression_run']}")
+        click.echo(f"  <- DP model run {chain['dp_model_run']} (weights {str(chain['dp_model']['weights_sha256'])[:16]}, epsilon {chain['dp_model']['epsilon']})")
+        click.echo(f"  <- dataset {str(chain['dataset']['digest'])[:16]} splits {chain['dataset']['splits']}")
+        for bench in chain["benchmarks"]:
+            click.echo(f"  -> benchmark run {bench['run']} on {bench['device']}: p95 {bench['p95_ms']} ms")
+        click.echo(f"  -> card {chain['card']['card_id']} (review {chain['card']['review']})")
+        for item in chain["releases"]:
+            click.echo(f"  -> release {item['action']}: {item['decision']} ({item['reason']})")
+
+
 @main.group()
 def agent() -> None:
     """The device agent."""

@@ -46,7 +46,11 @@ def build_and_register(declaration: Declaration, target: TargetSpec, dp_model: d
         run.client.create_registered_model(name, tags={"edgeops.pipeline": declaration.spec.name, "edgeops.target": target.name})
     except Exception:  # already registered (or created by a concurrent run)
         pass
-    version = run.client.create_model_version(name, source, run_id=run.run_id, tags={
+    from edgeops.compression import budget_outcomes
+
+    outcomes = budget_outcomes(record, target)
+    checks = {f"edgeops.check.{k}": ("not_measured" if ok is None else "passed" if ok else "failed") for k, (ok, _) in outcomes.items()}
+    version = run.client.create_model_version(name, source, run_id=run.run_id, tags={**checks,
         "edgeops.sha256": record["sha256"], "edgeops.recipe": json.dumps(record["recipe"]),
         "edgeops.parent_weights_sha256": dp_model["weights_sha256"], "edgeops.parent_mlflow_run": dp_model["mlflow_run_id"],
         "edgeops.dataset_digest": dp_model["dataset_digest"], "edgeops.precision": record["precision"],
@@ -56,3 +60,10 @@ def build_and_register(declaration: Declaration, target: TargetSpec, dp_model: d
     record["registered_version"] = version.version
     record["mlflow_run_id"] = run.run_id
     return record
+
+
+def tag_version(client, record: dict, tags: dict) -> None:
+    """Add tags to a target's registered version (benchmark checks, card id), if it was registered."""
+    if record.get("registered_model") and record.get("registered_version"):
+        for key, value in tags.items():
+            client.set_model_version_tag(record["registered_model"], str(record["registered_version"]), key, str(value))

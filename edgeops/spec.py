@@ -247,6 +247,16 @@ class DeviceSpec(Frozen):
         return self
 
 
+# ---------------------------------------------------------------- release
+class ReleaseSpec(Frozen):
+    """Promotion gates: how much worse than the current production version a candidate may be, measured side by
+    side on the same device at promotion time."""
+
+    max_accuracy_regression_points: float = Field(0.5, ge=0)
+    max_latency_regression_pct: float = Field(20.0, ge=0)
+    max_memory_regression_pct: float = Field(20.0, ge=0)
+
+
 # ---------------------------------------------------------------- card
 class CardSpec(Frozen):
     intended_use: str = ""
@@ -267,6 +277,7 @@ class PipelineSpec(Frozen):
     targets: list[TargetSpec] = Field(min_length=1)
     devices: list[DeviceSpec] = Field(min_length=1)
     card: CardSpec = CardSpec()
+    release: ReleaseSpec = ReleaseSpec()
 
     @field_validator("owners")
     @classmethod

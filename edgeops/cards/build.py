@@ -347,6 +347,11 @@ def generate_card(declaration: Declaration, settings, run, inputs: dict, dagster
         if (folder / name).exists():
             run.log_artifact(folder / name, "card")
     run.log_metrics({"card_generation_s": seconds, **{f"nist_{k}": v for k, v in card["nist_summary"].items()}})
+    from edgeops.registry import tag_version
+
+    for target in card["targets"]:
+        if target.get("registered_model"):
+            tag_version(run.client, target, {"edgeops.card_id": card["card_id"], "edgeops.card_folder": str(folder)})
     run.set_tags({"edgeops.card_id": card["card_id"], "edgeops.card_version": card["version"]})
     return {"folder": str(folder), "card_id": card["card_id"], "version": card["version"], "nist_summary": card["nist_summary"],
             "seconds": seconds, "limitations": card["caveats_and_recommendations"]["limitations"], "mlflow_run_id": run.run_id,

@@ -48,6 +48,13 @@ def write_card(card: dict, cards_dir: Path, home: Path, key_file: str | None = N
     card["signature_fingerprint"] = fingerprint(key.public_key())
     validate_card_schema(card, cards_dir)
     folder = card_folder(cards_dir, card["pipeline"], card["version"])
+    if (folder / "card.json").exists():
+        # A regenerated card starts a new review history; the old card and its signed history stay for the audit.
+        superseded = folder / "superseded" / json.loads((folder / "card.json").read_text())["generated_at"].replace(":", "")
+        superseded.mkdir(parents=True, exist_ok=True)
+        for path in folder.iterdir():
+            if path.is_file():
+                path.rename(superseded / path.name)
     folder.mkdir(parents=True, exist_ok=True)
     mct = to_mct(card)
     validate_mct(mct, cards_dir)

@@ -163,3 +163,105 @@ def test_rerun_charges_nothing_new_and_keeps_the_same_model(finished):
     assert report.core_success
     after = json.loads((settings.home / "assets" / "tabular" / "dp_model" / "__all__.json").read_text())["weights_sha256"]
     assert after == before and ledger.spent()[0] == pytest.approx(spent)
+
+
+def test_release_gates_promotion_rollback_and_lineage(finished):
+    project, _ = finished
+    from edgeops import release as releases
+    from edgeops.cards.store import review_card
+    from edgeops.lineage import Lineage
+    from edgeops.spec import load_declaration
+    from pipelines.launch import run_pipelines
+
+    settings = project.settings()
+    client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
+    declaration = load_declaration(project.root / "pipelines" / "tabular.yaml")
+    dataset = json.loads((settings.home / "assets" / "tabular" / "validated_dataset" / "__all__.json").read_text())
+    name = "tabular-cpu_float"
+
+    with pytest.raises(releases.ReleaseError, match="review pending"):
+        releases.promote(client, declaration, "cpu_float", settings.home, settings.model_cards_dir, dataset, "1")
+    with pytest.raises(releases.ReleaseError, match="parity=failed|not passed"):
+        releases.promote(client, declaration, "cpu_int8", settings.home, settings.model_cards_dir, dataset, "1")
+    with pytest.raises(Exception):
+        client.get_model_version_by_alias(name, "production")
+    refused = client.search_runs([client.get_experiment_by_name("tabular").experiment_id], "tags.`edgeops.release.decision` = 'refused'")
+    assert refused, "a refused promotion is recorded too"
+
+    card = client.get_model_version(name, "1").tags["edgeops.card_folder"]
+    review_card(card, settings.home, "auditor@example.com", "approve", "numbers checked", client)
+    first = releases.promote(client, declaration, "cpu_float", settings.home, settings.model_cards_dir, dataset, "1")
+    assert first["decision"] == "promoted" and str(client.get_model_version_by_alias(name, "production").version) == "1"
+    with pytest.raises(releases.ReleaseError, match="no earlier production version"):
+        releases.rollback(client, declaration, "cpu_float", settings.home, "testing")
+
+    report, = run_pipelines(settings, "tabular", ["compressed_model", "hil_benchmark", "model_card"])
+    assert report.core_success
+    card = client.get_model_version(name, "2").tags["edgeops.card_folder"]
+    review_card(card, settings.home, "auditor@example.com", "approve", "second version", client)
+    second = releases.promote(client, declaration, "cpu_float", settings.home, settings.model_cards_dir, dataset, "2")
+    assert second["previous"] == "1" and "candidate" in second["numbers"]  # measured side by side, now
+    back = releases.rollback(client, declaration, "cpu_float", settings.home, "field reports of misreads")
+    assert back == {**back, "from": "2", "to": "1"}
+    assert str(client.get_model_version_by_alias(name, "production").version) == "1"
+
+    sha = client.get_model_version(name, "1").tags["edgeops.sha256"]
+    chain = releases.lineage(client, sha)["chains"]
+    assert {c["model_version"]["version"] for c in chain} == {"1", "2"}  # same artifact bytes, two versions
+    assert all(c["dataset"]["digest"] == dataset["digest"] and c["dp_model_run"] for c in chain)
+    assert any(r["action"] == "rollback" and "misreads" in r["reason"] for c in chain for r in c["releases"])
+
+
+def test_unreachable_mlflow_during_promotion_changes_nothing(finished):
+    project, _ = finished
+    from mlflow import MlflowClient
+
+    from edgeops import release as releases
+    from edgeops.spec import load_declaration
+
+    settings = project.settings()
+    declaration = load_declaration(project.root / "pipelines" / "tabular.yaml")
+    down = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
+    import os
+
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        with pytest.raises(Exception):
+            releases.promote(down, declaration, "cpu_float", settings.home, settings.model_cards_dir, {}, "2")
+    finally:
+        os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+
+
+def test_racing_promotions_leave_the_registry_consistent(finished):
+    """Runs after the release test: production is v1, v2 is approved. Two promotions of v2 race."""
+    import threading
+
+    project, _ = finished
+    from edgeops import release as releases
+    from edgeops.lineage import Lineage
+    from edgeops.spec import load_declaration
+
+    settings = project.settings()
+    client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
+    declaration = load_declaration(project.root / "pipelines" / "tabular.yaml")
+    dataset = json.loads((settings.home / "assets" / "tabular" / "validated_dataset" / "__all__.json").read_text())
+    if str(client.get_model_version_by_alias("tabular-cpu_float", "production").version) != "1":
+        pytest.skip("needs the state left by test_release_gates_promotion_rollback_and_lineage")
+    outcomes = []
+
+    def promote():
+        try:
+            releases.promote(client, declaration, "cpu_float", settings.home, settings.model_cards_dir, dataset, "2")
+            outcomes.append("promoted")
+        except releases.ReleaseError as err:
+            outcomes.append(str(err))
+
+    threads = [threading.Thread(target=promote) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("promoted") == 1 and any("already in production" in o for o in outcomes)
+    assert str(client.get_model_version_by_alias("tabular-cpu_float", "production").version) == "2"
+    history = json.loads(client.get_registered_model("tabular-cpu_float").tags["edgeops.production_history"])
+    assert [h["version"] for h in history][-1] == "2" and len([h for h in history if h["action"] == "promote"]) == 2

@@ -347,6 +347,29 @@ def lineage_command(ref: str, as_json: bool) -> None:
 
 
 @main.group()
+def drift() -> None:
+    """Drift monitoring."""
+
+
+@drift.command("simulate")
+@click.option("--pipeline", required=True)
+@click.option("--kind", required=True, help="images: rotation, noise, brightness, contrast, occlusion; tables: covariate, label; or none")
+@click.option("--severity", default="medium", help="low, medium, high, or a number in [0, 1]")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--batches", default=1, show_default=True)
+@click.option("--rows", default=200, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def drift_simulate(pipeline: str, kind: str, severity: str, out_dir: Path, batches: int, rows: int, seed: int) -> None:
+    """Write shifted (or, with --kind none, unshifted) batches drawn from the held-out test split."""
+    from edgeops.drift import simulate
+
+    settings, declaration = _declaration(pipeline)
+    level = severity if severity in ("low", "medium", "high") else float(severity)
+    for path in simulate(declaration, _validated_dataset(settings, pipeline), kind, level, out_dir, batches, rows, seed):
+        click.echo(str(path))
+
+
+@main.group()
 def agent() -> None:
     """The device agent."""
 

@@ -247,6 +247,31 @@ class DeviceSpec(Frozen):
         return self
 
 
+# ---------------------------------------------------------------- monitoring
+class ColumnDrift(Frozen):
+    method: str | None = Field(None, description="an Evidently stat test name, e.g. ks, psi, wasserstein, jensenshannon")
+    threshold: float | None = Field(None, gt=0)
+
+
+class MonitoringSpec(Frozen):
+    """Drift monitoring of incoming batches (CSV or Parquet files dropped in a folder)."""
+
+    incoming: str | None = Field(None, description="folder watched for batches, relative to the project root; default data/incoming/<name>")
+    schedule: str = Field("0 * * * *", description="cron for the scheduled re-check")
+    settle_seconds: float = Field(5.0, ge=0, description="a file is complete when unchanged this long")
+    max_rows: int = Field(5000, gt=0, description="larger batches (and the reference) are sampled to this many rows")
+    reference_split: Literal["validation", "train"] = Field(
+        "validation", description="reference data; the model's outputs on its own training rows are biased by fitting, so a held-out split is the honest reference")
+    method: str | None = Field(None, description="Evidently stat test for numeric features (default: Evidently's choice by data size)")
+    threshold: float | None = Field(None, gt=0, description="threshold for that test")
+    drift_share: float = Field(0.3, gt=0, le=1, description="share of drifted columns that flags a batch")
+    prediction_threshold: float = Field(0.01, gt=0, lt=1, description="p-value below which prediction drift is flagged")
+    embedding_threshold: float | None = Field(None, gt=0, description="threshold for embedding/pixel-statistic columns (Evidently's default if unset)")
+    columns: dict[str, ColumnDrift] = Field({}, description="per-column method and threshold")
+    severity: Literal["warn", "fail"] = "warn"
+    on_drift: Literal["none", "retrain"] = "none"
+
+
 # ---------------------------------------------------------------- release
 class ReleaseSpec(Frozen):
     """Promotion gates: how much worse than the current production version a candidate may be, measured side by
@@ -278,6 +303,7 @@ class PipelineSpec(Frozen):
     devices: list[DeviceSpec] = Field(min_length=1)
     card: CardSpec = CardSpec()
     release: ReleaseSpec = ReleaseSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @field_validator("owners")
     @classmethod
@@ -313,6 +339,9 @@ class PipelineSpec(Frozen):
             if PruneStep in kinds and kinds.index(PruneStep) != 0:
                 raise ValueError(f"targets.{index}.recipe: prune must come first (it works on float weights)")
         return self
+
+    def incoming_folder(self) -> str:
+        return self.monitoring.incoming or f"data/incoming/{self.name}"
 
     def target(self, name: str) -> TargetSpec:
         for target in self.targets:

@@ -33,7 +33,9 @@ class PipelineRunReport:
 
 def _pipeline_assets(defs: dg.Definitions, pipeline: str):
     graph = defs.resolve_asset_graph()
-    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.key.path[0] == pipeline]
+    # Batch-partitioned assets (drift reports) run when batches arrive, through the sensor: not part of a pipeline run.
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.key.path[0] == pipeline
+              and not isinstance(a.partitions_def, dg.DynamicPartitionsDefinition)]
     checks = [c for c in defs.asset_checks or [] if next(iter(c.check_keys)).asset_key.path[0] == pipeline]
     partitioned = {a.key for a in assets if a.partitions_def is not None}
     after = {a.key for a in assets if a.key not in partitioned and graph.get(a.key).parent_keys and

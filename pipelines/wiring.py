@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.factory import build_pipeline_assets
+from assets.factory import build_pipeline_assets, build_pipeline_automation
 from assets.resources import JsonIOManager, MlflowLineage
 from edgeops.settings import Settings
 from edgeops.spec import discover_declarations
@@ -20,11 +20,18 @@ def resources_for(settings: Settings) -> dict:
 def build_definitions(settings: Settings, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     declarations = discover_declarations(settings.pipelines_dir)
     assets_and_checks: list = []
+    sensors: list = []
+    schedules: list = []
     for declaration in declarations:
         assets_and_checks += build_pipeline_assets(declaration, settings)
+        pipeline_sensors, pipeline_schedules = build_pipeline_automation(declaration, settings)
+        sensors += pipeline_sensors
+        schedules += pipeline_schedules
     return dg.Definitions(
         assets=[a for a in assets_and_checks if not isinstance(a, dg.AssetChecksDefinition)],
         asset_checks=[a for a in assets_and_checks if isinstance(a, dg.AssetChecksDefinition)],
+        sensors=sensors,
+        schedules=schedules,
         resources=resources_for(settings),
         executor=executor or dg.in_process_executor,
     )

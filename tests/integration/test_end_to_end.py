@@ -266,3 +266,62 @@ def test_racing_promotions_leave_the_registry_consistent(finished):
     history = json.loads(client.get_registered_model("tabular-cpu_float").tags["edgeops.production_history"])
     # promote 1, promote 2, rollback to 1 (previous test), then exactly one more promote of 2 from the race
     assert [(h["action"], h["version"]) for h in history] == [("promote", "1"), ("promote", "2"), ("rollback", "1"), ("promote", "2")]
+
+
+def test_drift_batches_on_arrival_quarantine_and_no_double_processing(finished):
+    import os
+    import time as clock
+
+    import dagster as dg
+    import pandas as pd
+
+    project, _ = finished
+    from edgeops.drift import simulate
+    from edgeops.spec import load_declaration
+    from pipelines.instance import ensure_instance
+    from pipelines.wiring import build_definitions, resources_for
+
+    settings = project.settings()
+    declaration = load_declaration(project.root / "pipelines" / "digits.yaml")
+    incoming = project.root / "data" / "incoming" / "digits"
+    dataset = json.loads((settings.home / "assets" / "digits" / "validated_dataset" / "__all__.json").read_text())
+    clean, = simulate(declaration, dataset, "none", "medium", incoming, batches=1, rows=150, seed=3)
+    shifted, = simulate(declaration, dataset, "rotation", "high", incoming, batches=1, rows=150, seed=4)
+    bad = incoming / "bad-schema.csv"
+    pd.read_csv(clean).drop(columns=["pixel_0_3"]).to_csv(bad, index=False)
+    (incoming / "empty.csv").write_text("")
+    (incoming / "copy-of-clean.csv").write_bytes(clean.read_bytes())  # the same content under another name
+    past = clock.time() - 60
+    for path in incoming.iterdir():
+        os.utime(path, (past, past))
+    writing = incoming / "still-writing.csv"
+    writing.write_text(clean.read_text()[:500])  # modified just now: not complete yet
+
+    instance = ensure_instance(settings)
+    defs = build_definitions(settings)
+    sensor = defs.get_sensor_def("digits_incoming_batches")
+    requests = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    keys = sorted(r.partition_key for r in requests)
+    assert len(keys) == 4 and not any(k.startswith("still-writing") for k in keys)
+    assert sum(k.startswith(("copy-of-clean", clean.stem[:20])) for k in keys) == 1
+    again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert isinstance(again, dg.SkipReason)  # nothing is requested twice
+
+    assets = [a for a in defs.assets if a.key.path[0] == "digits"]
+    checks = [c for c in defs.asset_checks if next(iter(c.check_keys)).asset_key.path[0] == "digits"]
+    outcomes = {}
+    for key in keys:
+        result = dg.materialize([*assets, *checks], selection=[dg.AssetKey(["digits", "drift_report"])], partition_key=key,
+                                instance=instance, resources=resources_for(settings), raise_on_error=False)
+        record = json.loads((settings.home / "assets" / "digits" / "drift_report" / f"{key}.json").read_text())
+        outcomes[key] = (record["status"], record.get("drift_detected"), {e.check_name: e.passed for e in result.get_asset_check_evaluations()})
+    by_name = {("clean" if k.startswith(("copy-of-clean", "none")) else k.split("-")[0]): v for k, v in outcomes.items()}
+    assert by_name["clean"] == ("checked", False, {"batch_valid": True, "no_drift": True})
+    assert by_name["rotation"][:2] == ("checked", True) and by_name["rotation"][2]["no_drift"] is False
+    for name in ("bad", "empty"):
+        status, _, check = by_name[name]
+        assert status == "quarantined" and check == {"batch_valid": False}
+        quarantine = next((settings.pipeline_dir("digits") / "monitoring" / "quarantine").glob(f"{name}*"))
+        assert json.loads((quarantine / "report.json").read_text())["problems"]
+    report = json.loads((settings.home / "assets" / "digits" / "drift_report" / f"{[k for k in keys if k.startswith('rotation')][0]}.json").read_text())
+    assert Path(report["html_report"]).stat().st_size > 10_000 and report["rows_sampled"] == 150

@@ -1,0 +1,300 @@
+"""Drift monitoring with Evidently 0.7: incoming batches against the training reference.
+
+A batch is first validated with the dataset's expectations (a bad batch is quarantined with its report, never
+dropped). Then one Evidently report covers: feature drift (method and threshold per column from the declaration,
+Evidently's defaults otherwise), prediction drift of the released model, and, for images, drift of the model's
+embeddings (penultimate layer) and of simple pixel statistics. Accuracy on the batch is reported when it has labels.
+Large batches are sampled to a declared maximum, and the sample size is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edgeops.data import ROW_ID, file_sha256, read_split
+from edgeops.errors import DataError
+from edgeops.spec import Declaration
+
+BATCH_SUFFIXES = {".csv", ".parquet"}
+SEVERITIES = {"low": 0.33, "medium": 0.66, "high": 1.0}
+
+
+# ---------------------------------------------------------------- batches on disk
+def batch_key(path: Path) -> str:
+    """Partition key: file stem plus a content hash, so the same bytes are never processed twice."""
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in path.stem)[:40]
+    return f"{stem}-{file_sha256(path)[:12]}"
+
+
+def complete_batches(folder: Path, settle_seconds: float, now: float) -> list[Path]:
+    """Files whose last write is older than settle_seconds (a file still being written is left for the next tick)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in BATCH_SUFFIXES and p.is_file() and now - p.stat().st_mtime >= settle_seconds)
+
+
+def find_batch(folder: Path, key: str) -> Path:
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.suffix in BATCH_SUFFIXES and path.is_file() and batch_key(path) == key:
+            return path
+    raise DataError(str(folder), f"no incoming batch with key {key!r} (moved or changed since it was registered)")
+
+
+def load_batch(path: Path, declaration: Declaration, features: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """Read a batch with the same rules as the training source. Returns the frame and its schema problems."""
+    from edgeops.data import _add_numeric, _read_table
+
+    raw = _read_table(path, "csv" if path.suffix == ".csv" else "parquet")
+    if raw.empty:
+        raise DataError(str(path), "batch has no rows")
+    label = declaration.spec.dataset.label
+    problems, frame = [], pd.DataFrame({ROW_ID: np.arange(len(raw), dtype=np.int64)})
+    for column in features:
+        if column not in raw.columns:
+            problems.append({"row": None, "column": column, "value": None, "issue": "declared column missing"})
+            frame[column] = np.nan
+        else:
+            _add_numeric(frame, raw[column], column, problems)
+    if label in raw.columns:
+        _add_numeric(frame, raw[label], label, problems)
+    extra = [c for c in raw.columns if c not in features and c != label]
+    problems += [{"row": None, "column": c, "value": None, "issue": "column not in the training schema"} for c in extra]
+    return frame, problems
+
+
+def validate_batch(frame: pd.DataFrame, problems: list[dict], declaration: Declaration, features: list[str]) -> list[dict]:
+    """Schema problems plus the declared bounds, nulls and label domain: the expectations that apply to a batch."""
+    spec = declaration.spec
+    found = list(problems)
+    values = frame[features].to_numpy(dtype=np.float64)
+    bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if len(bad_rows):
+        found.append({"row": int(bad_rows[0]), "column": None, "value": None, "issue": f"{len(bad_rows)} rows with missing or infinite values"})
+    from edgeops.validation import feature_bounds
+
+    low, high = feature_bounds(spec, features)
+    outside = np.flatnonzero(((values < low) | (values > high)).any(axis=1))
+    if len(outside):
+        found.append({"row": int(outside[0]), "column": None, "value": None, "issue": f"{len(outside)} rows outside the declared feature bounds"})
+    if spec.dataset.label in frame.columns:
+        labels = frame[spec.dataset.label].dropna()
+        unknown = sorted(set(labels.astype(int)) - set(spec.dataset.classes)) if len(labels) else []
+        if unknown:
+            found.append({"row": None, "column": spec.dataset.label, "value": str(unknown[:5]), "issue": "labels outside the declared classes"})
+    return found
+
+
+def quarantine(path: Path, key: str, problems: list[dict], quarantine_root: Path) -> Path:
+    folder = quarantine_root / key
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, folder / path.name)
+    (folder / "report.json").write_text(json.dumps({"batch": str(path), "key": key, "problems": problems}, indent=1))
+    return folder
+
+
+# ---------------------------------------------------------------- the report
+def _model_columns(model, x: np.ndarray, image: bool) -> pd.DataFrame:
+    import torch
+
+    with torch.no_grad():
+        tensor = torch.from_numpy(x.astype(np.float32))
+        logits = model(tensor).numpy()
+        embeddings = model.embed(tensor).reshape(len(x), -1).numpy()
+    columns = {"prediction": logits.argmax(1)}
+    # A fixed projection of the embeddings (the first components of a seeded random rotation) keeps the number of
+    # drift tests small and stable whatever the width of the penultimate layer.
+    rng = np.random.default_rng(0)
+    projection = np.linalg.qr(rng.standard_normal((embeddings.shape[1], embeddings.shape[1])))[0][:, :min(8, embeddings.shape[1])]
+    for index, values in enumerate((embeddings @ projection).T):
+        columns[f"embedding_{index}"] = values
+    if image:
+        columns["stat_pixel_mean"] = x.mean(axis=1)
+        columns["stat_pixel_std"] = x.std(axis=1)
+    return pd.DataFrame(columns)
+
+
+# Evidently's stat tests that return a p-value (drift when below the threshold); the others return a distance
+# (drift when at or above it). Names as they appear in a metric's config: the test id or its display name.
+P_VALUE_TESTS = {"ks", "chisquare", "z", "fisher_exact", "g_test", "t_test", "mannw", "anderson", "cramer_von_mises", "es",
+                 "epps_singleton"}
+
+
+def _drifted(metric: dict) -> bool | None:
+    config = metric.get("config", {})
+    method, threshold, value = str(config.get("method", "")), config.get("threshold"), metric.get("value")
+    if threshold is None or not isinstance(value, (int, float)):
+        return None
+    is_p_value = method in P_VALUE_TESTS or "p_value" in method.lower().replace("-", "_")
+    return bool(value < threshold if is_p_value else value >= threshold)
+
+
+def drift_report(declaration: Declaration, reference_ref: dict, model, batch: pd.DataFrame, out_dir: Path, seed: int = 0) -> dict:
+    """Run the Evidently report and return a compact summary (the HTML report is written to out_dir)."""
+    from evidently import Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    spec = declaration.spec
+    monitoring = spec.monitoring
+    features = reference_ref["features"]
+    reference = read_split(reference_ref, monitoring.reference_split)
+    rows_in = len(batch)
+    if rows_in > monitoring.max_rows:
+        batch = batch.sample(monitoring.max_rows, random_state=seed)
+    if len(reference) > monitoring.max_rows:
+        reference = reference.sample(monitoring.max_rows, random_state=seed)
+    image = spec.dataset.kind == "image"
+    ref_frame = pd.concat([reference[features].reset_index(drop=True),
+                           _model_columns(model, reference[features].to_numpy(), image)], axis=1)
+    cur_frame = pd.concat([batch[features].reset_index(drop=True), _model_columns(model, batch[features].to_numpy(), image)], axis=1)
+    extra = [c for c in cur_frame.columns if c.startswith(("embedding_", "stat_"))]
+    per_column = {c: rule.method for c, rule in monitoring.columns.items() if rule.method}
+    per_threshold = {c: rule.threshold for c, rule in monitoring.columns.items() if rule.threshold is not None}
+    metrics = [DataDriftPreset(columns=features, drift_share=monitoring.drift_share, per_column_method=per_column or None,
+                               per_column_threshold=per_threshold or None, num_method=monitoring.method, num_threshold=monitoring.threshold),
+               ValueDrift(column="prediction", method="chisquare", threshold=monitoring.prediction_threshold)]
+    metrics += [ValueDrift(column=c, method=monitoring.method, threshold=monitoring.embedding_threshold or monitoring.threshold) for c in extra]
+    snapshot = Report(metrics).run(current_data=cur_frame, reference_data=ref_frame)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path = out_dir / "drift_report.html"
+    snapshot.save_html(str(html_path))
+    result = snapshot.dict()
+    per_feature, prediction, embeddings = {}, None, {}
+    feature_share = None
+    for metric in result["metrics"]:
+        config = metric.get("config", {})
+        kind, column = config.get("type", ""), config.get("column")
+        if kind.endswith("DriftedColumnsCount"):
+            feature_share = float(metric["value"]["share"])
+        elif kind.endswith("ValueDrift"):
+            entry = {"score": float(metric["value"]), "method": config.get("method"), "threshold": config.get("threshold"), "drifted": _drifted(metric)}
+            if column == "prediction":
+                prediction = entry
+            elif column in extra:
+                embeddings[column] = entry
+            else:
+                per_feature[column] = entry
+    embedding_share = float(np.mean([e["drifted"] for e in embeddings.values()])) if embeddings else 0.0
+    reasons = []
+    if feature_share is not None and feature_share >= monitoring.drift_share:
+        reasons.append(f"{feature_share:.0%} of features drifted (declared share {monitoring.drift_share:.0%})")
+    if prediction and prediction["drifted"]:
+        reasons.append(f"prediction drift (chi-square p={prediction['score']:.2g} < {monitoring.prediction_threshold:g})")
+    if embeddings and embedding_share >= monitoring.drift_share:
+        reasons.append(f"{embedding_share:.0%} of embedding/pixel-statistic columns drifted")
+    accuracy = None
+    label = spec.dataset.label
+    if label in batch.columns and batch[label].notna().all():
+        index = {c: i for i, c in enumerate(spec.dataset.classes)}
+        truth = np.array([index.get(int(v), -1) for v in batch[label]])
+        accuracy = float((cur_frame["prediction"].to_numpy() == truth).mean())
+    summary = {"drift_detected": bool(reasons), "reasons": reasons, "feature_drift_share": feature_share,
+               "drifted_features": sorted(c for c, e in per_feature.items() if e["drifted"])[:20],
+               "prediction_drift": prediction, "embedding_drift_share": embedding_share, "accuracy_on_batch": accuracy,
+               "rows_in_batch": rows_in, "rows_sampled": len(cur_frame), "reference_rows": len(ref_frame),
+               "html_report": str(html_path), "evidently_metrics": len(result["metrics"])}
+    (out_dir / "drift_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+# ---------------------------------------------------------------- simulated batches
+def _images(x: np.ndarray, shape) -> np.ndarray:
+    return x.reshape(len(x), *shape[1:]) if shape[0] == 1 else x.reshape(len(x), *shape)
+
+
+def shift_batch(x: np.ndarray, y: np.ndarray, kind: str, severity: float, declaration: Declaration, rng) -> tuple[np.ndarray, np.ndarray]:
+    spec = declaration.spec
+    from edgeops.validation import feature_bounds
+
+    low, high = feature_bounds(spec, [f"f{i}" for i in range(x.shape[1])]) if isinstance(spec.dataset.feature_bounds, tuple) else (x.min(0), x.max(0))
+    span = high - low
+    x = x.astype(np.float64).copy()
+    if spec.dataset.kind == "image":
+        images = _images(x, spec.dataset.image_shape)
+        if kind == "rotation":
+            from scipy.ndimage import rotate
+
+            images = np.stack([rotate(img, angle=45 * severity * rng.choice([-1, 1]), reshape=False, order=1, mode="constant") for img in images])
+        elif kind == "noise":
+            images = images + rng.normal(0, 0.35 * severity * span.mean(), images.shape)
+        elif kind == "brightness":
+            images = images + 0.4 * severity * span.mean()
+        elif kind == "contrast":
+            images = images.mean(axis=(1, 2), keepdims=True) + (images - images.mean(axis=(1, 2), keepdims=True)) * (1 - 0.7 * severity)
+        elif kind == "occlusion":
+            size = max(1, int(round(images.shape[1] * 0.6 * severity)))
+            for img in images:
+                top, left = rng.integers(0, images.shape[1] - size + 1, size=2)
+                img[top:top + size, left:left + size] = low.min()
+        elif kind != "none":
+            raise DataError("drift simulate", f"unknown image shift {kind!r}; use rotation, noise, brightness, contrast, occlusion or none")
+        x = images.reshape(len(x), -1)
+    else:
+        if kind == "covariate":
+            columns = rng.choice(x.shape[1], size=max(1, x.shape[1] // 2), replace=False)
+            x[:, columns] += 0.5 * severity * span[columns]
+        elif kind == "label":
+            keep = rng.random(len(y)) < np.where(y == y.min(), 1.0, 1 - 0.9 * severity)
+            x, y = x[keep], y[keep]
+        elif kind != "none":
+            raise DataError("drift simulate", f"unknown table shift {kind!r}; use covariate, label or none")
+    return np.clip(x, low, high), y
+
+
+def simulate(declaration: Declaration, reference_ref: dict, kind: str, severity: str | float, out_dir: Path, batches: int = 1,
+             rows: int = 200, seed: int = 0) -> list[Path]:
+    """Shifted batches (or unshifted ones, kind 'none') drawn from the held-out test split, written as CSV."""
+    level = SEVERITIES.get(severity, None) if isinstance(severity, str) else float(severity)
+    if level is None or not 0 <= level <= 1:
+        raise DataError("drift simulate", f"--severity must be low, medium, high or a number in [0, 1], got {severity!r}")
+    test = read_split(reference_ref, "test")
+    features, label = reference_ref["features"], reference_ref["label"]
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(batches):
+        sample = test.sample(min(rows, len(test)), replace=rows > len(test), random_state=int(rng.integers(1 << 31)))
+        x, y = shift_batch(sample[features].to_numpy(), sample[label].to_numpy(), kind, level, declaration, rng)
+        frame = pd.DataFrame(np.round(x, 4), columns=features)
+        frame[label] = y.astype(int)
+        digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:8]
+        path = out_dir / f"{kind}-{str(severity)}-{index:03d}-{digest}.csv"
+        frame.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def run_drift_stage(declaration: Declaration, key: str, reference_ref: dict, dp_model: dict, state_dir: Path, run) -> dict:
+    """Stage: find the batch, validate it (quarantine when bad), report drift against the training reference."""
+    from edgeops.models import load_weights
+    from edgeops.training import TrainingData, new_model
+
+    folder = declaration.resolve(declaration.spec.incoming_folder())
+    path = find_batch(folder, key)
+    features = reference_ref["features"]
+    try:
+        frame, problems = load_batch(path, declaration, features)
+        problems = validate_batch(frame, problems, declaration, features)
+    except DataError as err:  # unreadable (empty, truncated, not a table): quarantined with the reason, never dropped
+        frame, problems = pd.DataFrame(), [{"row": None, "column": None, "value": None, "issue": str(err)}]
+    run.log_params({"batch": str(path), "batch_key": key, "batch_sha256": file_sha256(path), "rows": len(frame)})
+    if problems:
+        where = quarantine(path, key, problems, state_dir / "quarantine")
+        run.set_tags({"edgeops.batch_status": "quarantined"})
+        return {"key": key, "batch": str(path), "status": "quarantined", "quarantine": str(where), "problems": problems[:20],
+                "drift_detected": None, "mlflow_run_id": run.run_id}
+    model = load_weights(new_model(declaration.spec, TrainingData.from_ref(reference_ref, declaration.spec)), Path(dp_model["weights_path"])).eval()
+    summary = drift_report(declaration, reference_ref, model, frame, state_dir / "reports" / key)
+    run.log_artifact(summary["html_report"], "drift")
+    run.log_metrics({"drift_detected": float(summary["drift_detected"]), "feature_drift_share": summary["feature_drift_share"] or 0.0,
+                     "embedding_drift_share": summary["embedding_drift_share"], "rows_sampled": summary["rows_sampled"],
+                     **({"accuracy_on_batch": summary["accuracy_on_batch"]} if summary["accuracy_on_batch"] is not None else {})})
+    run.set_tags({"edgeops.batch_status": "drift" if summary["drift_detected"] else "ok", "edgeops.model_weights_sha256": dp_model["weights_sha256"]})
+    return {"key": key, "batch": str(path), "status": "checked", "model_weights_sha256": dp_model["weights_sha256"],
+            "mlflow_run_id": run.run_id, **summary}

@@ -3,7 +3,7 @@ A concurrency pool per device keeps two benchmarks off one device at once."""
 
 import dagster as dg
 
-from assets.common import AssetFactoryContext, edgeops_failure
+from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
 from assets.compression import target_partitions
 from assets.resources import MlflowLineage
 
@@ -17,6 +17,7 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
 
     @dg.asset(key=key, group_name=ctx.group("benchmarking"), owners=spec.owners, kinds={"onnx", "mlflow"},
               partitions_def=target_partitions(ctx), code_version=declaration.sha256[:12],
+              automation_condition=follows_upstream(),
               ins={"compressed": dg.AssetIn(ctx.key("compressed_model")), "dataset": dg.AssetIn(ctx.key("validated_dataset"))},
               pool=f"edgeops_device_{devices[0]}" if len(devices) == 1 else None,
               check_specs=[dg.AssetCheckSpec(f"{name}_budget", asset=key, blocking=True, description=text) for name, text in checks.items()],

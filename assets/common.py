@@ -47,9 +47,16 @@ def records_table(rows: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def check_result(outcome, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
-    metadata = {"summary": outcome.summary, "counts": dg.MetadataValue.json(outcome.counts), "examples": records_table(outcome.examples)}
+def check_result(outcome, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR, extra_metadata: dict | None = None) -> dg.AssetCheckResult:
+    metadata = {"summary": outcome.summary, "counts": dg.MetadataValue.json(outcome.counts), "examples": records_table(outcome.examples),
+                **(extra_metadata or {})}
     for name, url in (outcome.links or {}).items():
         if url:
             metadata[name] = dg.MetadataValue.url(url)
     return dg.AssetCheckResult(passed=bool(outcome.passed), severity=severity, description=outcome.summary, metadata=metadata)
+
+
+def follows_upstream() -> dg.AutomationCondition:
+    """Downstream of the DP model: re-materialize when an upstream asset updates (e.g. a retrain after drift), only
+    once every upstream blocking check passed. Evaluated by the Dagster daemon (`make ui` runs one)."""
+    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()

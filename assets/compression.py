@@ -4,7 +4,7 @@ and registers it in MLflow as a version of <pipeline>-<target>. Budget checks fa
 
 import dagster as dg
 
-from assets.common import AssetFactoryContext, edgeops_failure
+from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
 from assets.resources import MlflowLineage
 
 
@@ -24,6 +24,7 @@ def build_compression_assets(ctx: AssetFactoryContext) -> list:
     # Checks of a partitioned asset are declared as check specs and evaluated in its body, per partition.
     @dg.asset(key=key, group_name=ctx.group("compression"), owners=spec.owners, kinds={"onnx", "mlflow"},
               partitions_def=target_partitions(ctx), ins={"dp_model": dg.AssetIn(ctx.key("dp_model"))},
+              automation_condition=follows_upstream(),
               code_version=declaration.sha256[:12],
               check_specs=[dg.AssetCheckSpec(f"{name}_budget", asset=key, blocking=True, description=text) for name, text in budgets.items()],
               description="Per target: the recipe (prune / int8 QDQ / fp16) applied to the DP model, exported to ONNX, checked "

@@ -1,6 +1,8 @@
 """Data stage: raw_dataset (load, split, store by digest) with blocking checks, then validated_dataset."""
 
 
+import time
+
 import dagster as dg
 
 from assets.common import AssetFactoryContext, check_result, edgeops_failure
@@ -62,8 +64,9 @@ def _make_check(ctx: AssetFactoryContext, raw_key: dg.AssetKey, check_name: str,
     def _check(raw_dataset: dict) -> dg.AssetCheckResult:
         from edgeops.validation import run_check
 
+        started = time.perf_counter()
         with edgeops_failure():
             outcome = run_check(check_name, raw_dataset, declaration, ctx.settings.pipeline_dir(declaration.spec.name) / "gx")
-        return check_result(outcome)
+        return check_result(outcome, extra_metadata={"stage_seconds": round(time.perf_counter() - started, 4)})
 
     return _check

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import AssetFactoryContext, edgeops_failure
+from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
 from assets.resources import MlflowLineage
 
 
@@ -15,6 +15,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
     ins["benchmarks"] = dg.AssetIn(ctx.key("hil_benchmark"))
 
     @dg.asset(key=key, group_name=ctx.group("governance"), owners=spec.owners, kinds={"mlflow"}, ins=ins,
+              automation_condition=follows_upstream(),
               code_version=declaration.sha256[:12],
               check_specs=[dg.AssetCheckSpec("card_verifies", asset=key, blocking=True,
                                              description="Schema-valid, signature and evidence hashes verify, every number matches MLflow."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -38,9 +39,13 @@ class MlflowLineage(dg.ConfigurableResource):
             "edgeops.code_version": __version__,
         }
         name = f"{stage}[{partition}]" if partition else stage
+        started = time.perf_counter()
         with self._lineage().run(declaration.spec.name, name, tags) as run:
             yield run
-        context.add_output_metadata({"mlflow_run_id": run.run_id, "mlflow_run": dg.MetadataValue.url(run.ui_url)}, output_name="result")
+        elapsed = time.perf_counter() - started
+        context.add_output_metadata({"mlflow_run_id": run.run_id, "mlflow_run": dg.MetadataValue.url(run.ui_url),
+                                     "stage_seconds": round(elapsed - run.mlflow_seconds, 4), "lineage_seconds": round(run.mlflow_seconds, 4)},
+                                    output_name="result")
 
 
 class JsonIOManager(dg.ConfigurableIOManager):

@@ -134,7 +134,8 @@ def _drifted(metric: dict) -> bool | None:
     return bool(value < threshold if is_p_value else value >= threshold)
 
 
-def drift_report(declaration: Declaration, reference_ref: dict, model, batch: pd.DataFrame, out_dir: Path, seed: int = 0) -> dict:
+def drift_report(declaration: Declaration, reference_ref: dict, model, batch: pd.DataFrame, out_dir: Path, seed: int = 0,
+                 write_html: bool = True) -> dict:
     """Run the Evidently report and return a compact summary (the HTML report is written to out_dir)."""
     from evidently import Report
     from evidently.metrics import ValueDrift
@@ -163,7 +164,8 @@ def drift_report(declaration: Declaration, reference_ref: dict, model, batch: pd
     snapshot = Report(metrics).run(current_data=cur_frame, reference_data=ref_frame)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "drift_report.html"
-    snapshot.save_html(str(html_path))
+    if write_html:
+        snapshot.save_html(str(html_path))
     result = snapshot.dict()
     per_feature, prediction, embeddings = {}, None, {}
     feature_share = None

@@ -21,13 +21,27 @@ from edgeops.data import file_sha256
 MAX_PARAM_CHARS = 6000
 
 
+def _timed(method):
+    """Accumulate the time spent talking to MLflow, so a stage can report its own compute apart from lineage."""
+    def wrapper(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.mlflow_seconds += time.perf_counter() - start
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
 @dataclass
 class LineageRun:
     client: object
     run_id: str
     experiment_id: str
     ui_url: str
+    mlflow_seconds: float = 0.0
 
+    @_timed
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
@@ -35,6 +49,7 @@ class LineageRun:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start:start + 100])
 
+    @_timed
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         from mlflow.entities import Metric
 
@@ -43,6 +58,7 @@ class LineageRun:
         for start in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[start:start + 500])
 
+    @_timed
     def log_metric_series(self, name_to_values: dict[str, list[float]]) -> None:
         """Training curves: every step of every series in a few batched calls."""
         from mlflow.entities import Metric
@@ -52,12 +68,14 @@ class LineageRun:
         for start in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[start:start + 500])
 
+    @_timed
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
 
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)[:MAX_PARAM_CHARS]) for k, v in tags.items()])
 
+    @_timed
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> str:
         """Log a file and record its sha256 as the tag `sha256.<artifact path>`; returns the sha256."""
         path = Path(path)
@@ -66,9 +84,11 @@ class LineageRun:
         self.set_tags({f"sha256.{(artifact_path + '/') if artifact_path else ''}{path.name}": sha})
         return sha
 
+    @_timed
     def log_json(self, obj: dict, artifact_file: str) -> None:
         self.client.log_text(self.run_id, json.dumps(obj, indent=1, default=str), artifact_file)
 
+    @_timed
     def log_dataset(self, frame, name: str, digest: str, source: str, label: str, context: str) -> None:
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
@@ -109,13 +129,17 @@ class Lineage:
 
     @contextmanager
     def run(self, pipeline: str, stage: str, tags: dict | None = None) -> Iterator[LineageRun]:
+        start = time.perf_counter()
         experiment = self.experiment_id(pipeline)
         run = self.client.create_run(experiment, run_name=stage, tags={"edgeops.pipeline": pipeline, "edgeops.stage": stage, **(tags or {})})
         run_id = run.info.run_id
-        handle = LineageRun(self.client, run_id, experiment, f"{self.ui_url}/#/experiments/{experiment}/runs/{run_id}")
+        handle = LineageRun(self.client, run_id, experiment, f"{self.ui_url}/#/experiments/{experiment}/runs/{run_id}",
+                            mlflow_seconds=time.perf_counter() - start)
         try:
             yield handle
         except BaseException:
             self.client.set_terminated(run_id, "FAILED")
             raise
+        start = time.perf_counter()
         self.client.set_terminated(run_id, "FINISHED")
+        handle.mlflow_seconds += time.perf_counter() - start

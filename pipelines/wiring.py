@@ -7,6 +7,7 @@ import dagster as dg
 from assets.factory import build_pipeline_assets, build_pipeline_automation
 from assets.resources import JsonIOManager, MlflowLineage
 from edgeops.settings import Settings
+from pipelines.jobs import build_failure_sensor, build_release_jobs
 from edgeops.spec import discover_declarations
 
 
@@ -30,7 +31,8 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition | None
     return dg.Definitions(
         assets=[a for a in assets_and_checks if not isinstance(a, dg.AssetChecksDefinition)],
         asset_checks=[a for a in assets_and_checks if isinstance(a, dg.AssetChecksDefinition)],
-        sensors=sensors,
+        jobs=build_release_jobs(settings),
+        sensors=[*sensors, build_failure_sensor(settings)],
         schedules=schedules,
         resources=resources_for(settings),
         executor=executor or dg.in_process_executor,

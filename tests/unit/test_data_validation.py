@@ -184,3 +184,43 @@ def test_fuzz_csv_bytes_only_data_errors_or_problems(project, payload):
     except DataError:
         return
     assert set(data.frame.columns) >= {"row_id", "label"}
+
+
+def test_image_folder_source_labels_from_subfolders(project):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("0", "1"):
+        folder = project.root / "data" / "images" / label
+        folder.mkdir(parents=True)
+        for index in range(6):
+            pixels = (rng.random((4, 4)) * 100 + (150 if label == "1" else 0)).astype(np.uint8)
+            Image.fromarray(pixels, mode="L").save(folder / f"{index}.png")
+    spec = table_declaration(name="pictures", source="images:data/images")
+    spec["dataset"].update(kind="image", image_shape=[1, 4, 4], n_features=16, feature_bounds=[0, 255], classes=[0, 1], min_rows=4)
+    spec["model"] = {"family": "cnn", "channels": [4], "hidden": [], "activation": "tanh", "norm": "none"}
+    declaration = load_declaration(project.declare(spec))
+    data = load_source(declaration)
+    assert len(data.frame) == 12 and len(data.features) == 16 and sorted(set(data.frame["label"])) == [0.0, 1.0]
+    assert data.row_names[0] == "0/0.png"
+
+
+def test_image_of_the_wrong_size_is_named(project):
+    from PIL import Image
+
+    folder = project.root / "data" / "images" / "0"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((5, 4), dtype=np.uint8), mode="L").save(folder / "odd.png")
+    spec = table_declaration(name="pictures", source="images:data/images")
+    spec["dataset"].update(kind="image", image_shape=[1, 4, 4], n_features=16, feature_bounds=[0, 255], classes=[0, 1], min_rows=1)
+    spec["model"] = {"family": "cnn", "channels": [4], "hidden": [], "activation": "tanh", "norm": "none"}
+    declaration = load_declaration(_declare_without_suite(project, spec))
+    with pytest.raises(DataError, match=r"odd.png: image is 4x5, declared 4x4"):
+        load_source(declaration)
+
+
+def _declare_without_suite(project, spec):
+    import json
+
+    (project.root / spec["validation"]["expectations"]).write_text(json.dumps({"name": spec["name"], "expectations": []}))
+    return project.declare(spec, suite_from_declaration=False)

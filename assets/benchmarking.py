@@ -19,7 +19,9 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
               partitions_def=target_partitions(ctx), code_version=declaration.sha256[:12],
               automation_condition=follows_upstream(),
               ins={"compressed": dg.AssetIn(ctx.key("compressed_model")), "dataset": dg.AssetIn(ctx.key("validated_dataset"))},
-              pool=f"edgeops_device_{devices[0]}" if len(devices) == 1 else None,
+              # Pools are per asset, not per partition: with one device the pool is that device's; with several, all of
+              # this pipeline's benchmarks share one pool (stricter than per device, never two on one device at once).
+              pool=f"edgeops_device_{devices[0]}" if len(devices) == 1 else f"edgeops_benchmarks_{spec.name}",
               check_specs=[dg.AssetCheckSpec(f"{name}_budget", asset=key, blocking=True, description=text) for name, text in checks.items()],
               description="Latency percentiles, throughput, peak memory, energy (RAPL where readable) and accuracy, measured on "
                           "the target's declared device in a separate process; device facts and a roofline point recorded.")

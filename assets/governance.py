@@ -42,6 +42,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
             "card": dg.MetadataValue.md(markdown.split("\n---\n", 1)[-1][:60000]),
             "review_status": review_status(folder), "html": dg.MetadataValue.path(str(folder / "card.html")),
             "folder": dg.MetadataValue.path(str(folder)), "nist_summary": dg.MetadataValue.json(result["nist_summary"]),
+            "pareto_chart": dg.MetadataValue.path(str(folder / "pareto.png")),
             "generation_seconds": result["seconds"]})
         yield dg.AssetCheckResult(check_name="card_verifies", passed=not problems,
                                   description="card verifies" if not problems else "; ".join(problems)[:2000])

@@ -6,6 +6,7 @@ stages that gather every target (cards). A failed group stops that pipeline; oth
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -43,6 +44,22 @@ def _pipeline_assets(defs: dg.Definitions, pipeline: str):
     return assets, checks, partitioned, after
 
 
+def _execute(defs, settings, instance, assets, checks, keys, partition, tags):
+    """In-process (the embedded default): materialize() in this process. Any other executor (celery, multiprocess):
+    a reconstructable job, so steps can run in other processes or on other machines with the same code."""
+    if os.environ.get("EDGEOPS_EXECUTOR", "in_process") == "in_process":
+        return dg.materialize([*assets, *checks], selection=keys, instance=instance, resources=resources_for(settings),
+                              partition_key=partition, raise_on_error=False, tags=tags)
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repository = ReconstructableRepository.for_module("pipelines.definitions", "defs", str(settings.root))
+    job = repository.get_reconstructable_job("__ASSET_JOB")
+    run_tags = {**tags, **({"dagster/partition": partition} if partition else {})}
+    with dg.execute_job(job, instance=instance, tags=run_tags, asset_selection=list(keys), raise_on_error=False) as result:
+        result.all_events  # noqa: B018 - read the events while the result's instance is open
+        return result
+
+
 def run_pipelines(settings: Settings, pipeline: str | None = None, select: list[str] | None = None,
                   tags: dict | None = None) -> list[PipelineRunReport]:
     instance = ensure_instance(settings)
@@ -67,8 +84,7 @@ def run_pipelines(settings: Settings, pipeline: str | None = None, select: list[
         for keys, partition in groups:
             if not keys:
                 continue
-            result = dg.materialize([*assets, *checks], selection=keys, instance=instance, resources=resources_for(settings),
-                                    partition_key=partition, raise_on_error=False, tags=tags or {})
+            result = _execute(defs, settings, instance, assets, checks, keys, partition, tags or {})
             failed = [e.step_key for e in result.all_events if e.is_step_failure]
             skipped = [e.step_key for e in result.all_events if e.is_step_skipped]
             report.runs.append({"run_id": result.run_id, "partition": partition, "success": result.success,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from assets.factory import build_pipeline_assets, build_pipeline_automation
@@ -16,6 +18,24 @@ def resources_for(settings: Settings) -> dict:
         "lineage": MlflowLineage(tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root),
         "io_manager": JsonIOManager(base_dir=str(settings.home / "assets")),
     }
+
+
+def executor_from_environment() -> dg.ExecutorDefinition:
+    """The executor is a deployment choice, read when the definitions load: EDGEOPS_EXECUTOR = in_process (default:
+    the multiprocess executor costs seconds per step on a 2-core machine), multiprocess, or celery (broker from
+    EDGEOPS_CELERY_BROKER, results backend from EDGEOPS_CELERY_BACKEND)."""
+    name = os.environ.get("EDGEOPS_EXECUTOR", "in_process")
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    if name == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured({"broker": os.environ.get("EDGEOPS_CELERY_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//"),
+                                           "backend": os.environ.get("EDGEOPS_CELERY_BACKEND", "rpc://"),
+                                           "include": ["pipelines.definitions"]})
+    raise ValueError(f"EDGEOPS_EXECUTOR={name!r}: use in_process, multiprocess or celery")
 
 
 def build_definitions(settings: Settings, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
@@ -35,5 +55,5 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition | None
         sensors=[*sensors, build_failure_sensor(settings)],
         schedules=schedules,
         resources=resources_for(settings),
-        executor=executor or dg.in_process_executor,
+        executor=executor or executor_from_environment(),
     )

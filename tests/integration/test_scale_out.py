@@ -1,0 +1,164 @@
+"""The whole default pipeline (tiny profile) under the postgres + celery profile, against the real PostgreSQL and
+RabbitMQ on 127.0.0.1 with two workers and an MLflow server on PostgreSQL, compared with the embedded run.
+
+Runs when CI=true (and fails if the services are missing there); elsewhere it skips, saying which service is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, Project, tiny_digits
+
+PG_HOST, PG_PORT, RABBIT_PORT = "127.0.0.1", 5432, 5672
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+def reachable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def require_services() -> None:
+    missing = [name for name, port in (("PostgreSQL", PG_PORT), ("RabbitMQ", RABBIT_PORT)) if not reachable(port)]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {', '.join(missing)} not reachable on 127.0.0.1: the scale-out test must run in CI")
+        pytest.skip(f"{', '.join(missing)} not reachable on 127.0.0.1 (this test needs real services; it runs when CI=true)")
+
+
+def create_database(name: str) -> str:
+    import psycopg2
+
+    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    connection.close()
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+
+def drop_database(name: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, seconds: float, process) -> None:
+    import httpx
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} did not come up in {seconds:g} s")
+
+
+def outcomes(settings) -> dict:
+    assets = settings.home / "assets" / "digits"
+    dataset = json.loads((assets / "validated_dataset" / "__all__.json").read_text())
+    model = json.loads((assets / "dp_model" / "__all__.json").read_text())
+    targets = {p.stem: json.loads(p.read_text()) for p in (assets / "compressed_model").glob("*.json")}
+    return {"dataset": dataset["digest"], "splits": {k: v["digest"] for k, v in dataset["splits"].items()},
+            "weights": model["weights_sha256"], "epsilon": round(model["privacy"]["epsilon"], 6), "checks": dataset["checks"],
+            "artifacts": {name: record["sha256"] for name, record in targets.items()}}
+
+
+def test_postgres_celery_profile_matches_the_embedded_run(tmp_path, monkeypatch):
+    require_services()
+    from edgeops.lineage import Lineage
+    from pipelines.launch import run_pipelines
+
+    embedded = Project(tmp_path / "embedded", monkeypatch)
+    embedded.declare(tiny_digits())
+    started = time.perf_counter()
+    assert all(r.core_success for r in run_pipelines(embedded.settings()))
+    embedded_seconds = time.perf_counter() - started
+    expected = outcomes(embedded.settings())
+
+    project = Project(tmp_path / "distributed", monkeypatch)
+    project.declare(tiny_digits())
+    suffix = uuid.uuid4().hex[:8]
+    dagster_db, mlflow_db = f"edgeops_test_dagster_{suffix}", f"edgeops_test_mlflow_{suffix}"
+    processes = []
+    try:
+        # SQLAlchemy 2.1 maps postgresql:// to psycopg 3; the URLs name the installed driver, psycopg2.
+        dagster_url = create_database(dagster_db).replace("postgresql://", "postgresql+psycopg2://")
+        mlflow_url = create_database(mlflow_db).replace("postgresql://", "postgresql+psycopg2://")
+        home = project.root / ".edgeops"
+        (home / "dagster").mkdir(parents=True)
+        (home / "dagster" / "dagster.yaml").write_text((REPO / "deploy" / "profiles" / "celery" / "dagster.yaml").read_text())
+        port = free_port()
+        artifacts = (project.root / "shared-artifacts").as_uri()
+        env = {**os.environ, "EDGEOPS_ROOT": str(project.root), "EDGEOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+               "EDGEOPS_DAGSTER_PG_URL": dagster_url, "EDGEOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+               "EDGEOPS_MLFLOW_ARTIFACT_ROOT": artifacts, "EDGEOPS_EXECUTOR": "celery",
+               "EDGEOPS_CELERY_BROKER": f"pyamqp://guest:guest@127.0.0.1:{RABBIT_PORT}//", "PYTHONPATH": str(REPO)}
+        bin_dir = Path(sys.executable).parent
+        logs = project.root / "logs"
+        logs.mkdir()
+        mlflow = subprocess.Popen([str(bin_dir / "mlflow"), "server", "--backend-store-uri", mlflow_url, "--default-artifact-root", artifacts,
+                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env=env, cwd=project.root,
+                                  stdout=open(logs / "mlflow.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        processes.append(mlflow)
+        for index in (1, 2):
+            processes.append(subprocess.Popen([str(bin_dir / "celery"), "-A", "dagster_celery.app", "worker", "--concurrency", "1",
+                                               "-n", f"edgeops{index}-{suffix}@%h", "-l", "warning"], env=env, cwd=REPO,
+                                              stdout=open(logs / f"worker{index}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
+        wait_http(f"http://127.0.0.1:{port}/health", 120, mlflow)
+        for key, value in env.items():
+            if key.startswith(("EDGEOPS_", "DAGSTER_")):
+                monkeypatch.setenv(key, value)
+        started = time.perf_counter()
+        reports = run_pipelines(project.settings())
+        distributed_seconds = time.perf_counter() - started
+        assert all(r.core_success for r in reports), [r.runs for r in reports] + [(logs / "worker1.log").read_text()[-2000:]]
+        got = outcomes(project.settings())
+        assert got == expected
+        client = Lineage(env["EDGEOPS_MLFLOW_TRACKING_URI"], artifacts).client
+        runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id], max_results=200)
+        assert runs and all(r.info.status == "FINISHED" for r in runs if r.data.tags.get("edgeops.stage") not in {"compressed_model"})
+        from dagster import DagsterInstance
+
+        instance = DagsterInstance.get()
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        worker_steps = [(logs / f"worker{i}.log").read_text().count("STEP_SUCCESS") for i in (1, 2)]
+        assert all(count > 0 for count in worker_steps), f"both celery workers must execute steps: {worker_steps}"
+        print(f"embedded {embedded_seconds:.1f} s, postgres+celery {distributed_seconds:.1f} s, steps per worker {worker_steps}")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, 15)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+        drop_database(dagster_db)
+        drop_database(mlflow_db)

@@ -33,7 +33,7 @@ class LoadedData:
     row_names: dict[int, str] = field(default_factory=dict)  # row id -> file, for image folders
 
 
-def _read_table(path: Path, scheme: str) -> pd.DataFrame:
+def read_table(path: Path, scheme: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(str(path), "file not found")
     if path.stat().st_size == 0:
@@ -98,7 +98,7 @@ def load_source(declaration: Declaration) -> LoadedData:
         source = str(folder)
     else:
         path = declaration.resolve(spec.location)
-        raw = _read_table(path, spec.scheme)
+        raw = read_table(path, spec.scheme)
         source = str(path)
     if raw.empty:
         raise DataError(source, "no rows")
@@ -114,8 +114,8 @@ def load_source(declaration: Declaration) -> LoadedData:
             problems.append({"row": None, "column": column, "value": None, "issue": "declared column missing"})
             frame[column] = np.nan
             continue
-        _add_numeric(frame, raw[column], column, problems)
-    _add_numeric(frame, raw[spec.label], spec.label, problems)
+        add_numeric_column(frame, raw[column], column, problems)
+    add_numeric_column(frame, raw[spec.label], spec.label, problems)
     if spec.split.column:
         if spec.split.column not in raw.columns:
             raise DataError(source, "declared split column is missing", column=spec.split.column)
@@ -127,7 +127,7 @@ def load_source(declaration: Declaration) -> LoadedData:
                       problems=problems[:MAX_PROBLEMS_KEPT], row_names=row_names)
 
 
-def _add_numeric(frame: pd.DataFrame, values: pd.Series, column: str, problems: list[dict]) -> None:
+def add_numeric_column(frame: pd.DataFrame, values: pd.Series, column: str, problems: list[dict]) -> None:
     if pd.api.types.is_numeric_dtype(values):
         frame[column] = values.astype(np.float64).to_numpy()
         return

@@ -48,9 +48,9 @@ def find_batch(folder: Path, key: str) -> Path:
 
 def load_batch(path: Path, declaration: Declaration, features: list[str]) -> tuple[pd.DataFrame, list[dict]]:
     """Read a batch with the same rules as the training source. Returns the frame and its schema problems."""
-    from edgeops.data import _add_numeric, _read_table
+    from edgeops.data import add_numeric_column, read_table
 
-    raw = _read_table(path, "csv" if path.suffix == ".csv" else "parquet")
+    raw = read_table(path, "csv" if path.suffix == ".csv" else "parquet")
     if raw.empty:
         raise DataError(str(path), "batch has no rows")
     label = declaration.spec.dataset.label
@@ -60,9 +60,9 @@ def load_batch(path: Path, declaration: Declaration, features: list[str]) -> tup
             problems.append({"row": None, "column": column, "value": None, "issue": "declared column missing"})
             frame[column] = np.nan
         else:
-            _add_numeric(frame, raw[column], column, problems)
+            add_numeric_column(frame, raw[column], column, problems)
     if label in raw.columns:
-        _add_numeric(frame, raw[label], label, problems)
+        add_numeric_column(frame, raw[label], label, problems)
     extra = [c for c in raw.columns if c not in features and c != label]
     problems += [{"row": None, "column": c, "value": None, "issue": "column not in the training schema"} for c in extra]
     return frame, problems

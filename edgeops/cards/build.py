@@ -176,8 +176,20 @@ def _limitations(card: dict) -> list[str]:
     return notes
 
 
+def drift_status(reports: list[dict], weights_sha256: str) -> dict:
+    """What monitoring has seen for this model version (drift reports are made with the released weights)."""
+    mine = [r for r in reports if r.get("model_weights_sha256") == weights_sha256 or r.get("status") == "quarantined"]
+    if not mine:
+        return {"status": None, "note": "no incoming batch has been monitored for this version yet"}
+    checked = [r for r in mine if r.get("status") == "checked"]
+    drifted = [r["key"] for r in checked if r.get("drift_detected")]
+    return {"status": "drift detected" if drifted else "no drift", "batches_checked": len(checked), "batches_with_drift": drifted[:20],
+            "batches_quarantined": [r["key"] for r in mine if r.get("status") == "quarantined"][:20],
+            "mlflow_runs": [r["mlflow_run_id"] for r in checked][:20]}
+
+
 def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict, dp_model: dict, baseline: dict, reference: dict,
-               audit: dict, compressed: dict, benchmarks: dict, dagster_run_id: str) -> dict:
+               audit: dict, compressed: dict, benchmarks: dict, dagster_run_id: str, inputs_drift_reports: list[dict] | None = None) -> dict:
     from edgeops.privacy import verify_claim
 
     spec = declaration.spec
@@ -289,7 +301,7 @@ def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict,
     measured_energy = any(t.get("energy") == "measured" for t in targets)
     card["energy"] = {"measured": measured_energy, "reason": "" if measured_energy else (energy_reason or "no benchmark measured energy")}
     card["robustness"] = {}
-    card["drift"] = {"status": None, "note": "no incoming batch has been monitored for this version yet"}
+    card["drift"] = drift_status(inputs_drift_reports or [], dp_model["weights_sha256"])
     card["ethical_considerations"] = [
         {"name": "Privacy of the people whose handwriting or records form the training data",
          "mitigation_strategy": card["privacy"]["dp_statement"]["text"]},
@@ -338,8 +350,11 @@ def generate_card(declaration: Declaration, settings, run, inputs: dict, dagster
     from edgeops.cards.store import write_card
 
     started = time.perf_counter()
+    drift_dir = settings.home / "assets" / declaration.spec.name / "drift_report"
+    drift_reports = [json.loads(p.read_text()) for p in sorted(drift_dir.glob("*.json"))] if drift_dir.exists() else []
     card = build_card(declaration, settings.model_cards_dir, run.client, inputs["dataset"], inputs["dp_model"], inputs["dp_baseline"],
-                      inputs["nonprivate_reference"], inputs["privacy_audit"], inputs["compressed"], inputs["benchmarks"], dagster_run_id)
+                      inputs["nonprivate_reference"], inputs["privacy_audit"], inputs["compressed"], inputs["benchmarks"], dagster_run_id,
+                      drift_reports)
     card["mlflow_run_id"] = run.run_id
     folder = write_card(card, settings.model_cards_dir, settings.home)
     seconds = time.perf_counter() - started

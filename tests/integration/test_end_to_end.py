@@ -211,6 +211,28 @@ def test_release_gates_promotion_rollback_and_lineage(finished):
     assert all(c["dataset"]["digest"] == dataset["digest"] and c["dp_model_run"] for c in chain)
     assert any(r["action"] == "rollback" and "misreads" in r["reason"] for c in chain for r in c["releases"])
 
+    # Two promotions of the approved v2 race: exactly one wins, the registry stays consistent.
+    import threading
+
+    outcomes = []
+
+    def promote_v2():
+        try:
+            releases.promote(client, declaration, "cpu_float", settings.home, settings.model_cards_dir, dataset, "2")
+            outcomes.append("promoted")
+        except releases.ReleaseError as err:
+            outcomes.append(str(err))
+
+    threads = [threading.Thread(target=promote_v2) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("promoted") == 1 and any("already in production" in o for o in outcomes)
+    assert str(client.get_model_version_by_alias(name, "production").version) == "2"
+    history = json.loads(client.get_registered_model(name).tags["edgeops.production_history"])
+    assert [(h["action"], h["version"]) for h in history] == [("promote", "1"), ("promote", "2"), ("rollback", "1"), ("promote", "2")]
+
 
 def test_unreachable_mlflow_during_promotion_changes_nothing(finished):
     project, _ = finished
@@ -230,42 +252,6 @@ def test_unreachable_mlflow_during_promotion_changes_nothing(finished):
             releases.promote(down, declaration, "cpu_float", settings.home, settings.model_cards_dir, {}, "2")
     finally:
         os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
-
-
-def test_racing_promotions_leave_the_registry_consistent(finished):
-    """Runs after the release test: production is v1, v2 is approved. Two promotions of v2 race."""
-    import threading
-
-    project, _ = finished
-    from edgeops import release as releases
-    from edgeops.lineage import Lineage
-    from edgeops.spec import load_declaration
-
-    settings = project.settings()
-    client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
-    declaration = load_declaration(project.root / "pipelines" / "tabular.yaml")
-    dataset = json.loads((settings.home / "assets" / "tabular" / "validated_dataset" / "__all__.json").read_text())
-    if str(client.get_model_version_by_alias("tabular-cpu_float", "production").version) != "1":
-        pytest.skip("needs the state left by test_release_gates_promotion_rollback_and_lineage")
-    outcomes = []
-
-    def promote():
-        try:
-            releases.promote(client, declaration, "cpu_float", settings.home, settings.model_cards_dir, dataset, "2")
-            outcomes.append("promoted")
-        except releases.ReleaseError as err:
-            outcomes.append(str(err))
-
-    threads = [threading.Thread(target=promote) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert outcomes.count("promoted") == 1 and any("already in production" in o for o in outcomes)
-    assert str(client.get_model_version_by_alias("tabular-cpu_float", "production").version) == "2"
-    history = json.loads(client.get_registered_model("tabular-cpu_float").tags["edgeops.production_history"])
-    # promote 1, promote 2, rollback to 1 (previous test), then exactly one more promote of 2 from the race
-    assert [(h["action"], h["version"]) for h in history] == [("promote", "1"), ("promote", "2"), ("rollback", "1"), ("promote", "2")]
 
 
 def test_drift_batches_on_arrival_quarantine_and_no_double_processing(finished):
@@ -325,3 +311,48 @@ def test_drift_batches_on_arrival_quarantine_and_no_double_processing(finished):
         assert json.loads((quarantine / "report.json").read_text())["problems"]
     report = json.loads((settings.home / "assets" / "digits" / "drift_report" / f"{[k for k in keys if k.startswith('rotation')][0]}.json").read_text())
     assert Path(report["html_report"]).stat().st_size > 10_000 and report["rows_sampled"] == 150
+    assert report["model_weights_sha256"]
+
+
+def test_card_diff_names_changed_numbers_and_reviews(finished, tmp_path):
+    project, _ = finished
+    from edgeops.cards.store import diff_cards
+
+    first = card_folder(project, "digits")
+    second = tmp_path / "changed"
+    shutil.copytree(first, second)
+    card = json.loads((second / "card.json").read_text())
+    card["metrics"]["dp_model"]["test_accuracy"]["value"] = 0.5
+    card["nist_ai_rmf"][0]["classification"] = "supported"
+    (second / "card.json").write_text(json.dumps(card))
+    lines = diff_cards(first, second)
+    assert any(line.startswith("metrics.dp_model.test_accuracy:") and "-> 0.5" in line for line in lines)
+    assert any(line.startswith("nist_ai_rmf.GOVERN 1.1.classification:") for line in lines)
+    assert any(line.startswith("reviews A:") for line in lines)
+
+
+def test_card_reports_the_drift_monitoring_of_its_version(finished):
+    project, _ = finished
+    from edgeops.cards.build import drift_status
+
+    settings = project.settings()
+    reports = [json.loads(p.read_text()) for p in (settings.home / "assets" / "digits" / "drift_report").glob("*.json")]
+    weights = json.loads((settings.home / "assets" / "digits" / "dp_model" / "__all__.json").read_text())["weights_sha256"]
+    status = drift_status(reports, weights)
+    assert status["status"] == "drift detected" and status["batches_checked"] == 2 and len(status["batches_quarantined"]) == 2
+    assert drift_status(reports, "0" * 64)["status"] in (None, "no drift")
+
+
+def test_release_jobs_run_in_dagster_and_refuse_clearly(finished):
+    project, _ = finished
+    from pipelines.instance import ensure_instance
+    from pipelines.wiring import build_definitions
+
+    settings = project.settings()
+    defs = build_definitions(settings)
+    job = defs.get_job_def("release_rollback")
+    result = job.execute_in_process(run_config={"ops": {"rollback_version": {"config": {
+        "pipeline": "digits", "target": "mobile_int8", "reason": "test"}}}}, instance=ensure_instance(settings), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "digits-mobile_int8 has no production version to roll back" in failure.step_failure_data.error.message

@@ -37,25 +37,26 @@ def require_services() -> None:
         pytest.skip(f"{', '.join(missing)} not reachable on 127.0.0.1 (this test needs real services; it runs when CI=true)")
 
 
-def create_database(name: str) -> str:
+def run_admin_sql(statement: str) -> None:
+    """CREATE/DROP DATABASE cannot run in a transaction: an autocommit connection to the maintenance database."""
     import psycopg2
 
     connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
     connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+def create_database(name: str) -> str:
+    run_admin_sql(f'CREATE DATABASE "{name}"')
     return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
 
 
 def drop_database(name: str) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    connection.close()
+    run_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:

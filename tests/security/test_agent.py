@@ -119,3 +119,12 @@ def test_unreachable_agent_retries_then_names_the_device():
     client = AgentClient("pi-kitchen", "http://127.0.0.1:9", TOKEN, retries=2, backoff_s=0.01, timeout_s=2)
     with pytest.raises(BenchmarkError, match="device 'pi-kitchen' at http://127.0.0.1:9 unreachable after 3 attempts"):
         client.benchmark(tiny_onnx(), "0" * 64, np.eye(3, dtype=np.float32), None)
+
+
+def test_benchmark_past_its_timeout_is_stopped_with_a_clear_error(tmp_path):
+    from edgeops.hil.runner import BenchmarkError, run_isolated
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_onnx())
+    with pytest.raises(BenchmarkError, match="exceeded its timeout of 0.5 s"):
+        run_isolated(model, np.eye(3, dtype=np.float32), None, [1], timeout_s=0.5)

@@ -34,12 +34,18 @@ def main() -> None:
         pass
     finally:
         for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGINT)  # dagster dev ignores SIGTERM on its process group
+            _signal_group(process.pid, signal.SIGINT)  # dagster dev ignores SIGTERM on its process group
         time.sleep(3)
         for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+            # The whole group, even when its leader already exited: server workers outlive their parent otherwise.
+            _signal_group(process.pid, signal.SIGKILL)
+
+
+def _signal_group(group: int, sig: int) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        pass
 
 
 if __name__ == "__main__":

@@ -118,10 +118,30 @@ def verify_card(path: str | Path, home: Path, client=None, public_key_file: str 
             recorded = tags.get(item["mlflow_tag"])
             if recorded != item["sha256"]:
                 problems.append(f"MLflow run {item['mlflow_run_id']} records {item['mlflow_tag']}={str(recorded)[:16]}, card says {item['sha256'][:16]}")
+            problems += _rehash_from_mlflow(client, item)
     if client is not None:
         problems += _check_numbers(card, client)
     problems += _verify_history(folder, card, public_key)
     return problems
+
+
+def _rehash_from_mlflow(client, item: dict) -> list[str]:
+    """Download the artifact the card cites from the MLflow run itself and hash it again."""
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+
+    artifact_path = item["mlflow_tag"].removeprefix("sha256.")
+    with tempfile.TemporaryDirectory(prefix="edgeops-verify-") as folder:
+        try:
+            local = download_artifacts(run_id=item["mlflow_run_id"], artifact_path=artifact_path, dst_path=folder,
+                                       tracking_uri=client._tracking_client.tracking_uri)
+        except Exception as err:
+            return [f"evidence missing from MLflow: run {item['mlflow_run_id']} has no artifact {artifact_path} ({type(err).__name__})"]
+        actual = hashlib.sha256(Path(local).read_bytes()).hexdigest()
+    if actual != item["sha256"]:
+        return [f"evidence changed in MLflow: run {item['mlflow_run_id']} artifact {artifact_path} sha256 {actual[:16]}, card says {item['sha256'][:16]}"]
+    return []
 
 
 def walk_evidence(node, path: str = ""):

@@ -331,18 +331,6 @@ def test_card_diff_names_changed_numbers_and_reviews(finished, tmp_path):
     assert any(line.startswith("reviews A:") for line in lines)
 
 
-def test_card_reports_the_drift_monitoring_of_its_version(finished):
-    project, _ = finished
-    from edgeops.cards.build import drift_status
-
-    settings = project.settings()
-    reports = [json.loads(p.read_text()) for p in (settings.home / "assets" / "digits" / "drift_report").glob("*.json")]
-    weights = json.loads((settings.home / "assets" / "digits" / "dp_model" / "__all__.json").read_text())["weights_sha256"]
-    status = drift_status(reports, weights)
-    assert status["status"] == "drift detected" and status["batches_checked"] == 2 and len(status["batches_quarantined"]) == 2
-    assert drift_status(reports, "0" * 64)["status"] in (None, "no drift")
-
-
 def test_release_jobs_run_in_dagster_and_refuse_clearly(finished):
     project, _ = finished
     from pipelines.instance import ensure_instance
@@ -356,3 +344,50 @@ def test_release_jobs_run_in_dagster_and_refuse_clearly(finished):
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "digits-mobile_int8 has no production version to roll back" in failure.step_failure_data.error.message
+
+
+def test_evidence_changed_in_mlflow_is_named(finished, monkeypatch):
+    project, _ = finished
+    from edgeops.cards import store
+    from edgeops.lineage import Lineage
+
+    settings = project.settings()
+    client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
+    folder = card_folder(project, "tabular")
+    card = json.loads((folder / "card.json").read_text())
+    item = card["evidence_manifest"][0]
+    run = client.get_run(item["mlflow_run_id"])
+    stored = Path(run.info.artifact_uri.removeprefix("file://")) / item["mlflow_tag"].removeprefix("sha256.")
+    original = stored.read_bytes()
+    try:
+        stored.write_bytes(original + b"tampered")
+        problems = store.verify_card(folder, settings.home, client)
+        assert any(p.startswith("evidence changed in MLflow") and item["mlflow_run_id"] in p for p in problems)
+    finally:
+        stored.write_bytes(original)
+
+
+def test_failure_sensor_records_the_failing_step(finished):
+    import dagster as dg
+
+    project, _ = finished
+    from pipelines.instance import ensure_instance
+    from pipelines.wiring import build_definitions
+
+    settings = project.settings()
+    instance = ensure_instance(settings)
+    defs = build_definitions(settings)
+    failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], job_name="release_rollback"), limit=1)
+    if not failed:
+        job = defs.get_job_def("release_rollback")
+        job.execute_in_process(run_config={"ops": {"rollback_version": {"config": {"pipeline": "digits", "target": "mobile_int8", "reason": "x"}}}},
+                               instance=instance, raise_on_error=False)
+        failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], job_name="release_rollback"), limit=1)
+    run = failed[0]
+    event = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[0].dagster_event
+    context = dg.build_run_status_sensor_context(sensor_name="report_run_failures", dagster_instance=instance, dagster_run=run,
+                                                 dagster_event=event).for_run_failure()
+    defs.get_sensor_def("report_run_failures")(context)
+    record = json.loads((settings.home / "failures.jsonl").read_text().splitlines()[-1])
+    assert record["run_id"] == run.run_id and record["failed_steps"][0]["step"] == "rollback_version"
+    assert "no production version to roll back" in record["failed_steps"][0]["message"]

@@ -83,3 +83,17 @@ def test_generated_key_is_private_and_signatures_detect_changes(tmp_path, monkey
     assert verify_signature(document, signature, key.public_key())
     assert not verify_signature({**document, "a": 2}, signature, key.public_key())
     assert "PRIVATE" not in str(signature)
+
+
+def test_drift_status_counts_only_this_versions_reports():
+    from edgeops.cards.build import drift_status
+
+    mine, other = "a" * 64, "b" * 64
+    reports = [{"key": "b1", "status": "checked", "drift_detected": False, "model_weights_sha256": mine, "mlflow_run_id": "r1"},
+               {"key": "b2", "status": "checked", "drift_detected": True, "model_weights_sha256": mine, "mlflow_run_id": "r2"},
+               {"key": "b3", "status": "checked", "drift_detected": True, "model_weights_sha256": other, "mlflow_run_id": "r3"},
+               {"key": "bad", "status": "quarantined", "drift_detected": None}]
+    status = drift_status(reports, mine)
+    assert status == {**status, "status": "drift detected", "batches_checked": 2, "batches_with_drift": ["b2"], "batches_quarantined": ["bad"]}
+    assert drift_status([reports[0]], mine)["status"] == "no drift"
+    assert drift_status([], mine)["status"] is None

@@ -45,7 +45,10 @@ def build_monitoring_assets(ctx: AssetFactoryContext) -> list:
         yield dg.AssetCheckResult(check_name="batch_valid", passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
                                   description="batch valid" if not problems else f"quarantined: {problems[0]['issue']} (+{len(problems) - 1} more)",
                                   metadata={"problems": dg.MetadataValue.json(problems[:10])})
-        if result["status"] != "quarantined":
+        if result["status"] == "quarantined":
+            yield dg.AssetCheckResult(check_name="no_drift", passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                      description="not evaluated: the batch was quarantined (see batch_valid)")
+        else:
             yield dg.AssetCheckResult(check_name="no_drift", passed=not result["drift_detected"], severity=severity,
                                       description="; ".join(result["reasons"]) or "no drift", metadata={"drift_detected": result["drift_detected"]})
 
@@ -103,7 +106,9 @@ def build_monitoring_automation(ctx: AssetFactoryContext) -> tuple[list, list]:
         def retrain(context: dg.SensorEvaluationContext):
             from edgeops.ledger import ledger_for
 
-            events = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, after_storage_id=int(context.cursor or 0)), limit=100)
+            # Oldest first, so the cursor advances to the newest record seen (the default order is newest first).
+            events = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, after_storage_id=int(context.cursor or 0)),
+                                                             limit=100, ascending=True)
             flagged = [r for r in events.records if r.asset_materialization and
                        r.asset_materialization.metadata.get("drift_detected") and r.asset_materialization.metadata["drift_detected"].value]
             if events.records:

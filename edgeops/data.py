@@ -57,7 +57,7 @@ def read_table(path: Path, scheme: str) -> pd.DataFrame:
         raise
 
 
-def _load_images(folder: Path, spec: DatasetSpec) -> tuple[pd.DataFrame, dict[int, str]]:
+def load_image_folder(folder: Path, spec: DatasetSpec) -> tuple[pd.DataFrame, dict[int, str]]:
     from PIL import Image, UnidentifiedImageError
 
     if not folder.is_dir():
@@ -94,7 +94,7 @@ def load_source(declaration: Declaration) -> LoadedData:
         source = spec.source
     elif spec.scheme == "images":
         folder = declaration.resolve(spec.location)
-        raw, row_names = _load_images(folder, spec)
+        raw, row_names = load_image_folder(folder, spec)
         source = str(folder)
     else:
         path = declaration.resolve(spec.location)

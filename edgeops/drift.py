@@ -26,31 +26,56 @@ SEVERITIES = {"low": 0.33, "medium": 0.66, "high": 1.0}
 
 
 # ---------------------------------------------------------------- batches on disk
+def _is_batch(path: Path) -> bool:
+    """A CSV or Parquet file, or a folder of images laid out <batch>/<label>/<image>."""
+    return (path.is_file() and path.suffix in BATCH_SUFFIXES) or (path.is_dir() and not path.name.startswith("."))
+
+
+def _content_sha256(path: Path) -> str:
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(path)}\0{file_sha256(item)}\n".encode())
+    return digest.hexdigest()
+
+
+def _last_write(path: Path) -> float:
+    return max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))]) if path.is_dir() else path.stat().st_mtime
+
+
 def batch_key(path: Path) -> str:
-    """Partition key: file stem plus a content hash, so the same bytes are never processed twice."""
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in path.stem)[:40]
-    return f"{stem}-{file_sha256(path)[:12]}"
+    """Partition key: name plus a content hash, so the same bytes are never processed twice."""
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in (path.stem if path.is_file() else path.name))[:40]
+    return f"{stem}-{_content_sha256(path)[:12]}"
 
 
 def complete_batches(folder: Path, settle_seconds: float, now: float) -> list[Path]:
-    """Files whose last write is older than settle_seconds (a file still being written is left for the next tick)."""
+    """Batches whose last write is older than settle_seconds (one still being written is left for the next tick)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix in BATCH_SUFFIXES and p.is_file() and now - p.stat().st_mtime >= settle_seconds)
+    return sorted(p for p in folder.iterdir() if _is_batch(p) and now - _last_write(p) >= settle_seconds)
 
 
 def find_batch(folder: Path, key: str) -> Path:
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if path.suffix in BATCH_SUFFIXES and path.is_file() and batch_key(path) == key:
+        if _is_batch(path) and batch_key(path) == key:
             return path
     raise DataError(str(folder), f"no incoming batch with key {key!r} (moved or changed since it was registered)")
 
 
 def load_batch(path: Path, declaration: Declaration, features: list[str]) -> tuple[pd.DataFrame, list[dict]]:
     """Read a batch with the same rules as the training source. Returns the frame and its schema problems."""
-    from edgeops.data import add_numeric_column, read_table
+    from edgeops.data import add_numeric_column, load_image_folder, read_table
 
-    raw = read_table(path, "csv" if path.suffix == ".csv" else "parquet")
+    if path.is_dir():
+        if declaration.spec.dataset.kind != "image":
+            raise DataError(str(path), "an image-folder batch for a table dataset")
+        raw, _ = load_image_folder(path, declaration.spec.dataset)
+        # Images flatten in the declared (channels, height, width) order: map them onto the training columns by position.
+        raw = raw.rename(columns=dict(zip([c for c in raw.columns if c != declaration.spec.dataset.label], features)))
+    else:
+        raw = read_table(path, "csv" if path.suffix == ".csv" else "parquet")
     if raw.empty:
         raise DataError(str(path), "batch has no rows")
     label = declaration.spec.dataset.label
@@ -93,7 +118,10 @@ def validate_batch(frame: pd.DataFrame, problems: list[dict], declaration: Decla
 def quarantine(path: Path, key: str, problems: list[dict], quarantine_root: Path) -> Path:
     folder = quarantine_root / key
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(path, folder / path.name)
+    if path.is_dir():
+        shutil.copytree(path, folder / path.name, dirs_exist_ok=True)
+    else:
+        shutil.copy2(path, folder / path.name)
     (folder / "report.json").write_text(json.dumps({"batch": str(path), "key": key, "problems": problems}, indent=1))
     return folder
 
@@ -285,7 +313,7 @@ def run_drift_stage(declaration: Declaration, key: str, reference_ref: dict, dp_
         problems = validate_batch(frame, problems, declaration, features)
     except DataError as err:  # unreadable (empty, truncated, not a table): quarantined with the reason, never dropped
         frame, problems = pd.DataFrame(), [{"row": None, "column": None, "value": None, "issue": str(err)}]
-    run.log_params({"batch": str(path), "batch_key": key, "batch_sha256": file_sha256(path), "rows": len(frame)})
+    run.log_params({"batch": str(path), "batch_key": key, "batch_sha256": _content_sha256(path), "rows": len(frame)})
     if problems:
         where = quarantine(path, key, problems, state_dir / "quarantine")
         run.set_tags({"edgeops.batch_status": "quarantined"})

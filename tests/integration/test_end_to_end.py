@@ -306,12 +306,28 @@ def test_drift_batches_on_arrival_quarantine_and_no_double_processing(finished):
     assert by_name["rotation"][:2] == ("checked", True) and by_name["rotation"][2]["no_drift"] is False
     for name in ("bad", "empty"):
         status, _, check = by_name[name]
-        assert status == "quarantined" and check == {"batch_valid": False}
+        assert status == "quarantined" and check == {"batch_valid": False, "no_drift": False}
         quarantine = next((settings.pipeline_dir("digits") / "monitoring" / "quarantine").glob(f"{name}*"))
         assert json.loads((quarantine / "report.json").read_text())["problems"]
     report = json.loads((settings.home / "assets" / "digits" / "drift_report" / f"{[k for k in keys if k.startswith('rotation')][0]}.json").read_text())
     assert Path(report["html_report"]).stat().st_size > 10_000 and report["rows_sampled"] == 150
     assert report["model_weights_sha256"]
+
+    # Drift was flagged: the retraining sensor asks for a retrain while the ledger has budget, and says why when not.
+    from edgeops.ledger import ledger_for
+
+    retrain = defs.get_sensor_def("digits_retrain_on_drift")
+    first = retrain.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert [r.run_key.split("-")[0] for r in first.run_requests] == ["retrain"]
+    again = retrain.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor))
+    assert not again.run_requests and "no new drift" in again.skip_message
+    rotation = next(k for k in keys if k.startswith("rotation"))
+    dg.materialize([*assets, *checks], selection=[dg.AssetKey(["digits", "drift_report"])], partition_key=rotation,
+                   instance=instance, resources=resources_for(settings), raise_on_error=False)
+    ledger = ledger_for(settings.pipeline_dir("digits"), 10.0, 1e-5)
+    ledger.charge("test: spend what is left", "test charge", ledger.remaining(), 0.0, {})
+    refused = retrain.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=again.cursor or first.cursor))
+    assert not refused.run_requests and "only 0 is left" in refused.skip_message
 
 
 def test_card_diff_names_changed_numbers_and_reviews(finished, tmp_path):
@@ -391,3 +407,66 @@ def test_failure_sensor_records_the_failing_step(finished):
     record = json.loads((settings.home / "failures.jsonl").read_text().splitlines()[-1])
     assert record["run_id"] == run.run_id and record["failed_steps"][0]["step"] == "rollback_version"
     assert "no production version to roll back" in record["failed_steps"][0]["message"]
+
+
+
+def test_image_folder_batches_are_monitored(finished):
+    import os
+    import time as clock
+
+    import dagster as dg
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    project, _ = finished
+    from pipelines.instance import ensure_instance
+    from pipelines.wiring import build_definitions, resources_for
+
+    settings = project.settings()
+    dataset = json.loads((settings.home / "assets" / "digits" / "validated_dataset" / "__all__.json").read_text())
+    test = pd.read_parquet(dataset["splits"]["test"]["path"]).head(120)
+    batch = project.root / "data" / "incoming" / "digits" / "scans-from-kiosk"
+    for index, row in test.iterrows():
+        folder = batch / str(int(row["target"]))
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = row[dataset["features"]].to_numpy(dtype=np.uint8).reshape(8, 8)  # grey levels 0..16, as declared
+        Image.fromarray(pixels, mode="L").save(folder / f"{index}.png")
+    past = clock.time() - 60
+    for path in [batch, *batch.rglob("*")]:
+        os.utime(path, (past, past))
+    instance = ensure_instance(settings)
+    defs = build_definitions(settings)
+    requests = defs.get_sensor_def("digits_incoming_batches")(dg.build_sensor_context(instance=instance, definitions=defs))
+    key = next(r.partition_key for r in (requests if isinstance(requests, list) else []) if r.partition_key.startswith("scans-from-kiosk"))
+    assets = [a for a in defs.assets if a.key.path[0] == "digits"]
+    checks = [c for c in defs.asset_checks if next(iter(c.check_keys)).asset_key.path[0] == "digits"]
+    dg.materialize([*assets, *checks], selection=[dg.AssetKey(["digits", "drift_report"])], partition_key=key,
+                   instance=instance, resources=resources_for(settings), raise_on_error=False)
+    record = json.loads((settings.home / "assets" / "digits" / "drift_report" / f"{key}.json").read_text())
+    assert record["status"] == "checked" and record["rows_in_batch"] == 120 and record["accuracy_on_batch"] is not None
+
+
+def test_retrained_model_pulls_compression_benchmarks_and_card_by_automation(finished):
+    """What the daemon does after a retrain: an updated DP model makes every target's compression due."""
+    import dagster as dg
+
+    project, _ = finished
+    from pipelines.instance import ensure_instance
+    from pipelines.launch import run_pipelines
+    from pipelines.wiring import build_definitions
+
+    settings = project.settings()
+    instance = ensure_instance(settings)
+    defs = build_definitions(settings)
+    from pipelines.wiring import resources_for
+
+    graph_assets = dg.Definitions(assets=[a for a in defs.assets if a.key.path[0] == "tabular"], resources=resources_for(settings))
+    baseline = dg.evaluate_automation_conditions(defs=graph_assets, instance=instance)
+    report, = run_pipelines(settings, "tabular", ["dp_model"])  # a retrain (the identical seeded run: no new charge)
+    assert report.core_success
+    result = dg.evaluate_automation_conditions(defs=graph_assets, instance=instance, cursor=baseline.cursor)
+    counts = {key.to_user_string(): result.get_num_requested(key) for key in (dg.AssetKey(["tabular", "compressed_model"]),
+                                                                             dg.AssetKey(["tabular", "model_card"]))}
+    assert counts["tabular/compressed_model"] == 2  # both targets
+    assert counts["tabular/model_card"] == 0         # waits for its updated inputs

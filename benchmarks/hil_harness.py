@@ -11,7 +11,6 @@ Writes benchmarks/results/hil_harness.md. Goals (issue 5):
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
 import statistics

@@ -6,11 +6,9 @@ import ast
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from conftest import REPO, table_declaration, table_frame
 
@@ -100,7 +98,6 @@ def test_code_location_validates_and_loads_quickly(tmp_path):
     env = {"PATH": str(Path(sys.executable).parent), "DAGSTER_HOME": str(tmp_path), "EDGEOPS_HOME": str(tmp_path / "state"),
            "EDGEOPS_ROOT": str(REPO), "HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    started = time.perf_counter()
     completed = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
                                cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -29,6 +29,8 @@ def session(path: str, profile: bool = False):
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.enable_profiling = profile
+    if profile:  # traces are megabytes: keep them out of the working tree
+        options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="edgeops-ort-profile-")) / "trace")
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
@@ -46,7 +48,9 @@ def op_profile(path: str, batch: np.ndarray, calls: int = 300) -> dict:
     sess = session(path, profile=True)
     for _ in range(calls):
         sess.run(None, {"features": batch})
-    trace = json.loads(Path(sess.end_profiling()).read_text())
+    trace_file = Path(sess.end_profiling())
+    trace = json.loads(trace_file.read_text())
+    trace_file.unlink()
     totals = defaultdict(float)
     for event in trace:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):

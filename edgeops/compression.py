@@ -79,7 +79,8 @@ def calibration_inputs(step: Int8Step, ctx: CompressionContext) -> tuple[np.ndar
     rng = np.random.default_rng(ctx.seed)
     uniform = rng.uniform(ctx.feature_low, ctx.feature_high, size=(samples // 2, ctx.n_features))
     mask = rng.random((samples - samples // 2, ctx.n_features)) < 0.35
-    sparse = np.where(mask, rng.uniform(0.5, 1.0, mask.shape) * ctx.feature_high + (1 - 0.5) * 0, ctx.feature_low)
+    span = ctx.feature_high - ctx.feature_low
+    sparse = np.where(mask, ctx.feature_low + rng.uniform(0.5, 1.0, mask.shape) * span, ctx.feature_low)
     return np.clip(np.vstack([uniform, sparse]), ctx.feature_low, ctx.feature_high).astype(np.float32), \
         f"synthetic: {samples} inputs drawn within the declared public bounds (no private data)"
 
@@ -285,7 +286,7 @@ def _build_in(declaration: Declaration, target: TargetSpec, dp_model: dict, work
     shutil.copyfile(artifact, final)
 
     float_logits = onnx_logits(Path(dp_model["onnx_path"]), data.x_test)
-    reference_logits = onnx_logits(parity_reference, data.x_test)
+    reference_logits = float_logits if parity_reference == Path(dp_model["onnx_path"]) else onnx_logits(parity_reference, data.x_test)
     notes = {"runtime_cpu": "CPUExecutionProvider"}
     try:
         logits = onnx_logits(final, data.x_test)

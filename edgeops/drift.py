@@ -238,11 +238,12 @@ def _images(x: np.ndarray, shape) -> np.ndarray:
     return x.reshape(len(x), *shape[1:]) if shape[0] == 1 else x.reshape(len(x), *shape)
 
 
-def shift_batch(x: np.ndarray, y: np.ndarray, kind: str, severity: float, declaration: Declaration, rng) -> tuple[np.ndarray, np.ndarray]:
-    spec = declaration.spec
+def shift_batch(x: np.ndarray, y: np.ndarray, kind: str, severity: float, declaration: Declaration, features: list[str],
+                rng) -> tuple[np.ndarray, np.ndarray]:
     from edgeops.validation import feature_bounds
 
-    low, high = feature_bounds(spec, [f"f{i}" for i in range(x.shape[1])]) if isinstance(spec.dataset.feature_bounds, tuple) else (x.min(0), x.max(0))
+    spec = declaration.spec
+    low, high = feature_bounds(spec, features)
     span = high - low
     x = x.astype(np.float64).copy()
     if spec.dataset.kind == "image":
@@ -290,7 +291,7 @@ def simulate(declaration: Declaration, reference_ref: dict, kind: str, severity:
     paths = []
     for index in range(batches):
         sample = test.sample(min(rows, len(test)), replace=rows > len(test), random_state=int(rng.integers(1 << 31)))
-        x, y = shift_batch(sample[features].to_numpy(), sample[label].to_numpy(), kind, level, declaration, rng)
+        x, y = shift_batch(sample[features].to_numpy(), sample[label].to_numpy(), kind, level, declaration, features, rng)
         frame = pd.DataFrame(np.round(x, 4), columns=features)
         frame[label] = y.astype(int)
         digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:8]

@@ -7,6 +7,7 @@ an MLflow server URL works the same.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -23,13 +24,13 @@ MAX_PARAM_CHARS = 6000
 
 def _timed(method):
     """Accumulate the time spent talking to MLflow, so a stage can report its own compute apart from lineage."""
+    @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         start = time.perf_counter()
         try:
             return method(self, *args, **kwargs)
         finally:
             self.mlflow_seconds += time.perf_counter() - start
-    wrapper.__doc__ = method.__doc__
     return wrapper
 
 

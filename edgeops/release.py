@@ -139,7 +139,7 @@ def _artifact_record(client, mv) -> dict:
     from mlflow.artifacts import download_artifacts
 
     folder = Path(tempfile.mkdtemp(prefix="edgeops-release-"))
-    local = Path(download_artifacts(artifact_uri=f"{mv.source}/model.onnx", dst_path=str(folder), tracking_uri=client._tracking_client.tracking_uri))
+    local = Path(download_artifacts(artifact_uri=f"{mv.source}/model.onnx", dst_path=str(folder), tracking_uri=client.tracking_uri))
     sha = hashlib.sha256(local.read_bytes()).hexdigest()
     if sha != mv.tags.get("edgeops.sha256"):
         raise ReleaseError(f"{mv.name} v{mv.version}: artifact in MLflow has sha256 {sha[:16]}, the version records {mv.tags.get('edgeops.sha256', '')[:16]}")
@@ -148,12 +148,10 @@ def _artifact_record(client, mv) -> dict:
 
 def _record_decision(client, declaration: Declaration, name: str, action: str, version: str, previous: str | None, decision: str,
                      reason: str, numbers: dict, gate_states: dict) -> str:
-    from edgeops.lineage import Lineage
-
-    lineage = Lineage(client._tracking_client.tracking_uri, "")
     experiment = client.get_experiment_by_name(declaration.spec.name)
-    experiment_id = experiment.experiment_id if experiment else lineage.experiment_id(declaration.spec.name)
-    run = client.create_run(experiment_id, run_name=f"release:{action}", tags={
+    if experiment is None:  # the versions being released were logged there: its absence means the wrong tracking server
+        raise ReleaseError(f"MLflow at {client.tracking_uri} has no experiment {declaration.spec.name!r}")
+    run = client.create_run(experiment.experiment_id, run_name=f"release:{action}", tags={
         "edgeops.stage": "release", "edgeops.release.action": action, "edgeops.release.model": name, "edgeops.release.version": version,
         "edgeops.release.previous": previous or "", "edgeops.release.decision": decision, "edgeops.release.who": getpass.getuser(),
         "edgeops.release.reason": reason[:5000]})

@@ -265,8 +265,8 @@ def run_check(name: str, ref: dict, declaration: Declaration, gx_root: Path) -> 
         "class_balance": lambda: check_class_balance(ref, spec),
         "poisoning_scan": lambda: check_poisoning(ref, spec),
     }
-    if name != "schema" and not check_schema(ref, spec, declaration).passed and any(
-            p["column"] and "missing" in p["issue"] for p in check_schema(ref, spec, declaration).examples):
+    schema = check_schema(ref, spec, declaration) if name != "schema" else None
+    if schema is not None and not schema.passed and any(p["column"] and "missing" in p["issue"] for p in schema.examples):
         # Later checks would only repeat the schema failure with noise; say so instead.
         outcome = CheckOutcome(name, False, "not run: the data does not match the declared schema (see the schema check)")
     else:

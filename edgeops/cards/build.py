@@ -190,6 +190,8 @@ def drift_status(reports: list[dict], weights_sha256: str) -> dict:
 
 def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict, dp_model: dict, baseline: dict, reference: dict,
                audit: dict, compressed: dict, benchmarks: dict, dagster_run_id: str, inputs_drift_reports: list[dict] | None = None) -> dict:
+    from edgeops.compression import budget_outcomes
+    from edgeops.hil.bench import latency_memory_outcomes
     from edgeops.privacy import verify_claim
 
     spec = declaration.spec
@@ -275,9 +277,6 @@ def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict,
             "per_class_drop": {c: round(record["float_per_class_accuracy"][c] - record["per_class_accuracy"][c], 4)
                                for c in record.get("per_class_accuracy", {}) if record["per_class_accuracy"][c] is not None},
         })
-        from edgeops.compression import budget_outcomes
-        from edgeops.hil.bench import latency_memory_outcomes
-
         outcomes = budget_outcomes(record, target_spec)
         if bench:
             outcomes.update(latency_memory_outcomes(bench, target_spec))

@@ -135,7 +135,7 @@ def _rehash_from_mlflow(client, item: dict) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="edgeops-verify-") as folder:
         try:
             local = download_artifacts(run_id=item["mlflow_run_id"], artifact_path=artifact_path, dst_path=folder,
-                                       tracking_uri=client._tracking_client.tracking_uri)
+                                       tracking_uri=client.tracking_uri)
         except Exception as err:
             return [f"evidence missing from MLflow: run {item['mlflow_run_id']} has no artifact {artifact_path} ({type(err).__name__})"]
         actual = hashlib.sha256(Path(local).read_bytes()).hexdigest()

@@ -64,4 +64,46 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
             else:
                 yield dg.AssetCheckResult(check_name=f"{name}_budget", passed=passed, description=f"{target.name} on {target.device}: {text}")
 
-    return [hil_benchmark]
+    assets = [hil_benchmark]
+    if spec.personalization.enabled:
+        assets.append(build_trainability_asset(ctx))
+    return assets
+
+
+def build_trainability_asset(ctx: AssetFactoryContext):
+    declaration, spec = ctx.declaration, ctx.declaration.spec
+    key = ctx.key("trainability")
+    settings = spec.personalization
+
+    @dg.asset(key=key, group_name=ctx.group("benchmarking"), owners=spec.owners, kinds={"onnx", "mlflow"},
+              partitions_def=target_partitions(ctx), code_version=declaration.sha256[:12], automation_condition=follows_upstream(),
+              ins={"compressed": dg.AssetIn(ctx.key("compressed_model")), "dataset": dg.AssetIn(ctx.key("validated_dataset"))},
+              check_specs=[dg.AssetCheckSpec("fine_tunable_within_budget", asset=key, blocking=False,
+                                             description=f"Last-layer fine-tuning ({settings.steps} steps) within {settings.max_seconds:g} s and "
+                                                         f"{settings.max_extra_memory_mb:g} MB, winning back >= {settings.min_recovery:.0%} of "
+                                                         "the accuracy lost to the declared local shift.")],
+              description="On-device personalization measured per target: the device agent's fine-tuning code run on this target's "
+                          "artifact against simulated local data (the test split under personalization.local_shift).")
+    def trainability(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dataset: dict):
+        from edgeops.personalization import measure_trainability
+
+        target = spec.target(context.partition_key)
+        with edgeops_failure(), lineage.stage_run(context, declaration, "trainability") as run:
+            record = measure_trainability(declaration, target, compressed["artifact_path"], dataset)
+            run.log_json(record, "personalization/trainability.json")
+            run.set_tags({"edgeops.target": target.name, "edgeops.artifact_sha256": compressed["sha256"]})
+            if record.get("checks"):
+                run.log_metrics({"accuracy_shifted_before": record["accuracy_shifted_before"], "accuracy_shifted_after": record["accuracy_shifted_after"],
+                                 "recovery": record["recovery"], "finetune_seconds": record["total_seconds"],
+                                 "finetune_extra_memory_mb": record["extra_memory_mb"], "finetune_step_p95_ms": record["step_latency_ms"]["p95"]})
+        metadata = {k: record[k] for k in ("measured", "trainable", "reason", "accuracy_shifted_before", "accuracy_shifted_after", "recovery",
+                                           "total_seconds", "extra_memory_mb") if k in record}
+        yield dg.Output(record, metadata=metadata)
+        if not record["measured"]:
+            yield dg.AssetCheckResult(check_name="fine_tunable_within_budget", passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                      description=f"{target.name}: not measured: {record['reason']}")
+        else:
+            detail = "; ".join(f"{k}: {v['detail']}" for k, v in record.get("checks", {}).items()) or record.get("reason", "")
+            yield dg.AssetCheckResult(check_name="fine_tunable_within_budget", passed=record["trainable"], description=f"{target.name}: {detail}")
+
+    return trainability

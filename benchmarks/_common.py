@@ -36,6 +36,27 @@ def digits_training_data(split_seed: int | None = None):
     return declaration, TrainingData.from_ref(ref, declaration.spec), ref
 
 
+def train_and_build_targets(declaration, data, ref, work: Path, seed: int | None = None, local_only: bool = False) -> dict:
+    """Train the DP model as the pipeline does (no Dagster, no MLflow) and build each target's artifact from it.
+    Returns {target name: compression record}; `local_only` skips targets whose device is not this host's CPU."""
+    from edgeops.compression import build_target
+    from edgeops.ledger import Budget, PrivacyLedger
+    from edgeops.models import export_onnx, save_weights, weights_sha256
+    from edgeops.training import plan_dp_training, train_dp
+
+    spec = declaration.spec
+    if seed is not None:
+        spec = spec.model_copy(update={"training": spec.training.model_copy(update={"seed": seed})})
+    model = train_dp(spec, data, plan_dp_training(spec, data), work / "train")["model"]
+    export_onnx(model, len(data.features), work / "float.onnx")
+    save_weights(model, work / "model.safetensors")
+    dp_model = {"ref": ref, "weights_path": str(work / "model.safetensors"), "onnx_path": str(work / "float.onnx"),
+                "weights_sha256": weights_sha256(model), "mlflow_run_id": ""}
+    ledger = PrivacyLedger(work / "ledger.sqlite", Budget(100, spec.privacy.delta))  # benchmark-only ledger: real budgets live in the pipeline's
+    targets = [t for t in spec.targets if not local_only or spec.device(t.device).kind == "local"]
+    return {t.name: build_target(declaration, t, dp_model, work / t.name, ledger) for t in targets}
+
+
 def write_table(name: str, rows: list[dict], notes: list[str]) -> Path:
     """benchmarks/results/<name>.md (a Markdown table) and <name>.json (rows + machine facts)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import digits_training_data, write_table
+from _common import digits_training_data, train_and_build_targets, write_table
 
 
 def session(path: str, profile: bool = False):
@@ -64,26 +64,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
-    from edgeops.compression import build_target
-    from edgeops.ledger import Budget, PrivacyLedger
-    from edgeops.models import export_onnx, weights_sha256
-    from edgeops.training import plan_dp_training, train_dp
-
     declaration, data, ref = digits_training_data()
     spec = declaration.spec
     rows, latency_rows, profiles = [], [], {}
     for seed in range(args.seeds):
-        seeded = spec.model_copy(update={"training": spec.training.model_copy(update={"seed": seed})})
-        work = Path(tempfile.mkdtemp())
-        model = train_dp(seeded, data, plan_dp_training(seeded, data), work / "train")["model"]
-        export_onnx(model, len(data.features), work / "float.onnx")
-        from edgeops.models import save_weights
-
-        save_weights(model, work / "model.safetensors")
-        dp_model = {"ref": ref, "weights_path": str(work / "model.safetensors"), "onnx_path": str(work / "float.onnx"),
-                    "weights_sha256": weights_sha256(model), "mlflow_run_id": ""}
-        ledger = PrivacyLedger(work / "ledger.sqlite", Budget(100, spec.privacy.delta))
-        records = {t.name: build_target(declaration, t, dp_model, work / t.name, ledger) for t in spec.targets}
+        records = train_and_build_targets(declaration, data, ref, Path(tempfile.mkdtemp()), seed=seed)
         for name, record in records.items():
             rows.append({"seed": seed, "target": name, "size_bytes": record["size_bytes"],
                          "size_ratio_to_float": round(record["size_bytes"] / record["float_size_bytes"], 3),

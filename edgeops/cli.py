@@ -289,6 +289,12 @@ def release_status(pipeline: str | None, as_json: bool) -> None:
             click.echo(f"{name}/{row['target']}: production v{row['production'] or '-'}  candidate v{row['candidate'] or '-'}")
             for gate, state in row["gates"].items():
                 click.echo(f"    {'ok  ' if state['passed'] else 'OPEN'} {gate}: {state['detail']}")
+            for device in row.get("devices", []):
+                if device["reachable"]:
+                    click.echo(f"    device {device['device']}: active v{device['active_version'] or '-'}"
+                               + (" (in probation)" if device["in_probation"] else ""))
+                else:
+                    click.echo(f"    device {device['device']}: unreachable ({device['detail']})")
 
 
 @release.command("promote")
@@ -305,6 +311,54 @@ def release_promote(pipeline: str, target: str, version: str | None) -> None:
                               _validated_dataset(settings, pipeline), version)
     click.echo(f"{result['model']}: production is now v{result['version']} (was {result['previous'] or 'none'}); "
                f"decision recorded in MLflow run {result['mlflow_run_id']}")
+
+
+@release.command("rollout")
+@click.option("--pipeline", required=True)
+@click.option("--target", required=True)
+@click.option("--version", default=None, help="default: the production version")
+def release_rollout(pipeline: str, target: str, version: str | None) -> None:
+    """Deliver a released version to the target's fleet, stage by stage; halts on the first unhealthy device."""
+    from edgeops.delivery import rollout
+
+    settings, declaration = _declaration(pipeline)
+    declaration.spec.target(target)
+    result = rollout(_mlflow_client(settings), declaration, target, settings.home, version)
+    for row in result["devices"]:
+        click.echo(f"stage {row['stage']} {row['device']}: {row['detail']}")
+    click.echo(f"{result['model']} v{result['version']}: {result['decision']} (MLflow run {result['mlflow_run_id']})")
+
+
+@main.group()
+def bundle() -> None:
+    """Release bundles."""
+
+
+@bundle.command("verify")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--public-key", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="the signer's ed25519 public key (default: this project's, under the state folder)")
+@click.option("--device-key", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a device's X25519 private key, to also decrypt and check the artifact of an encrypted bundle")
+def bundle_verify(path: Path, public_key: Path | None, device_key: Path | None) -> None:
+    """Check a bundle offline: signature, payload length and hash, and (with --device-key) decryption and artifact hash."""
+    from cryptography.hazmat.primitives import serialization
+
+    from edgeops import bundle as bundles
+    from edgeops.signing import load_public, public_key_path
+
+    key_path = public_key or public_key_path(Settings.resolve().home)
+    if not key_path.exists():
+        raise EdgeopsError(f"{key_path}: no public key to verify with (pass --public-key)")
+    trusted = load_public(key_path.read_bytes(), str(key_path))
+    blob = path.read_bytes()
+    private = serialization.load_pem_private_key(device_key.read_bytes(), password=None) if device_key else None
+    manifest, _ = bundles.verify_envelope(blob, trusted, str(path))
+    encrypted = bool(manifest["payload"].get("encryption"))
+    if not encrypted or private is not None:
+        manifest = bundles.verify(blob, trusted, private, str(path)).manifest
+    click.echo(json.dumps(bundles.describe(manifest), indent=2))
+    click.echo(f"{path}: OK" + (" (encrypted: artifact hash not checked without --device-key)" if encrypted and private is None else ""))
 
 
 @main.command("rollback")
@@ -379,11 +433,42 @@ def agent() -> None:
 @click.option("--port", default=8765, show_default=True)
 @click.option("--token-file", default=None, help="file holding the bearer token (default: env EDGEOPS_AGENT_TOKEN)")
 @click.option("--max-upload-mb", default=64, show_default=True)
-def agent_serve(host: str, port: int, token_file: str | None, max_upload_mb: int) -> None:
-    """Serve benchmarks on this device over HTTP (bearer token, size limits, OpenAPI at /openapi.json)."""
-    from edgeops.hil.agent import load_token, serve
+@click.option("--home", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="the agent's own state folder (device key, bundles, active version); turns on delivery")
+@click.option("--target", default=None, help="the target this device runs (bundles for other targets are refused)")
+@click.option("--trust", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="the release signer's ed25519 public key (PEM); only bundles it signed are installed")
+@click.option("--probation", default=20, show_default=True, help="first inferences of a new model watched for failure")
+@click.option("--tls-cert", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--tls-key", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--self-signed-tls", is_flag=True, help="generate (once) and use a self-signed certificate under --home")
+@click.option("--local-data", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="folder of on-device datasets (<name>/x.npy, y.npy) for POST /v1/personalize; they never leave the device")
+def agent_serve(host: str, port: int, token_file: str | None, max_upload_mb: int, home: Path | None, target: str | None,
+                trust: Path | None, probation: int, tls_cert: str | None, tls_key: str | None, self_signed_tls: bool,
+                local_data: Path | None) -> None:
+    """Serve benchmarks (and, with --home/--target/--trust, verified updates and inference) over HTTP(S)."""
+    from edgeops.hil.agent import AGENT_VERSION, load_token, self_signed_pair, serve
 
-    serve(host, port, load_token(token_file=token_file), max_upload_mb * 1024 * 1024)
+    updater = None
+    if home or target or trust:
+        if not (home and target and trust):
+            raise EdgeopsError("delivery needs --home, --target and --trust together")
+        from edgeops.hil.updater import Updater
+        from edgeops.signing import load_public
+
+        updater = Updater(home, target, load_public(trust.read_bytes(), str(trust)), AGENT_VERSION, probation=probation)
+        click.echo(f"device {updater.device_id} target {target}: active version {updater.status()['active_version']}")
+    if self_signed_tls:
+        if not home:
+            raise EdgeopsError("--self-signed-tls keeps its pair under --home")
+        cert, key = self_signed_pair(home / "tls", (host, "localhost", "127.0.0.1"))
+        tls_cert, tls_key = str(cert), str(key)
+        click.echo(f"TLS certificate (give it to clients as ca_cert): {cert}")
+    if local_data and not updater:
+        raise EdgeopsError("--local-data personalizes the active model: it needs --home, --target and --trust")
+    serve(host, port, load_token(token_file=token_file), max_upload_mb * 1024 * 1024, updater=updater, tls_cert=tls_cert, tls_key=tls_key,
+          local_data=local_data)
 
 
 if __name__ == "__main__":

@@ -196,13 +196,18 @@ def promote(client, declaration: Declaration, target: str, home: Path, cards_dir
         if refused:
             raise ReleaseError(f"{name} v{version} not promoted (decision recorded in MLflow run {run_id}):\n  "
                                + "\n  ".join(f"{k}: {v}" for k, v in refused.items()))
+        from edgeops.delivery import write_release_bundle
+
+        bundle_path = write_release_bundle(client, declaration, target, version, home)  # before the alias: no release without its bundle
+        client.log_artifact(run_id, str(bundle_path), "release")
         history = json.loads(client.get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
         history.append({"version": version, "at": time.time(), "action": "promote", "run": run_id})
         client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-50:]))
         _append_card_history(client, name, version, home, {"kind": "release", "action": "promote", "target": target, "version": version,
                                                             "previous": current or "", "reviewer": who or getpass.getuser(), "mlflow_run": run_id})
         client.set_registered_model_alias(name, PRODUCTION, version)  # last: the commit point
-        return {"model": name, "version": version, "previous": current, "decision": decision, "mlflow_run_id": run_id, "numbers": numbers}
+        return {"model": name, "version": version, "previous": current, "decision": decision, "mlflow_run_id": run_id, "numbers": numbers,
+                "bundle": str(bundle_path)}
 
 
 def rollback(client, declaration: Declaration, target: str, home: Path, reason: str, to: str | None = None, who: str | None = None) -> dict:
@@ -235,6 +240,10 @@ def status(client, declaration: Declaration, home: Path, cards_dir: Path) -> lis
         name = registered_name(declaration.spec.name, target.name)
         latest = _latest_version(client, name)
         row = {"target": target.name, "model": name, "production": _alias_version(client, name, PRODUCTION), "candidate": latest, "gates": {}}
+        if declaration.spec.delivery.fleet:
+            from edgeops.delivery import fleet_status
+
+            row["devices"] = fleet_status(declaration, target.name)
         if latest and latest != row["production"]:
             row["gates"] = {k: {"passed": ok, "detail": text} for k, (ok, text) in gates(client, declaration, target.name, latest, home, cards_dir).items()}
         rows.append(row)

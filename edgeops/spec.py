@@ -152,8 +152,40 @@ class ModelSpec(Frozen):
     norm: Literal["none", "group", "batch"] = "none"
 
 
+class FederatedSpec(Frozen):
+    """Federated averaging across clients (Flower). Each client trains on its own partition; with `noise_multiplier`
+    > 0 the server clips every client's update to `clipping_norm` and adds Gaussian noise to the average (DP-FedAvg,
+    client-level DP: the privacy unit is one client's whole data)."""
+
+    clients: int = Field(10, ge=2, le=10_000, description="simulated clients (the training split is partitioned among them)")
+    rounds: int = Field(60, gt=0, le=10_000)
+    fraction: float = Field(1.0, gt=0, le=1, description="share of clients sampled each round")
+    min_clients: int = Field(2, ge=1, description="a round with fewer usable replies fails")
+    local_epochs: int = Field(2, gt=0, le=100)
+    local_batch_size: int = Field(32, gt=0)
+    learning_rate: PositiveFloat = 0.05
+    momentum: float = Field(0.9, ge=0, lt=1)
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    proximal_mu: float = Field(0.01, ge=0, description="FedProx proximal term")
+    clipping_norm: PositiveFloat | None = Field(None, description="L2 bound on each client's update; needed for DP")
+    noise_multiplier: float = Field(0.0, ge=0, description="Gaussian noise std / (clipping_norm / sampled clients); 0 = not private")
+    alpha: PositiveFloat = Field(0.5, description="Dirichlet label-skew concentration of the simulated partitions")
+    max_update_mb: PositiveFloat = Field(16.0, description="larger client updates are rejected")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _dp_needs_clipping(self) -> "FederatedSpec":
+        if self.noise_multiplier > 0 and self.clipping_norm is None:
+            raise ValueError("noise_multiplier > 0 needs clipping_norm (the noise is calibrated to it)")
+        if self.min_clients > self.clients:
+            raise ValueError(f"min_clients {self.min_clients} exceeds clients {self.clients}")
+        return self
+
+
 class TrainingSpec(Frozen):
-    mode: Literal["central"] = "central"
+    mode: Literal["central", "federated", "both"] = Field(
+        "central", description="central: DP-SGD on the pooled split; federated: Flower FedAvg (the released model); both: federated reported beside central")
+    federated: FederatedSpec = FederatedSpec()
     epochs: int = Field(30, gt=0, le=10_000)
     batch_size: int = Field(256, gt=0)
     learning_rate: PositiveFloat = 1.0
@@ -282,6 +314,72 @@ class ReleaseSpec(Frozen):
     max_memory_regression_pct: float = Field(20.0, ge=0)
 
 
+# ---------------------------------------------------------------- on-device personalization
+class LocalShift(Frozen):
+    kind: str = Field("rotation", description="how the simulated device's data differs (see `edgeops drift simulate`)")
+    severity: float = Field(0.67, ge=0, le=1)
+    rows: int = Field(360, gt=10, description="rows of local data generated for the trainability measurement")
+
+
+class PersonalizationSpec(Frozen):
+    """Fine-tuning of the last layer on the device, on data that never leaves it (edgeops.hil.personalize)."""
+
+    enabled: bool = False
+    layers: Literal["last"] = "last"
+    steps: int = Field(400, gt=0, le=100_000)
+    learning_rate: PositiveFloat = 0.1
+    batch_size: int = Field(64, gt=0)
+    holdout: float = Field(0.3, gt=0, lt=1, description="share of the local data kept to measure accuracy before and after")
+    returns: Literal["delta", "metrics", "nothing"] = Field("metrics", description="what leaves the device")
+    clipping_norm: PositiveFloat | None = None
+    noise_multiplier: float = Field(0.0, ge=0, description="> 0: DP-SGD on the head (its own budget: the device's data)")
+    max_seconds: PositiveFloat = 10.0
+    max_extra_memory_mb: PositiveFloat = 64.0
+    min_recovery: float = Field(0.5, ge=0, le=1, description="share of the accuracy lost to the shift that fine-tuning must win back")
+    local_shift: LocalShift = LocalShift()
+
+    @model_validator(mode="after")
+    def _dp_needs_clipping(self) -> "PersonalizationSpec":
+        if self.noise_multiplier > 0 and self.clipping_norm is None:
+            raise ValueError("noise_multiplier > 0 needs clipping_norm")
+        return self
+
+
+# ---------------------------------------------------------------- delivery
+class FleetDevice(Frozen):
+    """A device agent that runs a target's production model (`edgeops agent serve --target ...`)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    target: str
+    url: str = Field(description="https://host:port of the agent")
+    token_env: str = Field(description="name of the env var that holds the agent's bearer token")
+    ca_cert: str | None = Field(None, description="PEM certificate to trust for the agent's TLS (its self-signed cert), relative to the project root")
+    encryption_key: str | None = Field(None, description="the device's X25519 public key (PEM file); default: read from the agent over TLS")
+
+
+class RolloutStage(Frozen):
+    fraction: float | None = Field(None, gt=0, le=1, description="share of the target's fleet updated by the end of this stage")
+    devices: list[str] | None = Field(None, min_length=1, description="or: these devices by name")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "RolloutStage":
+        if (self.fraction is None) == (self.devices is None):
+            raise ValueError("a rollout stage names either a fraction or a list of devices")
+        return self
+
+
+class DeliverySpec(Frozen):
+    """Signed (and, per device, encrypted) bundles, and the staged rollout that delivers them to the fleet."""
+
+    encrypt: bool = Field(True, description="encrypt each device's bundle for that device's key")
+    min_agent_version: str = "0.2.0"
+    smoke_rows: int = Field(8, gt=0, le=256, description="synthetic inputs the device checks before activating")
+    probation_inferences: int = Field(20, ge=0, description="first inferences watched after activation; a failure rolls back")
+    health_wait_s: float = Field(2.0, ge=0, description="how long to watch a stage's devices before the next stage")
+    fleet: list[FleetDevice] = []
+    stages: list[RolloutStage] = [RolloutStage(fraction=1.0)]
+
+
 # ---------------------------------------------------------------- card
 class CardSpec(Frozen):
     intended_use: str = ""
@@ -304,6 +402,8 @@ class PipelineSpec(Frozen):
     card: CardSpec = CardSpec()
     release: ReleaseSpec = ReleaseSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    delivery: DeliverySpec = DeliverySpec()
+    personalization: PersonalizationSpec = PersonalizationSpec()
 
     @field_validator("owners")
     @classmethod
@@ -338,6 +438,17 @@ class PipelineSpec(Frozen):
                 raise ValueError(f"targets.{index}.recipe: a step appears twice")
             if PruneStep in kinds and kinds.index(PruneStep) != 0:
                 raise ValueError(f"targets.{index}.recipe: prune must come first (it works on float weights)")
+        targets = {t.name for t in self.targets}
+        fleet = {d.name for d in self.delivery.fleet}
+        if len(fleet) != len(self.delivery.fleet):
+            raise ValueError("delivery.fleet: device names must be unique")
+        for index, member in enumerate(self.delivery.fleet):
+            if member.target not in targets:
+                raise ValueError(f"delivery.fleet.{index}.target: unknown target {member.target!r} (declared: {sorted(targets)})")
+        for index, stage in enumerate(self.delivery.stages):
+            unknown = sorted(set(stage.devices or []) - fleet)
+            if unknown:
+                raise ValueError(f"delivery.stages.{index}.devices: not in delivery.fleet: {unknown}")
         return self
 
     def incoming_folder(self) -> str:

@@ -230,7 +230,8 @@ def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict,
         "evaluation_data": {"split": "test", "digest": dataset["splits"]["test"]["digest"], "rows": dataset["splits"]["test"]["rows"],
                             "source": dataset["source"]},
         "training_data": {"source": dataset["source"], "digest": dataset["splits"]["train"]["digest"], "rows": dataset["splits"]["train"]["rows"],
-                          "protection": f"differential privacy (DP-SGD), unit: {dp_model['privacy']['unit']}"},
+                          "protection": f"differential privacy ({'DP-FedAvg, federated' if dp_model.get('training_mode') == 'federated' else 'DP-SGD'}), "
+                                        f"unit: {dp_model['privacy']['unit']}"},
         "data_validation": {"checks": dataset.get("checks", {}), "passed": True, "dataset_digest": dataset["digest"]},
         "quantitative_analyses": {"per_class": {"dp_model": dp_model["metrics"]["test"]["per_class_accuracy"]}, "per_target": []},
     }
@@ -238,11 +239,15 @@ def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict,
     card["privacy"] = {
         "dp_statement": {
             "epsilon": evidence.metric(dp_run, "epsilon"), "delta": privacy["delta"], "accountant": privacy["accountant"].upper(),
-            "sampling": f"Poisson, rate {privacy['sample_rate']:.4f}", "clipping": f"per-sample L2 norm {privacy['max_grad_norm']}",
-            "noise_multiplier": privacy["noise_multiplier"], "steps": privacy["steps"], "epochs": privacy["epochs"],
-            "unit": privacy["unit"],
+            "sampling": f"{privacy['sampling']}, rate {privacy['sample_rate']:.4f}",
+            "clipping": f"{privacy['clipping']}, L2 norm {privacy.get('max_grad_norm', privacy.get('clipping_norm'))}",
+            "noise_multiplier": privacy["noise_multiplier"], "steps": privacy["steps"], "epochs": privacy.get("epochs"),
+            "unit": privacy["unit"], "training_mode": dp_model.get("training_mode", "central"),
             "text": f"The released model is ({_value(evidence.metric(dp_run, 'epsilon')):.3f}, {privacy['delta']:g})-differentially private "
-                    f"with respect to one row of the training split ({privacy['accountant'].upper()} accountant).",
+                    + (f"with respect to one client's whole data, trained by federated averaging across {privacy.get('clients')} clients "
+                       f"(Flower DP-FedAvg, {privacy['steps']} rounds, {privacy['accountant'].upper()} accountant)."
+                       if dp_model.get("training_mode") == "federated" else
+                       f"with respect to one row of the training split ({privacy['accountant'].upper()} accountant)."),
         },
         "rederivation": verify_claim(privacy),
         "membership_inference": {k: audit[k] for k in ("dp_model", "nonprivate_reference", "consistent", "summary") if k in audit}

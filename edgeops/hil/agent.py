@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-AGENT_VERSION = "0.1.0"
+AGENT_VERSION = "0.2.0"
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
@@ -34,7 +34,10 @@ def load_token(token: str | None = None, token_file: str | None = None, env: str
     return value
 
 
-def create_app(token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, benchmark_timeout_s: float = 300.0):
+def create_app(token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, benchmark_timeout_s: float = 300.0, updater=None,
+               local_data: Path | None = None):
+    """`updater` (an edgeops.hil.updater.Updater) turns on the delivery endpoints: bundles, rollback, status, infer; with
+    `local_data` (a folder of <dataset>/x.npy, y.npy on this device) also on-device personalization of the active model."""
     from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
     from fastapi.responses import JSONResponse
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -123,12 +126,146 @@ def create_app(token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, ben
         result["agent"] = {"version": AGENT_VERSION, "verified_sha256": actual, "benchmark_wall_s": time.perf_counter() - started}
         return result
 
+    if updater is not None:
+        _add_delivery_routes(app, updater, authorized)
+        if local_data is not None:
+            _add_personalization_route(app, updater, authorized, Path(local_data))
     return app
 
 
-def serve(host: str, port: int, token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
+def _add_personalization_route(app, updater, authorized, local_data: Path) -> None:
+    from typing import Literal
+
+    from fastapi import Depends, HTTPException
+    from pydantic import BaseModel, Field
+
+    from edgeops.hil.personalize import PersonalizationError, load_local_data, personalize
+    from edgeops.hil.updater import UpdateRefused
+
+    class PersonalizeRequest(BaseModel):
+        dataset: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="a folder name under the agent's --local-data")
+        steps: int = Field(200, gt=0, le=100_000)
+        learning_rate: float = Field(0.05, gt=0, le=10)
+        batch_size: int = Field(32, gt=0, le=4096)
+        holdout: float = Field(0.3, gt=0, lt=1)
+        clipping_norm: float | None = Field(None, gt=0)
+        noise_multiplier: float = Field(0.0, ge=0)
+        returns: Literal["delta", "metrics", "nothing"] = "metrics"
+
+    @app.post("/v1/personalize", dependencies=[Depends(authorized)])
+    def personalize_active(body: PersonalizeRequest) -> dict:
+        """Fine-tune the active model's last layer on a local dataset; the data never leaves this device."""
+        folder = local_data / body.dataset
+        if ".." in body.dataset or not folder.is_dir():
+            raise HTTPException(status_code=404, detail=f"no local dataset {body.dataset!r} on this device")
+        try:
+            artifact, version = updater.active_artifact()
+            x, y = load_local_data(folder)
+            result = personalize(artifact, x, y, **body.model_dump(exclude={"dataset"}))
+        except (UpdateRefused, PersonalizationError) as err:
+            raise HTTPException(status_code=409 if isinstance(err, UpdateRefused) else 422, detail=str(err)) from None
+        return {"version": version, **result}
+
+
+def _add_delivery_routes(app, updater, authorized) -> None:
+    from fastapi import Depends, HTTPException, Request
+    from pydantic import BaseModel, Field
+
+    from edgeops.bundle import BundleError, device_public_pem
+    from edgeops.hil.updater import BadRequest, UpdateRefused
+
+    class RollbackRequest(BaseModel):
+        reason: str = Field(min_length=1, max_length=2000)
+
+    class InferRequest(BaseModel):
+        inputs: list[list[float]] = Field(min_length=1, max_length=4096)
+
+    @app.get("/v1/identity", dependencies=[Depends(authorized)])
+    def identity() -> dict:
+        return {"device_id": updater.device_id, "target": updater.target, "agent_version": AGENT_VERSION,
+                "encryption_public_key": device_public_pem(updater.device_key.public_key())}
+
+    @app.get("/v1/status", dependencies=[Depends(authorized)])
+    def status() -> dict:
+        return updater.status()
+
+    @app.post("/v1/bundles", dependencies=[Depends(authorized)])
+    async def install(request: Request, allow_downgrade: bool = False) -> dict:
+        import anyio
+
+        blob = await request.body()
+        try:  # verification and the smoke test are CPU work: keep the event loop free for inference requests
+            return await anyio.to_thread.run_sync(lambda: updater.install(blob, allow_downgrade=allow_downgrade))
+        except UpdateRefused as err:
+            raise HTTPException(status_code=409, detail=str(err)) from None
+        except BundleError as err:
+            raise HTTPException(status_code=400, detail=str(err)) from None
+
+    @app.post("/v1/rollback", dependencies=[Depends(authorized)])
+    def rollback(body: RollbackRequest) -> dict:
+        try:
+            return updater.rollback(body.reason)
+        except BundleError as err:
+            raise HTTPException(status_code=409, detail=str(err)) from None
+
+    @app.post("/v1/infer", dependencies=[Depends(authorized)])
+    def infer(body: InferRequest) -> dict:
+        x = np.asarray(body.inputs, dtype=np.float32)
+        try:
+            outputs, version = updater.infer(x)
+        except UpdateRefused as err:
+            raise HTTPException(status_code=409, detail=str(err)) from None
+        except BadRequest as err:
+            raise HTTPException(status_code=422, detail=str(err)) from None
+        except Exception as err:
+            raise HTTPException(status_code=422, detail=f"inference failed: {type(err).__name__}: {err}"[:500]) from None
+        return {"version": version, "outputs": outputs.tolist()}
+
+
+def self_signed_pair(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> tuple[Path, Path]:
+    """A TLS certificate and key for the embedded default (created once under <folder>, key 0600). Clients pin the
+    certificate file itself (`verify=<cert>`), so no certificate authority is involved."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert_path, key_path = folder / "agent-cert.pem", folder / "agent-key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgeops device agent")])
+    names = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def serve(host: str, port: int, token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, updater=None,
+          tls_cert: str | None = None, tls_key: str | None = None, local_data: Path | None = None) -> None:
     import uvicorn
 
     if host not in {"127.0.0.1", "localhost", "::1"}:
         print(f"warning: the agent listens on {host}, beyond loopback; anyone who can reach it still needs the token")
-    uvicorn.run(create_app(token, max_upload_bytes), host=host, port=port, log_level="warning")
+    if bool(tls_cert) != bool(tls_key):
+        raise SystemExit("--tls-cert and --tls-key go together")
+    uvicorn.run(create_app(token, max_upload_bytes, updater=updater, local_data=local_data), host=host, port=port, log_level="warning",
+                ssl_certfile=tls_cert, ssl_keyfile=tls_key)

@@ -126,3 +126,29 @@ def test_cli_info_json_and_spec_check():
     assert payload["pipelines"][0]["name"] == "digits"
     bad = subprocess.run([*env_cli, "spec", "check", "pipelines/absent.yaml"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "pipelines/absent.yaml" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_federated_mode_trains_the_released_model_with_flower_and_charges_the_ledger(project):
+    from pipelines.instance import ensure_instance
+    from pipelines.wiring import resources_for
+
+    project.write_csv(table_frame())
+    spec = table_declaration("fedtab")
+    spec["training"]["mode"] = "federated"
+    spec["training"]["federated"] = {"clients": 4, "rounds": 3, "local_epochs": 1, "learning_rate": 0.1, "min_clients": 3, "alpha": 1.0,
+                                     "clipping_norm": 1.0, "noise_multiplier": 1.0}
+    project.declare(spec)
+    defs = definitions(project)
+    assets = [a for a in defs.assets if a.key.path[0] == "fedtab"]
+    checks = [c for c in defs.asset_checks if next(iter(c.check_keys)).asset_key.path[0] == "fedtab"]
+    result = dg.materialize([*assets, *checks], selection=[dg.AssetKey(["fedtab", k]) for k in ("raw_dataset", "validated_dataset", "dp_model")],
+                            instance=ensure_instance(project.settings()), resources=resources_for(project.settings()))
+    model = result.output_for_node("fedtab__dp_model")
+    assert model["training_mode"] == "federated" and model["privacy"]["unit"].startswith("client")
+    assert model["federated"]["rounds"] == 3 and sum(model["federated"]["partition_sizes"]) > 0
+    rederived = {e.check_name: e for e in result.get_asset_check_evaluations()}["epsilon_rederived"]
+    assert rederived.passed and "PLD" in rederived.description
+    ledger = json.loads(subprocess.run([sys.executable, "-m", "edgeops.cli", "privacy", "ledger", "--pipeline", "fedtab", "--json"],
+                                       capture_output=True, text=True, check=True, cwd=project.root).stdout)
+    entry = next(e for e in ledger["entries"] if e["mechanism"] == "dp-fedavg (flower)")
+    assert entry["status"] == "completed" and entry["parameters"]["unit"] == "client" and entry["epsilon"] == model["privacy"]["epsilon"]

@@ -21,7 +21,9 @@ def finished(tmp_path_factory):
     project = Project(tmp_path_factory.mktemp("e2e") / "project", monkeypatch)
     project.declare(tiny_digits())
     project.write_csv(table_frame(300))
-    project.declare(table_declaration())
+    table = table_declaration()
+    table["targets"][1]["budgets"] = {"max_size_kb": 0.5}  # cpu_int8 misses its size budget: the release test needs a failed check
+    project.declare(table)
     from pipelines.launch import run_pipelines
 
     reports = {r.pipeline: r for r in run_pipelines(project.settings())}
@@ -181,7 +183,7 @@ def test_release_gates_promotion_rollback_and_lineage(finished):
 
     with pytest.raises(releases.ReleaseError, match="review pending"):
         releases.promote(client, declaration, "cpu_float", settings.home, settings.model_cards_dir, dataset, "1")
-    with pytest.raises(releases.ReleaseError, match="parity=failed|not passed"):
+    with pytest.raises(releases.ReleaseError, match="not passed: size=failed"):
         releases.promote(client, declaration, "cpu_int8", settings.home, settings.model_cards_dir, dataset, "1")
     with pytest.raises(Exception):
         client.get_model_version_by_alias(name, "production")
@@ -232,6 +234,80 @@ def test_release_gates_promotion_rollback_and_lineage(finished):
     assert str(client.get_model_version_by_alias(name, "production").version) == "2"
     history = json.loads(client.get_registered_model(name).tags["edgeops.production_history"])
     assert [(h["action"], h["version"]) for h in history] == [("promote", "1"), ("promote", "2"), ("rollback", "1"), ("promote", "2")]
+
+
+def _start_agent(home: Path, target: str, trust: Path, token: str):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "edgeops.cli", "agent", "serve", "--port", str(port), "--home", str(home),
+                                "--target", target, "--trust", str(trust), "--self-signed-tls"],
+                               env={**os.environ, "EDGEOPS_AGENT_TOKEN": token}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (home / "tls" / "agent-cert.pem").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    return process, f"https://127.0.0.1:{port}", home / "tls" / "agent-cert.pem"
+
+
+def test_promoted_release_is_bundled_and_rolled_out_to_tls_agents_in_stages(finished, monkeypatch):
+    """Runs after the promotion test: production of tabular-cpu_float is v2, v1 is older."""
+    import subprocess
+    import sys
+
+    from edgeops.delivery import rollout, DeliveryError
+    from edgeops.hil.client import AgentClient
+    from edgeops.lineage import Lineage
+    from edgeops.spec import Declaration, parse_spec, spec_sha256
+
+    project, _ = finished
+    settings = project.settings()
+    client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
+    bundle_path = settings.home / "bundles" / "tabular-cpu_float" / "v2" / "cpu_float.bundle"
+    checked = subprocess.run([sys.executable, "-m", "edgeops.cli", "bundle", "verify", str(bundle_path)], capture_output=True, text=True, cwd=project.root)
+    assert checked.returncode == 0 and '"version": 2' in checked.stdout and "OK" in checked.stdout, checked.stderr
+    broken = project.root / "broken.bundle"
+    broken.write_bytes(bundle_path.read_bytes()[:-7])
+    refused = subprocess.run([sys.executable, "-m", "edgeops.cli", "bundle", "verify", str(broken)], capture_output=True, text=True, cwd=project.root)
+    assert refused.returncode == 2 and "truncated" in refused.stderr
+
+    token = "rollout-token-" + "z" * 20
+    monkeypatch.setenv("EDGE_TOKEN", token)
+    trust = settings.home / "keys" / "signing_ed25519.pub"
+    agents = [_start_agent(project.root / f"device-{i}", "cpu_float", trust, token) for i in range(2)]
+    try:
+        spec = yaml.safe_load((project.root / "pipelines" / "tabular.yaml").read_text())
+        spec["delivery"] = {"health_wait_s": 0.3, "stages": [{"devices": ["pi_0"]}, {"fraction": 1.0}],
+                            "fleet": [{"name": f"pi_{i}", "target": "cpu_float", "url": url, "token_env": "EDGE_TOKEN", "ca_cert": str(cert)}
+                                      for i, (_, url, cert) in enumerate(agents)]}
+        model = parse_spec(yaml.safe_dump(spec))
+        declaration = Declaration(model, project.root / "pipelines" / "tabular.yaml", project.root, spec_sha256(model))
+        delivered = rollout(client, declaration, "cpu_float", settings.home)
+        assert delivered["decision"] == "delivered" and delivered["stages"] == [["pi_0"], ["pi_1"]]
+        devices = [AgentClient(f"pi_{i}", url, token, verify=str(cert)) for i, (_, url, cert) in enumerate(agents)]
+        assert [d.status()["active_version"] for d in devices] == [2, 2]
+        assert devices[1].status()["active"]["encrypted_for"] == devices[1].identity()["device_id"]  # each device got its own ciphertext
+        assert len(devices[0].infer([[1.0, 2.0, 3.0, 4.0]])["outputs"][0]) == 3
+
+        with pytest.raises(DeliveryError, match="stage 1 of 2: pi_0: .*downgrade refused"):
+            rollout(client, declaration, "cpu_float", settings.home, version="1")
+        assert [d.status()["active_version"] for d in devices] == [2, 2]  # the halted rollout never reached pi_1
+        halted = client.search_runs([client.get_experiment_by_name("tabular").experiment_id],
+                                    "tags.`edgeops.release.action` = 'rollout' and tags.`edgeops.release.decision` = 'halted'")
+        assert halted
+        from edgeops import release as releases
+
+        row = next(r for r in releases.status(client, declaration, settings.home, settings.model_cards_dir) if r["target"] == "cpu_float")
+        assert [(d["device"], d["active_version"]) for d in row["devices"]] == [("pi_0", 2), ("pi_1", 2)]
+    finally:
+        for process, _, _ in agents:
+            process.terminate()
+            process.wait(timeout=20)
 
 
 def test_unreachable_mlflow_during_promotion_changes_nothing(finished):

@@ -1,0 +1,207 @@
+"""Host side of delivery: the release bundle of a promoted version, and the staged rollout to a target's fleet.
+
+A promotion writes one signed bundle per target under <state>/bundles/<model>/v<version>/. A rollout encrypts that
+version for each device (its X25519 key, read from a declared file or from the agent over TLS), pushes it stage by
+stage, and moves on only when every device of the stage reports the new version active and healthy after
+`delivery.health_wait_s`. A device that refuses or rolls back halts the rollout; the decision, with each device's
+report, is an MLflow run in the pipeline's experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from edgeops import bundle
+from edgeops.errors import EdgeopsError
+from edgeops.registry import registered_name
+from edgeops.spec import Declaration, FleetDevice
+
+AGENT_MIN_VERSION_FOR_BUNDLES = "0.2.0"
+
+
+class DeliveryError(EdgeopsError):
+    pass
+
+
+def _card_digest(mv) -> str | None:
+    folder = mv.tags.get("edgeops.card_folder")
+    card = Path(folder) / "card.json" if folder else None
+    return "sha256:" + hashlib.sha256(card.read_bytes()).hexdigest() if card and card.exists() else None
+
+
+def bundle_inputs(declaration: Declaration, target: str, mv, artifact: bytes) -> dict:
+    """Everything `bundle.build` needs except the keys."""
+    from edgeops.compression import DEFAULT_PARITY
+
+    spec = declaration.spec
+    target_spec = spec.target(target)
+    bounds = tuple(spec.dataset.feature_bounds) if spec.dataset.feature_bounds else None
+    relative = target_spec.parity_tolerance or DEFAULT_PARITY[target_spec.precision]
+    return {"pipeline": spec.name, "model": mv.name, "version": int(mv.version), "target": target, "runtime": target_spec.runtime,
+            "card_digest": _card_digest(mv), "n_features": spec.dataset.n_features, "feature_bounds": bounds,
+            # The device runs the same artifact on the same runtime: differences come only from kernels chosen per CPU.
+            "parity_tolerance": relative * _logit_scale(artifact, spec.dataset.n_features, bounds),
+            "max_latency_ms": target_spec.budgets.max_latency_p95_ms, "min_agent_version": spec.delivery.min_agent_version,
+            "smoke_rows": spec.delivery.smoke_rows}
+
+
+def _logit_scale(artifact: bytes, n_features: int, bounds) -> float:
+    outputs = bundle.onnx_outputs(artifact, bundle.smoke_inputs(n_features, bounds, 8))
+    return max(float(abs(outputs).max()), 1e-3)
+
+
+def bundle_folder(home: Path, model: str, version) -> Path:
+    return home / "bundles" / model / f"v{int(version)}"
+
+
+def write_release_bundle(client, declaration: Declaration, target: str, version, home: Path, key_file: str | None = None) -> Path:
+    """The signed, unencrypted bundle of one registered version (written atomically; kept with the release)."""
+    from edgeops.release import _artifact_record, _version
+    from edgeops.signing import signing_key
+
+    name = registered_name(declaration.spec.name, target)
+    mv = _version(client, name, str(version))
+    artifact = Path(_artifact_record(client, mv)["artifact_path"]).read_bytes()
+    blob = bundle.build(artifact, signing_key=signing_key(home, key_file), recipient=None, **bundle_inputs(declaration, target, mv, artifact))
+    folder = bundle_folder(home, name, version)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{target}.bundle"
+    temporary = path.with_suffix(".part")
+    temporary.write_bytes(blob)
+    os.replace(temporary, path)
+    return path
+
+
+def reencrypt_for(blob: bytes, home: Path, recipient, key_file: str | None = None) -> bytes:
+    """The same signed release, re-signed with its payload encrypted for one device."""
+    from edgeops.signing import public_key_path, load_public, signing_key
+
+    key = signing_key(home, key_file)
+    trusted = load_public(public_key_path(home).read_bytes(), str(public_key_path(home))) if public_key_path(home).exists() else key.public_key()
+    verified = bundle.verify(blob, trusted)
+    return bundle.seal(verified.manifest, verified.artifact, key, recipient)
+
+
+# ---------------------------------------------------------------- fleet
+def fleet_client(declaration: Declaration, member: FleetDevice, timeout_s: float = 30.0, retries: int = 2):
+    from edgeops.hil.client import AgentClient
+
+    token = os.environ.get(member.token_env)
+    if not token:
+        raise DeliveryError(f"delivery.fleet {member.name!r}: env var {member.token_env} (its bearer token) is not set")
+    verify = str(declaration.resolve(member.ca_cert)) if member.ca_cert else True
+    return AgentClient(member.name, member.url, token, retries=retries, timeout_s=timeout_s, verify=verify)
+
+
+def device_key(declaration: Declaration, member: FleetDevice, agent) -> object:
+    """The device's X25519 key: the declared file (checked against what the agent reports) or the agent's word over TLS."""
+    identity = agent.identity()
+    if identity["target"] != member.target:
+        raise DeliveryError(f"device {member.name!r} runs target {identity['target']!r}; the declaration says {member.target!r}")
+    reported = bundle.load_device_public(identity["encryption_public_key"], f"device {member.name!r} identity")
+    if member.encryption_key:
+        path = declaration.resolve(member.encryption_key)
+        declared = bundle.load_device_public(path.read_bytes(), str(path))
+        if bundle.device_fingerprint(declared) != bundle.device_fingerprint(reported):
+            raise DeliveryError(f"device {member.name!r} reports key {bundle.device_fingerprint(reported)}, {path} holds "
+                                f"{bundle.device_fingerprint(declared)}: refusing to encrypt for an unexpected key")
+        return declared
+    return reported
+
+
+def plan_stages(declaration: Declaration, target: str) -> list[list[str]]:
+    """Device names per stage, in order; devices no stage reached form a last stage (the rest)."""
+    members = [m.name for m in declaration.spec.delivery.fleet if m.target == target]
+    done: list[str] = []
+    stages = []
+    for stage in declaration.spec.delivery.stages:
+        if stage.devices is not None:
+            chosen = [d for d in stage.devices if d in members and d not in done]
+        else:
+            chosen = [d for d in members if d not in done][:max(0, math.ceil(stage.fraction * len(members)) - len(done))]
+        if chosen:
+            stages.append(chosen)
+            done += chosen
+    rest = [d for d in members if d not in done]
+    if rest:
+        stages.append(rest)
+    return stages
+
+
+def _healthy(report: dict, version: int) -> tuple[bool, str]:
+    if report.get("active_version") != version:
+        last = report.get("last_event") or {}
+        return False, f"active version {report.get('active_version')} (last event: {last.get('event')} {last.get('detail', '')})"
+    return True, "active and healthy" + (" (still in probation)" if report.get("in_probation") else "")
+
+
+def rollout(client, declaration: Declaration, target: str, home: Path, version=None, key_file: str | None = None,
+            sleep=time.sleep) -> dict:
+    """Deliver a released version to the target's fleet, stage by stage (see the module docstring)."""
+    from edgeops.release import PRODUCTION, _alias_version, _record_decision
+
+    spec = declaration.spec
+    name = registered_name(spec.name, target)
+    version = str(version or _alias_version(client, name, PRODUCTION) or "")
+    if not version:
+        raise DeliveryError(f"{name} has no production version to roll out; promote one first")
+    path = bundle_folder(home, name, version) / f"{target}.bundle"
+    if not path.exists():
+        path = write_release_bundle(client, declaration, target, version, home, key_file)
+    release_blob = path.read_bytes()
+    members = {m.name: m for m in spec.delivery.fleet if m.target == target}
+    if not members:
+        raise DeliveryError(f"delivery.fleet declares no device for target {target!r}")
+    reports: list[dict] = []
+    halted = None
+    stages = plan_stages(declaration, target)
+    for number, stage in enumerate(stages, start=1):
+        for device in stage:
+            member = members[device]
+            row = {"stage": number, "device": device}
+            try:
+                agent = fleet_client(declaration, member)
+                blob = reencrypt_for(release_blob, home, device_key(declaration, member, agent), key_file) if spec.delivery.encrypt else release_blob
+                row["install"] = agent.install(blob)
+            except EdgeopsError as err:
+                row["error"] = str(err)
+            reports.append(row)
+        sleep(spec.delivery.health_wait_s)
+        for row in (r for r in reports if r["stage"] == number):
+            if "error" in row:
+                row["healthy"], row["detail"] = False, row["error"]
+                continue
+            try:
+                ok, detail = _healthy(fleet_client(declaration, members[row["device"]]).status(), int(version))
+            except EdgeopsError as err:
+                ok, detail = False, f"status unreadable: {err}"
+            row["healthy"], row["detail"] = ok, detail
+        failed = [r for r in reports if r["stage"] == number and not r["healthy"]]
+        if failed:
+            halted = f"stage {number} of {len(stages)}: " + "; ".join(f"{r['device']}: {r['detail']}" for r in failed)
+            break
+    decision = "halted" if halted else "delivered"
+    run_id = _record_decision(client, declaration, name, "rollout", version, None, decision, halted or "every stage healthy",
+                              {"stages": stages, "devices": reports}, {})
+    result = {"model": name, "version": version, "decision": decision, "stages": stages, "devices": reports, "mlflow_run_id": run_id}
+    if halted:
+        raise DeliveryError(f"{name} v{version} rollout halted at {halted} (recorded in MLflow run {run_id})\n"
+                            + json.dumps(reports, indent=1, default=str)[:4000])
+    return result
+
+
+def fleet_status(declaration: Declaration, target: str) -> list[dict]:
+    rows = []
+    for member in (m for m in declaration.spec.delivery.fleet if m.target == target):
+        try:
+            report = fleet_client(declaration, member, timeout_s=5.0, retries=0).status()
+            rows.append({"device": member.name, "reachable": True, "active_version": report.get("active_version"),
+                         "in_probation": report.get("in_probation"), "last_event": report.get("last_event")})
+        except EdgeopsError as err:
+            rows.append({"device": member.name, "reachable": False, "detail": str(err)[:300]})
+    return rows

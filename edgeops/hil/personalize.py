@@ -1,0 +1,195 @@
+"""On-device personalization: fine-tune the last layer of a deployed ONNX artifact on data that stays on the device.
+
+Runs where the agent runs (numpy + onnxruntime; no torch on the device). The artifact's final Gemm is the head:
+its weights are read from the graph (dequantized when the artifact is int8 QDQ), its input is exposed as an extra
+output so the frozen backbone computes embeddings once, and the head is trained with mini-batch SGD on softmax
+cross-entropy. Optional DP: each example's gradient is clipped and Gaussian noise is added to every step's sum
+(DP-SGD on the head; the epsilon for the declared noise, sampling rate and steps is computed by the host, which
+charges it before the job is sent).
+
+The device keeps its data: the job reports step latency, peak memory of the training, accuracy on a held-out part
+of the local data before and after, and returns the weight delta, the metrics only, or nothing, as declared.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class PersonalizationError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Head:
+    embedding: str  # tensor name of the head's input
+    weight: np.ndarray  # (classes, embedding_dim)
+    bias: np.ndarray  # (classes,)
+
+
+def _initializers(model) -> dict:
+    from onnx import numpy_helper
+
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def find_head(model) -> Head:
+    """The Gemm that produces the graph's first output (possibly through a Cast), with its weights as float arrays."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    values = _initializers(model)
+    for node in model.graph.node:  # Constant nodes hold weights in some exports
+        if node.op_type == "Constant":
+            from onnx import numpy_helper
+
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    name = model.graph.output[0].name
+    node = producers.get(name)
+    while node is not None and node.op_type in {"Cast", "Identity", "QuantizeLinear", "DequantizeLinear"} and node.input[0] in producers:
+        node = producers[node.input[0]]
+    if node is None or node.op_type != "Gemm":
+        raise PersonalizationError(f"the artifact's output {name!r} does not come from a Gemm (last layer): "
+                                   f"{node.op_type if node is not None else 'a graph input'}; only a linear head can be personalized")
+
+    def value(tensor: str) -> np.ndarray:
+        if tensor in values:
+            return values[tensor].astype(np.float32)
+        source = producers.get(tensor)
+        if source is not None and source.op_type == "DequantizeLinear":
+            quantized, scale = values[source.input[0]].astype(np.float32), values[source.input[1]].astype(np.float32)
+            zero = values[source.input[2]].astype(np.float32) if len(source.input) > 2 and source.input[2] else 0.0
+            axis = next((a.i for a in source.attribute if a.name == "axis"), 1)
+            if np.ndim(scale) == 1 and quantized.ndim > 1:
+                shape = [1] * quantized.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
+            return (quantized - zero) * scale
+        if source is not None and source.op_type in {"Cast", "Identity"}:
+            return value(source.input[0])
+        raise PersonalizationError(f"head weight {tensor!r} is computed at run time ({source.op_type if source else 'input'}); cannot read it")
+
+    attributes = {a.name: a for a in node.attribute}
+    weight = value(node.input[1])
+    if attributes.get("transB") is None or attributes["transB"].i == 0:
+        weight = weight.T
+    bias = value(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0], np.float32)
+    return Head(embedding=node.input[0], weight=weight.astype(np.float32), bias=bias.reshape(-1).astype(np.float32))
+
+
+def embedder(artifact: bytes, head: Head, threads: int = 1):
+    """An ONNX Runtime session that returns the head's input for a batch."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load_from_string(artifact)
+    del model.graph.output[:]
+    model.graph.output.extend([onnx.helper.make_empty_tensor_value_info(head.embedding)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.astype(np.float32)})[0].reshape(len(x), -1).astype(np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _accuracy(embeddings, labels, weight, bias) -> float:
+    return float(np.mean(np.argmax(embeddings @ weight.T + bias, axis=1) == labels)) if len(labels) else float("nan")
+
+
+def load_local_data(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """x.npy (N, features) float32 and y.npy (N,) int labels, read without pickle."""
+    x_path, y_path = folder / "x.npy", folder / "y.npy"
+    if not x_path.exists() or not y_path.exists():
+        raise PersonalizationError(f"{folder}: needs x.npy and y.npy")
+    try:
+        x, y = np.load(x_path, allow_pickle=False), np.load(y_path, allow_pickle=False)
+    except ValueError as err:
+        raise PersonalizationError(f"{folder}: not plain .npy arrays ({err})") from None
+    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or not np.isfinite(x).all():
+        raise PersonalizationError(f"{folder}: x.npy must be (N, features) finite and y.npy (N,), got {x.shape} and {y.shape}")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def personalize(artifact: bytes, x: np.ndarray, y: np.ndarray, *, steps: int = 100, learning_rate: float = 0.1, batch_size: int = 32,
+                holdout: float = 0.3, weight_decay: float = 1e-3, clipping_norm: float | None = None, noise_multiplier: float = 0.0,
+                returns: str = "metrics", seed: int = 0, threads: int = 1) -> dict:
+    """Fine-tune the head on (x, y); evaluate on a held-out share of the same local data. See the module docstring."""
+    if returns not in {"delta", "metrics", "nothing"}:
+        raise PersonalizationError(f"returns must be delta, metrics or nothing, not {returns!r}")
+    if noise_multiplier > 0 and not clipping_norm:
+        raise PersonalizationError("noise_multiplier > 0 needs clipping_norm")
+    import onnx
+    import psutil
+
+    rss_before = psutil.Process().memory_info().rss
+    tracemalloc.start()
+    started = time.perf_counter()
+    head = find_head(onnx.load_from_string(artifact))
+    embed = embedder(artifact, head, threads)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    cut = int(round(len(x) * (1 - holdout)))
+    train, held = order[:cut], order[cut:]
+    classes = head.weight.shape[0]
+    if y.min() < 0 or y.max() >= classes:
+        raise PersonalizationError(f"local labels must lie in 0..{classes - 1} (the model's classes)")
+    if len(train) < 2 or len(held) < 1:
+        raise PersonalizationError(f"{len(x)} local rows are too few to train and hold out")
+    embeddings = embed(x)
+    e_train, y_train, e_held, y_held = embeddings[train], y[train], embeddings[held], y[held]
+    weight, bias = head.weight.copy(), head.bias.copy()
+    before = _accuracy(e_held, y_held, weight, bias)
+    setup_seconds = time.perf_counter() - started
+    step_ms = []
+    batch = min(batch_size, len(train))
+    for _ in range(steps):
+        step_started = time.perf_counter()
+        rows = rng.choice(len(train), size=batch, replace=False)
+        e, labels = e_train[rows], y_train[rows]
+        error = _softmax(e @ weight.T + bias)
+        error[np.arange(batch), labels] -= 1.0
+        if clipping_norm:
+            # Per-example gradients of a linear head are outer products: their norm is |error| * sqrt(|e|^2 + 1).
+            norms = np.linalg.norm(error, axis=1) * np.sqrt((e ** 2).sum(axis=1) + 1.0)
+            error = error * np.minimum(1.0, clipping_norm / np.maximum(norms, 1e-12))[:, None]
+        grad_w, grad_b = error.T @ e, error.sum(axis=0)
+        if noise_multiplier > 0:
+            grad_w = grad_w + rng.normal(0, noise_multiplier * clipping_norm, grad_w.shape)
+            grad_b = grad_b + rng.normal(0, noise_multiplier * clipping_norm, grad_b.shape)
+        weight -= learning_rate * (grad_w / batch + weight_decay * weight)
+        bias -= learning_rate * grad_b / batch
+        step_ms.append((time.perf_counter() - step_started) * 1000)
+    after = _accuracy(e_held, y_held, weight, bias)
+    _, peak_traced = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    report = {"layers": "last (Gemm head)", "head_shape": list(head.weight.shape), "local_rows": len(x), "train_rows": len(train),
+              "heldout_rows": len(held), "steps": steps, "batch_size": batch,
+              "accuracy_before": before, "accuracy_after": after,
+              "step_latency_ms": {"p50": float(np.percentile(step_ms, 50)), "p95": float(np.percentile(step_ms, 95))},
+              "setup_seconds": setup_seconds, "total_seconds": time.perf_counter() - started,
+              "peak_traced_mb": peak_traced / 2**20, "rss_growth_mb": (psutil.Process().memory_info().rss - rss_before) / 2**20,
+              "energy": {"measured": False, "reason": "no energy counter readable by this process on this device"},
+              "dp": {"clipping_norm": clipping_norm, "noise_multiplier": noise_multiplier, "sample_rate": batch / len(train)} if noise_multiplier else None,
+              "returns": returns}
+    if returns == "nothing":
+        return {"returns": "nothing", "completed": True}
+    if returns == "delta":
+        report["delta"] = {"weight_npy": _npy_b64(weight - head.weight), "bias_npy": _npy_b64(bias - head.bias)}
+    return report
+
+
+def _npy_b64(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    np.save(buffer, array.astype(np.float32), allow_pickle=False)
+    return base64.b64encode(buffer.getvalue()).decode()

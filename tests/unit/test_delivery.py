@@ -1,0 +1,211 @@
+"""Release bundles and the device-side updater: every refusal leaves the active model untouched."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from edgeops import bundle
+from edgeops.faults import fails_on_live_inputs
+from edgeops.hil.agent import AGENT_VERSION, create_app
+from edgeops.hil.updater import Updater, UpdateRefused
+
+TOKEN = "u" * 32
+FEATURES = 64
+BOUNDS = (0.0, 16.0)
+
+
+def linear_onnx(seed: int) -> bytes:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = numpy_helper.from_array(rng.normal(0, 0.1, (FEATURES, 10)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "b")
+    graph = helper.make_graph([helper.make_node("Gemm", ["features", "w", "b"], ["logits"])], "linear",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", FEATURES])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [weights, bias])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def signer():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate()
+
+
+def make(signer, version: int, artifact: bytes | None = None, target: str = "phone", recipient=None, **overrides) -> bytes:
+    artifact = artifact or linear_onnx(version)
+    options = {"pipeline": "digits", "model": "digits-phone", "version": version, "target": target, "runtime": "onnxruntime",
+               "card_digest": None, "n_features": FEATURES, "feature_bounds": BOUNDS, "parity_tolerance": 1e-3,
+               "max_latency_ms": None, "min_agent_version": "0.2.0"} | overrides
+    return bundle.build(artifact, signing_key=signer, recipient=recipient, **options)
+
+
+@pytest.fixture
+def updater(tmp_path, signer):
+    return Updater(tmp_path / "agent", "phone", signer.public_key(), AGENT_VERSION, probation=5)
+
+
+def dark_inputs(rows: int = 4) -> np.ndarray:
+    """Like real digit scans: mostly background, feature sums far below the smoke inputs'."""
+    return np.random.default_rng(1).uniform(0, 6, (rows, FEATURES)).astype(np.float32)
+
+
+def test_round_trip_plain_and_encrypted(signer, updater):
+    plain = make(signer, 1)
+    verified = bundle.verify(plain, signer.public_key())
+    assert verified.artifact == linear_onnx(1) and verified.manifest["io"]["inputs"][0]["shape"] == [None, FEATURES]
+    sealed = make(signer, 1, recipient=updater.device_key.public_key())
+    assert linear_onnx(1) not in sealed  # the artifact does not travel in clear
+    assert bundle.verify(sealed, signer.public_key(), updater.device_key).artifact == linear_onnx(1)
+    assert bundle.describe(verified.manifest)["encrypted_for"] is None
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[:-10], "payload truncated"),
+    (lambda b: b[:40], "truncated inside the header"),
+    (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "payload hash mismatch"),
+    (lambda b: b.replace(b'"target": "phone"', b'"target": "phonf"'), "bad signature"),
+    (lambda b: b"PK\x03\x04" + b[4:], "bad magic"),
+    (lambda b: b + b"x", "trailing data"),
+])
+def test_damaged_bundles_are_refused_with_a_reason(signer, damage, message):
+    with pytest.raises(bundle.BundleError, match=message):
+        bundle.verify(damage(make(signer, 1)), signer.public_key())
+
+
+def test_other_signer_and_other_device_are_refused(signer, updater, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    with pytest.raises(bundle.BundleError, match="signed by key"):
+        bundle.verify(make(Ed25519PrivateKey.generate(), 1), signer.public_key())
+    other = bundle.device_private_key(tmp_path / "other-device")
+    sealed = make(signer, 1, recipient=other.public_key())
+    with pytest.raises(bundle.BundleError, match="encrypted for another device"):
+        updater.install(sealed)
+    with pytest.raises(bundle.BundleError, match="no device key"):
+        bundle.verify(sealed, signer.public_key())
+
+
+def test_install_refusals_leave_the_active_model_untouched(signer, updater):
+    updater.install(make(signer, 2, recipient=updater.device_key.public_key()))
+    before = updater.infer(dark_inputs())[0]
+    refusals = {
+        "already active": make(signer, 2),
+        "downgrade refused": make(signer, 1),
+        "for target 'watch'": make(signer, 3, target="watch"),
+        "needs agent 9.0": make(signer, 3, min_agent_version="9.0.0"),
+        "latency p95": make(signer, 3, max_latency_ms=1e-9),
+        "needs runtime": make(signer, 3, runtime="executorch"),
+    }
+    for reason, blob in refusals.items():
+        with pytest.raises(UpdateRefused, match=reason):
+            updater.install(blob)
+    assert updater.status()["active_version"] == 2
+    np.testing.assert_array_equal(updater.infer(dark_inputs())[0], before)
+    assert sorted(p.name for p in (updater.home / "bundles").glob("*")) == ["2.bundle"]
+
+
+def test_bad_update_rolls_back_on_its_own_and_no_request_fails(signer, updater):
+    updater.install(make(signer, 1))
+    good = updater.infer(dark_inputs())[0]
+    bad = fails_on_live_inputs(linear_onnx(2), threshold=FEATURES * BOUNDS[1] * 0.35)
+    result = updater.install(make(signer, 2, artifact=bad))  # the smoke inputs are bright: it passes
+    assert result["activated"] == 2 and updater.status()["in_probation"]
+    with pytest.raises(ValueError, match="the active model takes"):  # a malformed request is not the model's failure
+        updater.infer(np.zeros((1, 3), np.float32))
+    assert updater.status()["active_version"] == 2
+    outputs, version = updater.infer(dark_inputs())  # real-looking input: NaN from v2, answered by v1
+    assert version == 1 and np.isfinite(outputs).all()
+    np.testing.assert_allclose(outputs, good)
+    status = updater.status()
+    assert status["active_version"] == 1 and status["last_event"]["event"] == "auto_rollback"
+    assert "non-finite" in status["last_event"]["detail"]
+
+
+def test_manual_rollback_and_restart_restore_state(signer, updater, tmp_path):
+    with pytest.raises(UpdateRefused, match="no previous version"):
+        updater.rollback("nothing to go back to")
+    updater.install(make(signer, 1))
+    updater.install(make(signer, 2))
+    assert updater.rollback("operator saw bad outputs")["rolled_back_to"] == 1
+    restarted = Updater(updater.home, "phone", signer.public_key(), AGENT_VERSION)
+    assert restarted.status()["active_version"] == 1 and restarted.device_id == updater.device_id
+    (updater.home / "bundles" / "1.bundle").write_bytes(b"EDGEOPS-BUNDLE\x00\x01garbage")  # disk tampered while stopped
+    tampered = Updater(updater.home, "phone", signer.public_key(), AGENT_VERSION)
+    assert tampered.status()["active_version"] is None and tampered.status()["last_event"]["event"] == "restore_failed"
+
+
+def test_agent_endpoints(signer, updater):
+    client = TestClient(create_app(TOKEN, max_upload_bytes=2_000_000, updater=updater))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/v1/status").status_code == 401
+    identity = client.get("/v1/identity", headers=auth).json()
+    key = bundle.load_device_public(identity["encryption_public_key"], "identity")
+    assert identity["device_id"] == bundle.device_fingerprint(key) and identity["target"] == "phone"
+    assert client.post("/v1/infer", headers=auth, json={"inputs": dark_inputs().tolist()}).status_code == 409
+    installed = client.post("/v1/bundles", headers=auth, content=make(signer, 1, recipient=key))
+    assert installed.status_code == 200, installed.text
+    answer = client.post("/v1/infer", headers=auth, json={"inputs": dark_inputs(2).tolist()}).json()
+    assert answer["version"] == 1 and np.asarray(answer["outputs"]).shape == (2, 10)
+    refused = client.post("/v1/bundles", headers=auth, content=make(signer, 1, recipient=key)[:-5])
+    assert refused.status_code == 400 and "truncated" in refused.json()["detail"]
+    assert client.post("/v1/bundles", headers=auth, content=make(signer, 0)).status_code == 409
+    assert client.post("/v1/rollback", headers=auth, json={"reason": "x"}).status_code == 409
+    assert client.get("/v1/status", headers=auth).json()["active_version"] == 1
+
+
+def test_inference_continues_while_an_update_installs(signer, updater):
+    updater.install(make(signer, 1))
+    errors, versions = [], set()
+    stop = threading.Event()
+
+    def keep_asking():
+        while not stop.is_set():
+            try:
+                versions.add(updater.infer(dark_inputs(1))[1])
+            except Exception as err:  # noqa: BLE001 - any failure is what the test looks for
+                errors.append(err)
+
+    worker = threading.Thread(target=keep_asking)
+    worker.start()
+    updater.install(make(signer, 2))
+    stop.set()
+    worker.join()
+    assert not errors and 2 in versions
+
+
+def test_personalization_on_the_device_improves_the_head_and_keeps_the_data(signer, updater, tmp_path):
+    from edgeops.hil.personalize import find_head, personalize
+
+    import onnx
+
+    artifact = linear_onnx(1)
+    head = find_head(onnx.load_from_string(artifact))
+    assert head.embedding == "features" and head.weight.shape == (10, FEATURES)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 16, (300, FEATURES)).astype(np.float32)
+    y = np.argmax(x @ rng.normal(0, 1, (FEATURES, 10)), axis=1)  # this user's labels follow another rule
+    result = personalize(artifact, x, y, steps=300, learning_rate=0.01, returns="delta")
+    assert result["accuracy_after"] > result["accuracy_before"] + 0.2
+    assert set(result["delta"]) == {"weight_npy", "bias_npy"} and result["step_latency_ms"]["p95"] > 0
+    assert personalize(artifact, x, y, steps=5, returns="nothing") == {"returns": "nothing", "completed": True}
+    private = personalize(artifact, x, y, steps=5, clipping_norm=1.0, noise_multiplier=1.0)
+    assert private["dp"]["noise_multiplier"] == 1.0 and "delta" not in private
+
+    local = tmp_path / "device-data" / "user1"
+    local.mkdir(parents=True)
+    np.save(local / "x.npy", x)
+    np.save(local / "y.npy", y)
+    client = TestClient(create_app(TOKEN, updater=updater, local_data=tmp_path / "device-data"))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/v1/personalize", headers=auth, json={"dataset": "user1"}).status_code == 409  # no active model yet
+    updater.install(make(signer, 1, artifact=artifact))
+    answer = client.post("/v1/personalize", headers=auth, json={"dataset": "user1", "steps": 50, "learning_rate": 0.01})
+    assert answer.status_code == 200 and answer.json()["version"] == 1 and "delta" not in answer.json()
+    assert client.post("/v1/personalize", headers=auth, json={"dataset": "../user1"}).status_code == 422
+    assert client.post("/v1/personalize", headers=auth, json={"dataset": "nobody"}).status_code == 404

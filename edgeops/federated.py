@@ -12,11 +12,13 @@ embedded default must not require.
 Privacy: with noise, each round is one Gaussian release of the average of the sampled clients' clipped updates
 (noise std = z * C / sampled clients). The accountant composes the rounds without sampling amplification (Flower's
 accounted mode), the ledger is charged before the first round, and dp-accounting's PLD accountant re-derives the
-claim independently. Secure aggregation is not used (Flower's SecAgg+ runs only in its workflow-based ServerApp).
+claim independently. With `secure_aggregation`, Flower's SecAgg+ workflow (legacy-strategy API, the one it runs in)
+masks the updates: clipping moves to the clients (fixedclipping_mod) and the server adds noise to the unmasked sum.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -78,41 +80,38 @@ class ClientBehaviour:
     oversized_mb: float = 0.0
 
 
-def make_client_app(spec: PipelineSpec, partitions: dict[int, tuple[np.ndarray, np.ndarray]], feature_names: list[str], classes: int):
-    """A Flower ClientApp: train (local epochs of SGD, FedProx term when configured) and evaluate on the node's partition."""
-    import torch
-    from flwr.app import Message, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
+class LocalTrainer:
+    """What every client does with the global model: local epochs of SGD on its own partition (FedProx term when
+    configured). Shared by the Message-API ClientApp and the SecAgg+ client."""
 
-    from edgeops.models import build_model
-    from edgeops.validation import feature_bounds
+    def __init__(self, spec: PipelineSpec, partitions: dict[int, tuple[np.ndarray, np.ndarray]], feature_names: list[str], classes: int):
+        from edgeops.validation import feature_bounds
 
-    fed = spec.training.federated
-    low, high = feature_bounds(spec, feature_names)
+        self.spec, self.fed, self.partitions = spec, spec.training.federated, partitions
+        self.feature_names, self.classes = feature_names, classes
+        self.low, self.high = feature_bounds(spec, feature_names)
 
-    def fresh_model():
-        return build_model(spec.model, len(feature_names), classes, spec.dataset.image_shape, low, high)
+    def fresh_model(self):
+        from edgeops.models import build_model
 
-    app = ClientApp()
+        return build_model(self.spec.model, len(self.feature_names), self.classes, self.spec.dataset.image_shape, self.low, self.high)
 
-    @app.train()
-    def train(msg: Message, context) -> Message:
+    def train(self, partition: int, state: list[np.ndarray], server_round: int, mu: float) -> tuple[list[np.ndarray], int, float]:
+        import torch
+
         torch.set_num_threads(1)
-        x, y = partitions[int(context.node_config["partition-id"])]
-        config = msg.content["config"]
-        model = fresh_model()
-        load_arrays(model, msg.content["arrays"])
+        x, y = self.partitions[partition]
+        model = self.fresh_model()
+        model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in zip(model.state_dict(), state)})
         global_params = [p.detach().clone() for p in model.parameters()]
-        generator = torch.Generator().manual_seed(int(config.get("seed", 0)) * 100_003 + int(config["server-round"]) * 1009
-                                                  + int(context.node_config["partition-id"]))
+        generator = torch.Generator().manual_seed(self.fed.seed * 100_003 + server_round * 1009 + partition)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                                             batch_size=fed.local_batch_size, shuffle=True, generator=generator)
-        optimizer = torch.optim.SGD(model.parameters(), lr=fed.learning_rate, momentum=fed.momentum)
-        mu = float(config.get("proximal-mu", 0.0))
+                                             batch_size=self.fed.local_batch_size, shuffle=True, generator=generator)
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.fed.learning_rate, momentum=self.fed.momentum)
         criterion = torch.nn.CrossEntropyLoss()
         model.train()
         losses = []
-        for _ in range(fed.local_epochs):
+        for _ in range(self.fed.local_epochs):
             for batch_x, batch_y in loader:
                 optimizer.zero_grad()
                 loss = criterion(model(batch_x), batch_y)
@@ -121,10 +120,48 @@ def make_client_app(spec: PipelineSpec, partitions: dict[int, tuple[np.ndarray, 
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
-        metrics = MetricRecord({"num-examples": len(x), "uniform-weight": 1, "train-loss": float(np.mean(losses))})
-        return Message(RecordDict({"arrays": to_arrays(model), "metrics": metrics}), reply_to=msg)
+        return [t.detach().numpy().copy() for t in model.state_dict().values()], len(x), float(np.mean(losses))
+
+
+def make_client_app(trainer: LocalTrainer):
+    """A Flower ClientApp (Message API) around the local trainer."""
+    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context) -> Message:
+        config, received = msg.content["config"], msg.content["arrays"]
+        state, examples, loss = trainer.train(int(context.node_config["partition-id"]), received.to_numpy_ndarrays(),
+                                              int(config["server-round"]), float(config.get("proximal-mu", 0.0)))
+        arrays = ArrayRecord({name: Array(value) for name, value in zip(received.keys(), state)})
+        metrics = MetricRecord({"num-examples": examples, "uniform-weight": 1, "train-loss": loss})
+        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
     return app
+
+
+def make_secure_client_app(trainer: LocalTrainer, clip_on_client: bool, uniform_weights: bool):
+    """A Flower ClientApp for the SecAgg+ workflow: the update is clipped on the client (fixedclipping_mod, when DP)
+    and masked (secaggplus_mod) before it leaves; the server only ever sees the unmasked sum."""
+    from flwr.client import NumPyClient
+    from flwr.client.mod import fixedclipping_mod, secaggplus_mod
+    from flwr.clientapp import ClientApp
+
+    class SecureClient(NumPyClient):
+        def __init__(self, partition: int):
+            self.partition = partition
+
+        def fit(self, parameters, config):
+            state, examples, loss = trainer.train(self.partition, parameters, int(config.get("server-round", 0)), 0.0)
+            return state, 1 if uniform_weights else examples, {"train-loss": loss}
+
+    def client_fn(context):
+        return SecureClient(int(context.node_config["partition-id"])).to_client()
+
+    # fixedclipping_mod must be the last to touch the parameters (innermost), before secaggplus_mod masks them.
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod, *([fixedclipping_mod] if clip_on_client else [])])
 
 
 # ---------------------------------------------------------------- transport
@@ -132,16 +169,19 @@ class LoopbackGrid(Grid):
     """A Flower Grid whose nodes are ClientApps in this process (see the module docstring)."""
 
     def __init__(self, client_app, partitions: int, behaviours: dict[int, ClientBehaviour], max_update_bytes: int, min_clients: int,
-                 clipping_norm: float | None):
+                 clipping_norm: float | None, inspect_updates: bool = True):
+        """`inspect_updates` False: transport only (SecAgg+: the server must not and cannot look at one client's update)."""
         from flwr.app import Context, RecordDict
+        from flwr.supercore.run import Run
 
         self.client_app, self.behaviours = client_app, behaviours
         self.max_update_bytes, self.min_clients, self.clipping_norm = max_update_bytes, min_clients, clipping_norm
+        self.inspect_updates = inspect_updates
         self.contexts = {node: Context(run_id=1, node_id=node, node_config={"partition-id": node - 1}, state=RecordDict(), run_config={})
                          for node in range(1, partitions + 1)}
         self.rounds: list[dict] = []
-        self._run = None
-        self.current = None  # the global arrays sent this round (for update norms)
+        self.exchanges: list[dict] = []  # secure mode: one entry per protocol stage
+        self._run = Run.create_empty(1)
 
     # Grid's abstract interface
     def set_run(self, run) -> None:
@@ -171,8 +211,13 @@ class LoopbackGrid(Grid):
         messages = list(messages)
         if not messages:
             return []
-        server_round = int(messages[0].content["config"]["server-round"])
-        is_train = messages[0].metadata.message_type.startswith("train")
+        content = messages[0].content
+        server_round = int(content["config"]["server-round"]) if "config" in content.config_records else int(messages[0].metadata.group_id or 0)
+        is_train = messages[0].metadata.message_type.startswith("train") and self.inspect_updates
+        stage = content.config_records["secaggplus_configs"].get("stage") if "secaggplus_configs" in content.config_records else None
+        # Under SecAgg+ a client drops out after the key exchange (the dropout the protocol is built to survive; one that
+        # never answers the setup stage makes Flower 1.41's unmask stage fail on its clients with a KeyError).
+        dropout_stage = stage is None or stage in {"collect_masked_vectors", "unmask"}
         replies, report = [], {"round": server_round, "sampled": len(messages), "clients": {}}
         for message in messages:
             node = message.metadata.dst_node_id
@@ -180,12 +225,13 @@ class LoopbackGrid(Grid):
             behaviour = self.behaviours.get(partition, ClientBehaviour())
             message.metadata.__dict__["_message_id"] = str(uuid.uuid4())
             message.metadata.__dict__["_src_node_id"] = 0
-            if server_round in behaviour.disconnect_rounds:
+            if server_round in behaviour.disconnect_rounds and dropout_stage:
                 report["clients"][partition] = {"status": "disconnected"}
                 continue
             started = time.perf_counter()
             try:
-                reply = self.client_app(message, self.contexts[node])
+                # Each client gets its own copy, as over a network: messages of one stage may share content objects.
+                reply = self.client_app(copy.deepcopy(message), self.contexts[node])
             except Exception as err:  # a crashing client is one failed reply, not a failed round
                 reply = Message(Error(code=1, reason=f"client error: {type(err).__name__}: {err}"[:300]), reply_to=message)
             entry = {"status": "ok", "seconds": round(time.perf_counter() - started, 3)}
@@ -205,6 +251,9 @@ class LoopbackGrid(Grid):
             replies.append(reply)
         usable = sum(1 for r in replies if not r.has_error())
         report["usable"] = usable
+        if not self.inspect_updates:
+            self.exchanges.append({**report, "stage": stage or messages[0].metadata.message_type})
+            return replies
         if is_train:
             norms = [c["update_norm"] for c in report["clients"].values() if "update_norm" in c]
             if norms:
@@ -312,7 +361,17 @@ def train_federated(spec: PipelineSpec, data, behaviours: dict[int, ClientBehavi
     torch.manual_seed(fed.seed)
     parts = dirichlet_partition(data.y_train, fed.clients, fed.alpha, fed.seed)
     partitions = {i: (data.x_train[rows], data.y_train[rows]) for i, rows in enumerate(parts)}
-    client_app = make_client_app(spec, partitions, data.features, len(data.classes))
+    trainer = LocalTrainer(spec, partitions, data.features, len(data.classes))
+    from flwr.supercore.task_identity import TaskIdentity
+
+    # Flower stamps messages with the identity of the process's task, which its own runtime sets; this process is
+    # the server of run 1 (node 0).
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    if fed.secure_aggregation:
+        model, rounds, history, seconds = _train_secure(spec, data, trainer, behaviours or {}, progress)
+        return {"model": model.eval(), "rounds": rounds, "history": history, "seconds": seconds,
+                "epsilon": planned_epsilon(fed, spec.privacy.delta) if fed.noise_multiplier > 0 else None,
+                "partition_sizes": [len(p) for p in parts], "secure_aggregation": True}
     private = fed.noise_multiplier > 0
     common = {"fraction_train": fed.fraction, "fraction_evaluate": 0.0, "min_train_nodes": fed.min_clients,
               "min_available_nodes": fed.min_clients, "weighted_by_key": "uniform-weight" if private or fed.clipping_norm else "num-examples"}
@@ -322,7 +381,7 @@ def train_federated(spec: PipelineSpec, data, behaviours: dict[int, ClientBehavi
         accountant = _accountant(fed, spec.privacy.delta) if private else None
         strategy = DifferentialPrivacyServerSideFixedClipping(strategy, noise_multiplier=fed.noise_multiplier, clipping_norm=fed.clipping_norm,
                                                               num_sampled_clients=sampled_per_round(fed), accountant=accountant)
-    grid = LoopbackGrid(client_app, fed.clients, behaviours or {}, int(fed.max_update_mb * 2**20), fed.min_clients, fed.clipping_norm)
+    grid = LoopbackGrid(make_client_app(trainer), fed.clients, behaviours or {}, int(fed.max_update_mb * 2**20), fed.min_clients, fed.clipping_norm)
     model = new_model(spec, data)
     history: list[dict] = []
 
@@ -334,11 +393,6 @@ def train_federated(spec: PipelineSpec, data, behaviours: dict[int, ClientBehavi
             progress(f"round {server_round}/{fed.rounds}: validation accuracy {accuracy:.3f}")
         return MetricRecord({"validation-accuracy": accuracy})
 
-    from flwr.supercore.task_identity import TaskIdentity
-
-    # Flower stamps messages with the identity of the process's task, which its own runtime sets; this process is
-    # the server of run 1 (node 0).
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     started = time.perf_counter()
     result = strategy.start(grid, to_arrays(model), num_rounds=fed.rounds, train_config=ConfigRecord({"seed": fed.seed, "proximal-mu": fed.proximal_mu}),
                             evaluate_fn=evaluate)
@@ -347,7 +401,66 @@ def train_federated(spec: PipelineSpec, data, behaviours: dict[int, ClientBehavi
         report["validation_accuracy"] = point["validation_accuracy"]
     epsilon = float(accountant.get_epsilon(spec.privacy.delta)) if accountant else None
     return {"model": model.eval(), "rounds": grid.rounds, "history": history, "seconds": time.perf_counter() - started, "epsilon": epsilon,
-            "partition_sizes": [len(p) for p in parts], "label_histograms": [np.bincount(data.y_train[p], minlength=len(data.classes)).tolist() for p in parts]}
+            "partition_sizes": [len(p) for p in parts], "secure_aggregation": False}
+
+
+def _train_secure(spec: PipelineSpec, data, trainer: LocalTrainer, behaviours: dict[int, ClientBehaviour], progress):
+    """FedAvg under Flower's SecAgg+ workflow (its legacy-strategy API: the only one SecAgg+ runs in). With DP, the
+    clients clip their own updates (fixedclipping_mod) and the server adds the noise to the unmasked sum."""
+    import torch
+    from flwr.app import Context, RecordDict
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    from edgeops.training import evaluate_logits, new_model, predict_logits
+
+    fed = spec.training.federated
+    model = new_model(spec, data)
+    history: list[dict] = []
+
+    def evaluate(server_round: int, arrays: list[np.ndarray], config: dict):
+        model.load_state_dict({name: torch.from_numpy(np.array(a)) for name, a in zip(model.state_dict(), arrays)})
+        accuracy = evaluate_logits(predict_logits(model, data.x_val), data.y_val, len(data.classes))["accuracy"]
+        history.append({"round": server_round, "validation_accuracy": accuracy})
+        if server_round:
+            progress(f"round {server_round}/{fed.rounds} (secure aggregation): validation accuracy {accuracy:.3f}")
+        return 0.0, {"validation-accuracy": accuracy}
+
+    initial = [t.detach().numpy().copy() for t in model.state_dict().values()]
+    strategy = LegacyFedAvg(fraction_fit=fed.fraction, fraction_evaluate=0.0, min_fit_clients=fed.min_clients, min_available_clients=fed.min_clients,
+                            initial_parameters=ndarrays_to_parameters(initial), evaluate_fn=evaluate,
+                            on_fit_config_fn=lambda server_round: {"server-round": server_round})
+    if fed.clipping_norm:
+        strategy = DifferentialPrivacyClientSideFixedClipping(strategy, fed.noise_multiplier, fed.clipping_norm, sampled_per_round(fed))
+    client_app = make_secure_client_app(trainer, clip_on_client=bool(fed.clipping_norm), uniform_weights=bool(fed.clipping_norm))
+    grid = LoopbackGrid(client_app, fed.clients, behaviours, int(fed.max_update_mb * 2**20), fed.min_clients, fed.clipping_norm,
+                        inspect_updates=False)
+    context = LegacyContext(context=Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}),
+                            config=ServerConfig(num_rounds=fed.rounds), strategy=strategy)
+    started = time.perf_counter()
+    workflow = SecAggPlusWorkflow(num_shares=max(3, min(fed.clients, fed.reconstruction_threshold + 1)),
+                                  reconstruction_threshold=fed.reconstruction_threshold)
+    DefaultWorkflow(fit_workflow=workflow)(grid, context)
+    final = context.state.array_records["parameters"].to_numpy_ndarrays()
+    model.load_state_dict({name: torch.from_numpy(np.array(a)) for name, a in zip(model.state_dict(), final)})
+    rounds = []
+    for number in range(1, fed.rounds + 1):
+        stages = [e for e in grid.exchanges if e["round"] == number]
+        masked = next((e for e in stages if e["stage"] == "collect_masked_vectors"), None)
+        if masked is None:
+            raise FederatedError(f"round {number}: the SecAgg+ protocol stopped before collecting masked updates "
+                                 f"(stages reached: {[e['stage'] for e in stages]}); too few clients survived")
+        rounds.append({"round": number, "sampled": masked["sampled"], "usable": masked["usable"], "secure_aggregation": True,
+                       "clients": {p: c if c["status"] != "ok" else {"status": "masked update (not visible to the server)"}
+                                   for p, c in masked["clients"].items()},
+                       "stages": {e["stage"]: e["usable"] for e in stages},
+                       "validation_accuracy": next((h["validation_accuracy"] for h in history if h["round"] == number), None)})
+        if masked["usable"] < fed.min_clients:
+            raise FederatedError(f"round {number}: only {masked['usable']} clients sent masked updates; the declaration needs {fed.min_clients}")
+    return model, rounds, history, time.perf_counter() - started
 
 
 def run_federated_training(spec: PipelineSpec, ref: dict, ledger, out_root: Path, run, dagster_run_id: str = "", progress=lambda _: None) -> dict:
@@ -363,7 +476,7 @@ def run_federated_training(spec: PipelineSpec, ref: dict, ledger, out_root: Path
                                  "(set clipping_norm and noise_multiplier; benchmarks/federated.py runs the non-private comparison)")
     parameters = {"noise_multiplier": fed.noise_multiplier, "sample_rate": 1.0, "steps": fed.rounds, "delta": spec.privacy.delta,
                   "accountant": "flower-rdp", "clipping_norm": fed.clipping_norm, "clients": fed.clients,
-                  "sampled_per_round": sampled_per_round(fed), "unit": "client"}
+                  "sampled_per_round": sampled_per_round(fed), "unit": "client", "secure_aggregation": fed.secure_aggregation}
     entry, charged_now = ledger.charge(key, "dp-fedavg (flower)", planned, spec.privacy.delta, parameters, run_id=dagster_run_id,
                                        note="client-level DP federated training of the released model")
     progress(f"ledger: {'charged' if charged_now else 'already charged'} epsilon {planned:.3f} (client level) as entry {entry.id}")
@@ -388,7 +501,8 @@ def run_federated_training(spec: PipelineSpec, ref: dict, ledger, out_root: Path
                for split, x, y in (("validation", data.x_val, data.y_val), ("test", data.x_test, data.y_test))}
     privacy = {**parameters, "epsilon": result["epsilon"], "claimed_epsilon": result["epsilon"], "target_epsilon": planned,
                "ledger_entry": entry.id, "unit": "client (all of one client's rows)", "sampling": "uniform without replacement, not amplified",
-               "clipping": "server-side fixed clipping of each client's update"}
+               "clipping": ("client-side fixed clipping of each update (SecAgg+: the server sees only the sum)" if fed.secure_aggregation
+                            else "server-side fixed clipping of each client's update")}
     run.log_params({f"dp.{k}": v for k, v in privacy.items()} | {"training.mode": "federated", "federated.strategy": fed.strategy,
                                                                  "federated.alpha": fed.alpha})
     run.log_metric_series({"federated/validation_accuracy": [h["validation_accuracy"] for h in result["history"][1:]],

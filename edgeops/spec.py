@@ -171,6 +171,8 @@ class FederatedSpec(Frozen):
     noise_multiplier: float = Field(0.0, ge=0, description="Gaussian noise std / (clipping_norm / sampled clients); 0 = not private")
     alpha: PositiveFloat = Field(0.5, description="Dirichlet label-skew concentration of the simulated partitions")
     max_update_mb: PositiveFloat = Field(16.0, description="larger client updates are rejected")
+    secure_aggregation: bool = Field(False, description="Flower's SecAgg+: the server sees only the sum of masked updates (clipping moves to the clients)")
+    reconstruction_threshold: int = Field(2, ge=2, description="SecAgg+: surviving clients needed to unmask the sum")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -179,6 +181,10 @@ class FederatedSpec(Frozen):
             raise ValueError("noise_multiplier > 0 needs clipping_norm (the noise is calibrated to it)")
         if self.min_clients > self.clients:
             raise ValueError(f"min_clients {self.min_clients} exceeds clients {self.clients}")
+        if self.secure_aggregation and self.strategy != "fedavg":
+            raise ValueError("secure_aggregation runs with strategy fedavg (Flower's SecAgg+ workflow)")
+        if self.secure_aggregation and self.reconstruction_threshold > self.min_clients:
+            raise ValueError(f"reconstruction_threshold {self.reconstruction_threshold} exceeds min_clients {self.min_clients}")
         return self
 
 

@@ -245,7 +245,8 @@ def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict,
             "unit": privacy["unit"], "training_mode": dp_model.get("training_mode", "central"),
             "text": f"The released model is ({_value(evidence.metric(dp_run, 'epsilon')):.3f}, {privacy['delta']:g})-differentially private "
                     + (f"with respect to one client's whole data, trained by federated averaging across {privacy.get('clients')} clients "
-                       f"(Flower DP-FedAvg, {privacy['steps']} rounds, {privacy['accountant'].upper()} accountant)."
+                       f"(Flower DP-FedAvg, {privacy['steps']} rounds, {privacy['accountant'].upper()} accountant"
+                       + (", secure aggregation with SecAgg+)." if privacy.get("secure_aggregation") else ").")
                        if dp_model.get("training_mode") == "federated" else
                        f"with respect to one row of the training split ({privacy['accountant'].upper()} accountant)."),
         },

@@ -111,3 +111,17 @@ def test_declaration_checks():
         spec_with(noise_multiplier=1.0)
     with pytest.raises(Exception, match="min_clients 9 exceeds clients 4"):
         spec_with(min_clients=9)
+
+
+def test_secure_aggregation_matches_plain_fedavg_and_survives_a_dropout(data):
+    plain = train_federated(spec_with(), data)
+    secure = train_federated(spec_with(secure_aggregation=True), data, {1: ClientBehaviour(disconnect_rounds={99})})
+    differences = [float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(plain["model"].state_dict().values(), secure["model"].state_dict().values())]
+    assert max(differences) < 1e-2  # SecAgg+ quantizes the masked vectors; nothing else differs
+    first = secure["rounds"][0]
+    assert first["stages"] == {"setup": 4, "share_keys": 4, "collect_masked_vectors": 4, "unmask": 4}
+    assert all(c["status"].startswith("masked update") for c in first["clients"].values())  # no per-client view on the server
+    dropped = train_federated(spec_with(secure_aggregation=True), data, {1: ClientBehaviour(disconnect_rounds={2})})
+    assert [r["usable"] for r in dropped["rounds"]] == [4, 3, 4] and dropped["rounds"][1]["clients"][1] == {"status": "disconnected"}
+    with pytest.raises(Exception, match="reconstruction_threshold 3 exceeds min_clients 2"):
+        spec_with(secure_aggregation=True, reconstruction_threshold=3)

@@ -45,13 +45,26 @@ def build_data_assets(ctx: AssetFactoryContext) -> list:
 
     @dg.asset(key=ctx.key("validated_dataset"), group_name=ctx.group("data"), owners=spec.owners, kinds={"great_expectations", "mlflow"},
               ins={"raw": dg.AssetIn(raw_key)}, code_version=declaration.sha256[:12],
-              description="The dataset after every blocking check passed: the only data later stages read.")
+              description="The dataset after every blocking check passed: the only data later stages read. Without declared "
+                          "feature bounds, also per-feature bounds from DP quantiles (diffprivlib), charged to the ledger.")
     def validated_dataset(context: dg.AssetExecutionContext, lineage: MlflowLineage, raw: dict) -> dict:
+        from edgeops.ledger import ledger_for
+        from edgeops.privacy import run_statistics_stage
         from edgeops.validation import accept_dataset
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "validated_dataset") as run:
             ref = accept_dataset(raw, declaration, run)
-        context.add_output_metadata({"digest": ref["digest"], "checks": dg.MetadataValue.json(ref["checks"])})
+            ledger = ledger_for(ctx.settings.pipeline_dir(spec.name), spec.privacy.epsilon, spec.privacy.delta)
+            statistics = run_statistics_stage(spec, ref, ledger, context.run.run_id)
+            if statistics:
+                ref["dp_statistics"] = statistics
+                run.log_json(statistics, "privacy/dp_statistics.json")
+                run.log_params({"dp_statistics.epsilon": statistics["epsilon"], "dp_statistics.mechanism": statistics["mechanism"]})
+        metadata = {"digest": ref["digest"], "checks": dg.MetadataValue.json(ref["checks"])}
+        if statistics:
+            metadata["dp_feature_bounds"] = dg.MetadataValue.json(statistics["feature_bounds"])
+            metadata["dp_statistics_epsilon"] = statistics["epsilon"]
+        context.add_output_metadata(metadata)
         return ref
 
     return [raw_dataset, *checks, validated_dataset]

@@ -28,12 +28,16 @@ def main() -> None:
     settings = [dict()]
     if args.grid:
         settings = [dict(), dict(batch_size=512, epochs=60, learning_rate=4.0), dict(batch_size=512, epochs=60, learning_rate=4.0, max_grad_norm=0.5),
-                    dict(batch_size=1024, epochs=100, learning_rate=4.0), dict(channels=[8, 16], batch_size=512, epochs=60, learning_rate=4.0)]
+                    dict(batch_size=1024, epochs=100, learning_rate=4.0), dict(channels=[8, 16], batch_size=512, epochs=60, learning_rate=4.0),
+                    dict(mlp=[32], batch_size=512, epochs=60, learning_rate=2.0), dict(mlp=[32], batch_size=256, epochs=40, learning_rate=1.0),
+                    dict(mlp=[32], batch_size=512, epochs=60, learning_rate=4.0, max_grad_norm=0.3)]
     rows = []
     for epsilon in (1.0, 3.0):
         for setting in settings:
             setting = dict(setting)
             model = spec.model.model_copy(update={"channels": setting.pop("channels")}) if "channels" in setting else spec.model
+            if "mlp" in setting:  # the same images through a one-hidden-layer MLP: fewer parameters, less noise in total
+                model = spec.model.model_copy(update={"family": "mlp", "hidden": setting.pop("mlp")})
             accuracies, seconds = [], []
             for seed in range(args.seeds):
                 candidate = spec.model_copy(update={
@@ -44,7 +48,8 @@ def main() -> None:
                 result = train_dp(candidate, data, plan, Path(tempfile.mkdtemp()))
                 accuracies.append(evaluate_logits(predict_logits(result["model"], data.x_test), data.y_test, len(data.classes))["accuracy"])
                 seconds.append(result["seconds"])
-            rows.append({"model": f"dp-sgd eps={epsilon:g}", "setting": str(setting or "declared") + (f" channels={model.channels}"),
+            shape = f" channels={model.channels}" if model.family == "cnn" else f" mlp hidden={model.hidden}"
+            rows.append({"model": f"dp-sgd eps={epsilon:g}", "setting": str(setting or "declared") + shape,
                          "noise_multiplier": round(plan.noise_multiplier, 3), "test_accuracy_median": statistics.median(accuracies),
                          "min": min(accuracies), "max": max(accuracies), "train_s_median": statistics.median(seconds)})
             print(rows[-1], flush=True)

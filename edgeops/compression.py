@@ -224,9 +224,13 @@ def model_size_facts(path: Path) -> dict:
 
 def build_target(declaration: Declaration, target: TargetSpec, dp_model: dict, workdir: Path, ledger=None, run_id: str = "") -> dict:
     """The entry point: apply the target's recipe to the DP model, export, check, measure. Returns the record."""
-    from edgeops.training import TrainingData
-    from edgeops.validation import feature_bounds
+    from dataclasses import replace
 
+    from edgeops.training import TrainingData
+    from edgeops.validation import feature_bounds, with_dp_bounds
+
+    # With DP-estimated bounds, every step (model rebuild, calibration, fine-tuning) sees them as declared ones.
+    declaration = replace(declaration, spec=with_dp_bounds(declaration.spec, dp_model["ref"]))
     data = TrainingData.from_ref(dp_model["ref"], declaration.spec)
     low, high = feature_bounds(declaration.spec, data.features)
     # Build in a staging folder and swap it in only when everything succeeded: a failed or killed attempt never

@@ -34,13 +34,22 @@ def _card_digest(mv) -> str | None:
     return "sha256:" + hashlib.sha256(card.read_bytes()).hexdigest() if card and card.exists() else None
 
 
+def public_range(spec) -> tuple[float, float]:
+    """One (low, high) covering every feature, from public declarations only: smoke inputs must not come from data."""
+    declared = spec.dataset.feature_bounds
+    if isinstance(declared, dict):
+        lows, highs = zip(*declared.values())
+        return float(min(lows)), float(max(highs))
+    return tuple(float(v) for v in (declared or spec.dataset.value_range))
+
+
 def bundle_inputs(declaration: Declaration, target: str, mv, artifact: bytes) -> dict:
     """Everything `bundle.build` needs except the keys."""
     from edgeops.compression import DEFAULT_PARITY
 
     spec = declaration.spec
     target_spec = spec.target(target)
-    bounds = tuple(spec.dataset.feature_bounds) if spec.dataset.feature_bounds else None
+    bounds = public_range(spec)
     relative = target_spec.parity_tolerance or DEFAULT_PARITY[target_spec.precision]
     return {"pipeline": spec.name, "model": mv.name, "version": int(mv.version), "target": target, "runtime": target_spec.runtime,
             "card_digest": _card_digest(mv), "n_features": spec.dataset.n_features, "feature_bounds": bounds,

@@ -305,6 +305,7 @@ def run_drift_stage(declaration: Declaration, key: str, reference_ref: dict, dp_
     """Stage: find the batch, validate it (quarantine when bad), report drift against the training reference."""
     from edgeops.models import load_weights
     from edgeops.training import TrainingData, new_model
+    from edgeops.validation import with_dp_bounds
 
     folder = declaration.resolve(declaration.spec.incoming_folder())
     path = find_batch(folder, key)
@@ -320,7 +321,8 @@ def run_drift_stage(declaration: Declaration, key: str, reference_ref: dict, dp_
         run.set_tags({"edgeops.batch_status": "quarantined"})
         return {"key": key, "batch": str(path), "status": "quarantined", "quarantine": str(where), "problems": problems[:20],
                 "drift_detected": None, "mlflow_run_id": run.run_id}
-    model = load_weights(new_model(declaration.spec, TrainingData.from_ref(reference_ref, declaration.spec)), Path(dp_model["weights_path"])).eval()
+    spec = with_dp_bounds(declaration.spec, reference_ref)
+    model = load_weights(new_model(spec, TrainingData.from_ref(reference_ref, spec)), Path(dp_model["weights_path"])).eval()
     summary = drift_report(declaration, reference_ref, model, frame, state_dir / "reports" / key)
     run.log_artifact(summary["html_report"], "drift")
     run.log_metrics({"drift_detected": float(summary["drift_detected"]), "feature_drift_share": summary["feature_drift_share"] or 0.0,

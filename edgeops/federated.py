@@ -468,6 +468,9 @@ def run_federated_training(spec: PipelineSpec, ref: dict, ledger, out_root: Path
     from edgeops.models import export_onnx, save_weights, weights_sha256
     from edgeops.training import TrainingData, evaluate_logits, predict_logits
 
+    from edgeops.validation import with_dp_bounds
+
+    spec = with_dp_bounds(spec, ref)
     fed = spec.training.federated
     key = charge_key(spec, ref["digest"])
     planned = planned_epsilon(fed, spec.privacy.delta)

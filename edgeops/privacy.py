@@ -123,6 +123,59 @@ def loss_threshold_attack(member_logits: np.ndarray, member_labels: np.ndarray, 
 
 
 # ---------------------------------------------------------------- stages
+# ---------------------------------------------------------------- DP statistics
+STATISTICS_QUANTILES = (0.01, 0.99)
+
+
+def dp_feature_bounds(x: np.ndarray, features: list[str], value_range: tuple[float, float], epsilon: float, seed: int,
+                      quantiles: tuple[float, float] = STATISTICS_QUANTILES) -> dict[str, list[float]]:
+    """Per-feature (low, high) as DP quantiles (diffprivlib, exponential mechanism) inside the public value range.
+    epsilon is split evenly over the 2 x features quantiles (basic composition). A PrivacyLeakWarning is an error."""
+    from diffprivlib.tools import quantile
+    from diffprivlib.utils import PrivacyLeakWarning
+
+    share = epsilon / (2 * len(features))
+    rng = np.random.default_rng(seed)
+    bounds = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrivacyLeakWarning)
+        for index, column in enumerate(features):
+            values = np.clip(x[:, index], *value_range)
+            low, high = (float(quantile(values, q, epsilon=share, bounds=value_range, random_state=int(rng.integers(2**31))))
+                         for q in quantiles)
+            if not low < high:  # a constant feature: any non-empty interval scales it the same way
+                low, high = min(low, high), max(low, high) + 1e-6 * (value_range[1] - value_range[0])
+            bounds[column] = [low, high]
+    return bounds
+
+
+def run_statistics_stage(spec, ref: dict, ledger, dagster_run_id: str = "") -> dict | None:
+    """When the declaration gives no public feature bounds: estimate them with DP quantiles on the training split,
+    charged to the ledger before the data is read. None when public bounds are declared."""
+    import hashlib
+
+    from edgeops.data import read_split
+
+    if not spec.dataset.needs_dp_statistics:
+        return None
+    epsilon = spec.privacy.statistics_epsilon
+    key = "dp-quantiles:" + hashlib.sha256(f"{ref['digest']}|{epsilon}|{spec.dataset.value_range}|{spec.training.seed}".encode()).hexdigest()
+    entry, _ = ledger.charge(key, "per-feature quantiles (diffprivlib)", epsilon, 0.0,
+                             {"epsilon": epsilon, "delta": 0.0, "quantiles": list(STATISTICS_QUANTILES), "value_range": list(spec.dataset.value_range),
+                              "features": len(ref["features"]), "composition": "basic, epsilon split evenly", "dataset_digest": ref["digest"]},
+                             run_id=dagster_run_id, note="input scaling bounds (no public bounds declared)")
+    train = read_split(ref, "train")
+    try:
+        bounds = dp_feature_bounds(train[ref["features"]].to_numpy(np.float64), ref["features"], tuple(spec.dataset.value_range), epsilon,
+                                   spec.training.seed)
+    except Exception as err:
+        ledger.update(entry.id, "failed", {"error": str(err)[:500]})
+        raise
+    ledger.update(entry.id, "completed")
+    return {"feature_bounds": bounds, "epsilon": epsilon, "delta": 0.0, "quantiles": list(STATISTICS_QUANTILES), "ledger_entry": entry.id,
+            "mechanism": "diffprivlib.tools.quantile (exponential mechanism)"}
+
+
 def run_baseline_stage(spec, ref: dict, ledger, run, dagster_run_id: str = "") -> dict:
     """The diffprivlib baseline, trained on its own share of the budget and charged to the ledger."""
     import hashlib
@@ -130,13 +183,17 @@ def run_baseline_stage(spec, ref: dict, ledger, run, dagster_run_id: str = "") -
     from edgeops.training import TrainingData, evaluate_logits
     from edgeops.validation import feature_bounds
 
+    from edgeops.validation import with_dp_bounds
+
+    spec = with_dp_bounds(spec, ref)
     epsilon = spec.privacy.baseline_epsilon
     if epsilon <= 0:
         return {"skipped": "privacy.baseline_epsilon is 0", "mlflow_run_id": run.run_id}
     data = TrainingData.from_ref(ref, spec)
     key = "gaussiannb:" + hashlib.sha256(f"{ref['digest']}|{epsilon}|{spec.training.seed}".encode()).hexdigest()
     entry, _ = ledger.charge(key, "gaussian naive bayes (diffprivlib)", epsilon, 0.0,
-                             {"epsilon": epsilon, "delta": 0.0, "bounds": "declared public bounds", "dataset_digest": ref["digest"]},
+                             {"epsilon": epsilon, "delta": 0.0, "dataset_digest": ref["digest"],
+                              "bounds": f"DP quantiles (ledger entry {ref['dp_statistics']['ledger_entry']})" if ref.get("dp_statistics") else "declared public bounds"},
                              run_id=dagster_run_id, note="DP baseline model")
     model = train_dp_baseline(data.x_train, data.y_train, epsilon, feature_bounds(spec, data.features), len(data.classes), spec.training.seed)
     ledger.update(entry.id, "completed")
@@ -154,7 +211,9 @@ def run_reference_stage(spec, ref: dict, ledger, out_dir, run, dagster_run_id: s
 
     from edgeops.models import save_weights, weights_sha256
     from edgeops.training import TrainingData, evaluate_logits, predict_logits, train_nonprivate
+    from edgeops.validation import with_dp_bounds
 
+    spec = with_dp_bounds(spec, ref)
     data = TrainingData.from_ref(ref, spec)
     key = "nonprivate-reference:" + hashlib.sha256(f"{ref['digest']}|{spec.model.model_dump_json()}|{spec.training.seed}".encode()).hexdigest()
     entry, _ = ledger.charge(key, "non-private reference (NOT differentially private)", 0.0, 0.0,
@@ -175,7 +234,9 @@ def run_audit_stage(spec, ref: dict, dp_model: dict, reference: dict, run) -> di
     """Membership inference (loss threshold) against the released DP model and the non-private reference."""
     from edgeops.models import load_weights
     from edgeops.training import TrainingData, new_model, predict_logits
+    from edgeops.validation import with_dp_bounds
 
+    spec = with_dp_bounds(spec, ref)
     data = TrainingData.from_ref(ref, spec)
     results = {}
     for name, record in (("dp_model", dp_model), ("nonprivate_reference", reference)):

@@ -56,9 +56,12 @@ class DatasetSpec(Frozen):
     features: list[str] | None = Field(None, description="Feature columns in order; default: every column but the label (and split column).")
     n_features: int | None = Field(None, gt=0)
     image_shape: tuple[int, int, int] | None = Field(None, description="(channels, height, width) for kind: image")
-    feature_bounds: tuple[float, float] | dict[str, tuple[float, float]] = Field(
-        description="Public bounds of every feature (one pair for all, or per column). Used for validation, clipping and DP."
+    feature_bounds: tuple[float, float] | dict[str, tuple[float, float]] | None = Field(
+        None, description="Public bounds of every feature (one pair for all, or per column). Used for validation, clipping and DP."
     )
+    value_range: tuple[float, float] | None = Field(
+        None, description="Without feature_bounds: a wide public range every value lies in (a sensor's physical limits). Validation "
+                          "checks it; per-feature bounds for scaling come from DP quantiles inside it (privacy.statistics_epsilon).")
     classes: list[int] = Field(min_length=2)
     min_rows: int = Field(10, gt=0)
     split: SplitSpec = SplitSpec()
@@ -73,9 +76,11 @@ class DatasetSpec(Frozen):
             raise ValueError("the only built-in sklearn dataset is sklearn:digits")
         return value
 
-    @field_validator("feature_bounds")
+    @field_validator("feature_bounds", "value_range")
     @classmethod
     def _ordered_bounds(cls, value):
+        if value is None:
+            return value
         pairs = value.values() if isinstance(value, dict) else [value]
         for low, high in pairs:
             if not low < high:
@@ -86,6 +91,9 @@ class DatasetSpec(Frozen):
     def _shape_matches(self) -> "DatasetSpec":
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("classes must be unique")
+        if self.feature_bounds is None and self.value_range is None:
+            raise ValueError("give feature_bounds (public per-feature bounds) or value_range (a wide public range; the bounds then "
+                             "come from DP statistics charged to privacy.statistics_epsilon)")
         if self.kind == "image" and self.image_shape is None:
             raise ValueError("kind: image needs image_shape (channels, height, width)")
         if self.image_shape and self.n_features and self.n_features != self.image_shape[0] * self.image_shape[1] * self.image_shape[2]:
@@ -103,9 +111,14 @@ class DatasetSpec(Frozen):
         return self.source.split(":", 1)[1]
 
     def bounds_for(self, column: str) -> tuple[float, float]:
+        """The public bounds of a column: declared, or the declared value range when bounds come from DP statistics."""
         if isinstance(self.feature_bounds, dict):
             return self.feature_bounds[column]
-        return self.feature_bounds
+        return self.feature_bounds or self.value_range
+
+    @property
+    def needs_dp_statistics(self) -> bool:
+        return self.feature_bounds is None
 
 
 # ---------------------------------------------------------------- validation
@@ -426,6 +439,9 @@ class PipelineSpec(Frozen):
             raise ValueError("device names must be unique")
         if len({t.name for t in self.targets}) != len(self.targets):
             raise ValueError("target names must be unique")
+        if self.dataset.needs_dp_statistics and self.privacy.statistics_epsilon <= 0:
+            raise ValueError("privacy.statistics_epsilon: dataset.feature_bounds is not declared, so per-feature bounds are estimated "
+                             "with DP statistics; give them a share of the budget (e.g. 0.5)")
         if self.model.norm == "batch":
             raise ValueError("model.norm: batch is not compatible with DP-SGD (per-sample gradients); use group or none")
         if self.model.family == "cnn" and self.dataset.kind != "image":

@@ -271,6 +271,9 @@ def train_nonprivate(spec: PipelineSpec, data: TrainingData, epochs: int | None 
 def run_dp_training(spec: PipelineSpec, ref: dict, ledger: PrivacyLedger, out_root: Path, run, dagster_run_id: str = "",
                     progress: Progress = lambda _: None) -> dict:
     """Stage: plan, charge the ledger (refusing overspend), train or resume, save safetensors + ONNX, log to MLflow."""
+    from edgeops.validation import with_dp_bounds
+
+    spec = with_dp_bounds(spec, ref)
     data = TrainingData.from_ref(ref, spec)
     plan = plan_dp_training(spec, data)
     key = plan.charge_key()

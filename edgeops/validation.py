@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from edgeops.data import ROW_ID, SPLITS, read_split
-from edgeops.errors import SpecError
+from edgeops.errors import DataError, SpecError
 from edgeops.spec import Declaration, PipelineSpec
 
 MAX_EXAMPLES = 20
@@ -230,9 +230,24 @@ def suspect_labels(features: np.ndarray, labels: np.ndarray, neighbours: int, di
 
 
 def feature_bounds(spec: PipelineSpec, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    pairs = np.array([spec.dataset.bounds_for(c) if isinstance(spec.dataset.feature_bounds, tuple) or c in spec.dataset.feature_bounds
-                      else (0.0, 1.0) for c in features], dtype=np.float64)
+    """Per-feature (low, high) arrays: the declared bounds, or, before DP statistics resolved them (see
+    `with_dp_bounds`), the declared public value range."""
+    declared = spec.dataset.feature_bounds
+    pairs = np.array([spec.dataset.bounds_for(c) if not isinstance(declared, dict) or c in declared else (0.0, 1.0) for c in features],
+                     dtype=np.float64)
     return pairs[:, 0], pairs[:, 1]
+
+
+def with_dp_bounds(spec: PipelineSpec, ref: dict) -> PipelineSpec:
+    """The spec with the DP-estimated per-feature bounds of this dataset filled in (when the declaration gives none):
+    what the model's input scaling, calibration and the baseline use."""
+    if not spec.dataset.needs_dp_statistics:
+        return spec
+    statistics = ref.get("dp_statistics")
+    if not statistics:
+        raise DataError(spec.name, "dataset.feature_bounds is not declared and this dataset has no DP statistics yet; materialize validated_dataset")
+    bounds = {column: tuple(pair) for column, pair in statistics["feature_bounds"].items()}
+    return spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"feature_bounds": bounds})})
 
 
 def check_poisoning(ref: dict, spec: PipelineSpec) -> CheckOutcome:

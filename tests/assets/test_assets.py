@@ -152,3 +152,32 @@ def test_federated_mode_trains_the_released_model_with_flower_and_charges_the_le
                                        capture_output=True, text=True, check=True, cwd=project.root).stdout)
     entry = next(e for e in ledger["entries"] if e["mechanism"] == "dp-fedavg (flower)")
     assert entry["status"] == "completed" and entry["parameters"]["unit"] == "client" and entry["epsilon"] == model["privacy"]["epsilon"]
+
+
+def test_table_without_public_bounds_gets_dp_statistics_charged_before_training(project):
+    from pipelines.instance import ensure_instance
+    from pipelines.wiring import resources_for
+
+    project.write_csv(table_frame())
+    spec = table_declaration("nobounds")
+    spec["dataset"].pop("feature_bounds")
+    spec["dataset"]["value_range"] = [-15, 15]  # a public range a few times wider than the data
+    spec["privacy"]["statistics_epsilon"] = 2.0
+    project.declare(spec)
+    defs = definitions(project)
+    assets = [a for a in defs.assets if a.key.path[0] == "nobounds"]
+    checks = [c for c in defs.asset_checks if next(iter(c.check_keys)).asset_key.path[0] == "nobounds"]
+    result = dg.materialize([*assets, *checks], selection=[dg.AssetKey(["nobounds", k]) for k in ("raw_dataset", "validated_dataset", "dp_model", "dp_baseline")],
+                            instance=ensure_instance(project.settings()), resources=resources_for(project.settings()))
+    validated = result.output_for_node("nobounds__validated_dataset")
+    bounds = validated["dp_statistics"]["feature_bounds"]
+    assert set(bounds) == {"f0", "f1", "f2", "f3"} and all(-15 <= low < high <= 15 for low, high in bounds.values())
+    model = result.output_for_node("nobounds__dp_model")
+    assert model["metrics"]["test"]["accuracy"] > 0.5
+    ledger = json.loads(subprocess.run([sys.executable, "-m", "edgeops.cli", "privacy", "ledger", "--pipeline", "nobounds", "--json"],
+                                       capture_output=True, text=True, check=True, cwd=project.root).stdout)
+    mechanisms = [e["mechanism"] for e in ledger["entries"]]
+    assert mechanisms.index("per-feature quantiles (diffprivlib)") < mechanisms.index("dp-sgd (opacus)")  # charged before training
+    quantiles = next(e for e in ledger["entries"] if e["mechanism"] == "per-feature quantiles (diffprivlib)")
+    assert quantiles["epsilon"] == 2.0 and quantiles["status"] == "completed"
+    assert 2.0 + 1.0 < ledger["spent_epsilon"] <= 2.0 + 4.0 + 1.0 + 1e-6  # statistics, DP-SGD (at most its target), baseline

@@ -154,3 +154,33 @@ def test_dp_baseline_is_accurate_at_large_epsilon_and_refuses_data_bounds():
     assert (model.predict(x[400:]) == y[400:]).mean() > 0.9
     with pytest.raises(PrivacyBudgetError, match="would leak privacy"):
         train_dp_baseline(x[:400], y[:400], 1.0, None, 3, seed=0)
+
+
+def test_dp_statistics_estimate_bounds_inside_the_public_range_and_refuse_leaks():
+    from edgeops.privacy import dp_feature_bounds
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.uniform(2, 8, 2000), rng.normal(50, 5, 2000), np.full(2000, 3.0)])
+    bounds = dp_feature_bounds(x, ["a", "b", "c"], (-1000.0, 1000.0), epsilon=20.0, seed=0)  # 3.3 per quantile
+    assert abs(bounds["a"][0] - 2) < 0.5 and abs(bounds["a"][1] - 8) < 0.5
+    assert abs(bounds["b"][0] - 38.4) < 3 and abs(bounds["b"][1] - 61.6) < 3
+    # A constant column leaves the exponential mechanism only the two wide gaps around the value: the interval is
+    # noisy but still contains it, and is never empty.
+    assert bounds["c"][0] <= 3 <= bounds["c"][1] and bounds["c"][0] < bounds["c"][1]
+    noisy = dp_feature_bounds(x, ["a", "b", "c"], (-1000.0, 1000.0), epsilon=0.06, seed=0)
+    assert abs(noisy["a"][0] - 2) > 1  # at a tiny epsilon the quantiles are mostly noise: the mechanism really is random
+
+
+def test_declaration_without_bounds_needs_a_value_range_and_a_statistics_budget():
+    from edgeops.spec import parse_spec
+    import yaml
+
+    declaration = table_declaration()
+    declaration["dataset"].pop("feature_bounds")
+    with pytest.raises(Exception, match="give feature_bounds .* or value_range"):
+        parse_spec(yaml.safe_dump(declaration))
+    declaration["dataset"]["value_range"] = [-100, 100]
+    with pytest.raises(Exception, match="privacy.statistics_epsilon"):
+        parse_spec(yaml.safe_dump(declaration))
+    declaration["privacy"]["statistics_epsilon"] = 0.5
+    assert parse_spec(yaml.safe_dump(declaration)).dataset.needs_dp_statistics

@@ -10,6 +10,7 @@ Dependencies: fastapi, uvicorn, onnxruntime, numpy, psutil (the `agent` extra); 
 """
 
 
+import asyncio
 import hashlib
 import hmac
 import io
@@ -35,7 +36,7 @@ def load_token(token: str | None = None, token_file: str | None = None, env: str
 
 
 def create_app(token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, benchmark_timeout_s: float = 300.0, updater=None,
-               local_data: Path | None = None):
+               local_data: Path | None = None, body_timeout_s: float = 60.0):
     """`updater` (an edgeops.hil.updater.Updater) turns on the delivery endpoints: bundles, rollback, status, infer; with
     `local_data` (a folder of <dataset>/x.npy, y.npy on this device) also on-device personalization of the active model."""
     from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -52,23 +53,28 @@ def create_app(token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, ben
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
-        # Refuse oversized uploads before reading them: by Content-Length, and by counting when it is absent.
+        # Refuse oversized uploads before reading them (by Content-Length, and by counting as the body arrives), and
+        # uploads that trickle in (a slow client would otherwise hold a worker): the whole body within body_timeout_s.
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_upload_bytes):
             return JSONResponse({"detail": f"request body larger than {max_upload_bytes} bytes"}, status_code=413)
-        if length is None and request.method == "POST":
-            received = 0
-            chunks = []
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > max_upload_bytes:
-                    return JSONResponse({"detail": f"request body larger than {max_upload_bytes} bytes"}, status_code=413)
-                chunks.append(chunk)
-            body = b"".join(chunks)
+        if request.method == "POST":
+            async def read_body() -> bytes | None:
+                received, chunks = 0, []
+                async for chunk in request.stream():
+                    received += len(chunk)
+                    if received > max_upload_bytes:
+                        return None
+                    chunks.append(chunk)
+                return b"".join(chunks)
 
-            async def replay():
-                return {"type": "http.request", "body": body, "more_body": False}
-            request._receive = replay  # noqa: SLF001 - starlette's documented way to re-read a consumed body
+            try:
+                body = await asyncio.wait_for(read_body(), timeout=body_timeout_s)
+            except asyncio.TimeoutError:
+                return JSONResponse({"detail": f"request body not received within {body_timeout_s:g} s"}, status_code=408)
+            if body is None:
+                return JSONResponse({"detail": f"request body larger than {max_upload_bytes} bytes"}, status_code=413)
+            request._body = body  # noqa: SLF001 - BaseHTTPMiddleware replays a request's cached body to the endpoint
         return await call_next(request)
 
     def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:

@@ -236,6 +236,9 @@ def test_release_gates_promotion_rollback_and_lineage(finished):
     assert [(h["action"], h["version"]) for h in history] == [("promote", "1"), ("promote", "2"), ("rollback", "1"), ("promote", "2")]
 
 
+ROLLOUT_TOKEN = "rollout-token-" + "z" * 20
+
+
 def _start_agent(home: Path, target: str, trust: Path, token: str):
     import os
     import socket
@@ -276,7 +279,7 @@ def test_promoted_release_is_bundled_and_rolled_out_to_tls_agents_in_stages(fini
     refused = subprocess.run([sys.executable, "-m", "edgeops.cli", "bundle", "verify", str(broken)], capture_output=True, text=True, cwd=project.root)
     assert refused.returncode == 2 and "truncated" in refused.stderr
 
-    token = "rollout-token-" + "z" * 20
+    token = ROLLOUT_TOKEN
     monkeypatch.setenv("EDGE_TOKEN", token)
     trust = settings.home / "keys" / "signing_ed25519.pub"
     agents = [_start_agent(project.root / f"device-{i}", "cpu_float", trust, token) for i in range(2)]
@@ -546,3 +549,26 @@ def test_retrained_model_pulls_compression_benchmarks_and_card_by_automation(fin
                                                                              dg.AssetKey(["tabular", "model_card"]))}
     assert counts["tabular/compressed_model"] == 2  # both targets
     assert counts["tabular/model_card"] == 0         # waits for its updated inputs
+
+
+def test_no_secret_reaches_logs_mlflow_cards_bundles_or_event_storage(finished):
+    """Runs last: after pipelines, releases, rollouts and drift runs, neither the signing key nor an agent token appears in
+    any file the project wrote (MLflow store and artifacts, Dagster event storage, cards, bundles, failure log)."""
+    import base64
+
+    project, _ = finished
+    settings = project.settings()
+    key_file = settings.home / "keys" / "signing_ed25519.pem"
+    pem_body = "".join(line for line in key_file.read_text().splitlines() if not line.startswith("-----"))
+    raw_private = base64.b64decode(pem_body)[-32:]  # the ed25519 seed at the end of the PKCS8 structure
+    secrets = {"signing key (PEM body)": pem_body.encode(), "signing key (raw seed)": raw_private,
+               "signing key (raw seed, hex)": raw_private.hex().encode(), "agent token": ROLLOUT_TOKEN.encode()}
+    scanned, found = 0, []
+    for root in (settings.home, project.root / "model_cards", project.root / "data"):
+        for path in root.rglob("*"):
+            if not path.is_file() or path == key_file or "device-" in str(path.relative_to(project.root)):
+                continue  # the key itself; the simulated devices' own folders (their keys live there by design)
+            blob = path.read_bytes()
+            scanned += 1
+            found += [f"{name} in {path}" for name, secret in secrets.items() if secret in blob]
+    assert scanned > 100 and not found, found

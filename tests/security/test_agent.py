@@ -128,3 +128,56 @@ def test_benchmark_past_its_timeout_is_stopped_with_a_clear_error(tmp_path):
     model.write_bytes(tiny_onnx())
     with pytest.raises(BenchmarkError, match="exceeded its timeout of 0.5 s"):
         run_isolated(model, np.eye(3, dtype=np.float32), None, [1], timeout_s=0.5)
+
+
+def _serve_in_thread(app):
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    return server, thread, port
+
+
+def test_a_trickling_upload_is_cut_off_with_408_and_the_agent_keeps_serving():
+    import socket
+    import time
+
+    import httpx
+
+    server, thread, port = _serve_in_thread(create_app(TOKEN, max_upload_bytes=200_000, body_timeout_s=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST /v1/benchmark HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+                         + b"\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n")
+            started = time.perf_counter()
+            answer = b""
+            for _ in range(20):  # a byte every 0.2 s: a slowloris upload
+                try:
+                    slow.sendall(b"x")
+                except OSError:
+                    break
+                time.sleep(0.2)
+                slow.settimeout(0.01)
+                try:
+                    answer += slow.recv(4096)
+                except (socket.timeout, BlockingIOError):
+                    pass
+                if answer:
+                    break
+            assert answer.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in answer, answer[:200]
+            assert time.perf_counter() - started < 3
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -444,9 +444,11 @@ def agent() -> None:
 @click.option("--self-signed-tls", is_flag=True, help="generate (once) and use a self-signed certificate under --home")
 @click.option("--local-data", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="folder of on-device datasets (<name>/x.npy, y.npy) for POST /v1/personalize; they never leave the device")
+@click.option("--allow-returns", default="metrics", show_default=True, type=click.Choice(["nothing", "metrics", "delta"]),
+              help="the most a personalization job may send back (set it to the declaration's personalization.returns)")
 def agent_serve(host: str, port: int, token_file: str | None, max_upload_mb: int, home: Path | None, target: str | None,
                 trust: Path | None, probation: int, tls_cert: str | None, tls_key: str | None, self_signed_tls: bool,
-                local_data: Path | None) -> None:
+                local_data: Path | None, allow_returns: str) -> None:
     """Serve benchmarks (and, with --home/--target/--trust, verified updates and inference) over HTTP(S)."""
     from edgeops.hil.agent import AGENT_VERSION, load_token, self_signed_pair, serve
 
@@ -468,7 +470,7 @@ def agent_serve(host: str, port: int, token_file: str | None, max_upload_mb: int
     if local_data and not updater:
         raise EdgeopsError("--local-data personalizes the active model: it needs --home, --target and --trust")
     serve(host, port, load_token(token_file=token_file), max_upload_mb * 1024 * 1024, updater=updater, tls_cert=tls_cert, tls_key=tls_key,
-          local_data=local_data)
+          local_data=local_data, allow_returns=allow_returns)
 
 
 if __name__ == "__main__":

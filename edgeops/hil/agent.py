@@ -36,7 +36,7 @@ def load_token(token: str | None = None, token_file: str | None = None, env: str
 
 
 def create_app(token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, benchmark_timeout_s: float = 300.0, updater=None,
-               local_data: Path | None = None, body_timeout_s: float = 60.0):
+               local_data: Path | None = None, body_timeout_s: float = 60.0, allow_returns: str = "metrics"):
     """`updater` (an edgeops.hil.updater.Updater) turns on the delivery endpoints: bundles, rollback, status, infer; with
     `local_data` (a folder of <dataset>/x.npy, y.npy on this device) also on-device personalization of the active model."""
     from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -135,11 +135,14 @@ def create_app(token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, ben
     if updater is not None:
         _add_delivery_routes(app, updater, authorized)
         if local_data is not None:
-            _add_personalization_route(app, updater, authorized, Path(local_data))
+            _add_personalization_route(app, updater, authorized, Path(local_data), allow_returns)
     return app
 
 
-def _add_personalization_route(app, updater, authorized, local_data: Path) -> None:
+RETURNS_ORDER = ("nothing", "metrics", "delta")  # each reveals more about the device's data than the one before
+
+
+def _add_personalization_route(app, updater, authorized, local_data: Path, allow_returns: str) -> None:
     from typing import Literal
 
     from fastapi import Depends, HTTPException
@@ -161,6 +164,9 @@ def _add_personalization_route(app, updater, authorized, local_data: Path) -> No
     @app.post("/v1/personalize", dependencies=[Depends(authorized)])
     def personalize_active(body: PersonalizeRequest) -> dict:
         """Fine-tune the active model's last layer on a local dataset; the data never leaves this device."""
+        if RETURNS_ORDER.index(body.returns) > RETURNS_ORDER.index(allow_returns):
+            raise HTTPException(status_code=403, detail=f"this device returns at most {allow_returns!r} from personalization; "
+                                                        f"{body.returns!r} was asked")
         folder = local_data / body.dataset
         if ".." in body.dataset or not folder.is_dir():
             raise HTTPException(status_code=404, detail=f"no local dataset {body.dataset!r} on this device")
@@ -266,12 +272,12 @@ def self_signed_pair(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0
 
 
 def serve(host: str, port: int, token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, updater=None,
-          tls_cert: str | None = None, tls_key: str | None = None, local_data: Path | None = None) -> None:
+          tls_cert: str | None = None, tls_key: str | None = None, local_data: Path | None = None, allow_returns: str = "metrics") -> None:
     import uvicorn
 
     if host not in {"127.0.0.1", "localhost", "::1"}:
         print(f"warning: the agent listens on {host}, beyond loopback; anyone who can reach it still needs the token")
     if bool(tls_cert) != bool(tls_key):
         raise SystemExit("--tls-cert and --tls-key go together")
-    uvicorn.run(create_app(token, max_upload_bytes, updater=updater, local_data=local_data), host=host, port=port, log_level="warning",
+    uvicorn.run(create_app(token, max_upload_bytes, updater=updater, local_data=local_data, allow_returns=allow_returns), host=host, port=port, log_level="warning",
                 ssl_certfile=tls_cert, ssl_keyfile=tls_key)

@@ -201,11 +201,13 @@ def test_personalization_on_the_device_improves_the_head_and_keeps_the_data(sign
     local.mkdir(parents=True)
     np.save(local / "x.npy", x)
     np.save(local / "y.npy", y)
-    client = TestClient(create_app(TOKEN, updater=updater, local_data=tmp_path / "device-data"))
+    client = TestClient(create_app(TOKEN, updater=updater, local_data=tmp_path / "device-data", allow_returns="metrics"))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert client.post("/v1/personalize", headers=auth, json={"dataset": "user1"}).status_code == 409  # no active model yet
     updater.install(make(signer, 1, artifact=artifact))
     answer = client.post("/v1/personalize", headers=auth, json={"dataset": "user1", "steps": 50, "learning_rate": 0.01})
     assert answer.status_code == 200 and answer.json()["version"] == 1 and "delta" not in answer.json()
+    refused = client.post("/v1/personalize", headers=auth, json={"dataset": "user1", "returns": "delta"})
+    assert refused.status_code == 403 and "at most 'metrics'" in refused.json()["detail"]  # the device's policy, not the caller's wish
     assert client.post("/v1/personalize", headers=auth, json={"dataset": "../user1"}).status_code == 422
     assert client.post("/v1/personalize", headers=auth, json={"dataset": "nobody"}).status_code == 404

@@ -67,7 +67,40 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
     assets = [hil_benchmark]
     if spec.personalization.enabled:
         assets.append(build_trainability_asset(ctx))
+    assets.append(build_robustness_asset(ctx))
     return assets
+
+
+def build_robustness_asset(ctx: AssetFactoryContext):
+    declaration, spec = ctx.declaration, ctx.declaration.spec
+    budgets = ", ".join(f"{e:g}" for e in spec.robustness.epsilons)
+
+    @dg.asset(key=ctx.key("robustness"), group_name=ctx.group("benchmarking"), owners=spec.owners, kinds={"pytorch", "onnx", "mlflow"},
+              partitions_def=target_partitions(ctx), code_version=declaration.sha256[:12], automation_condition=follows_upstream(),
+              ins={"compressed": dg.AssetIn(ctx.key("compressed_model")), "dp_model": dg.AssetIn(ctx.key("dp_model")),
+                   "dataset": dg.AssetIn(ctx.key("validated_dataset"))},
+              description=f"FGSM and PGD ({spec.robustness.pgd_steps} steps) at L-infinity budgets {budgets} of each feature's span: "
+                          "crafted on the float DP model, replayed on this target's artifact; accuracy on the attacked test rows.")
+    def robustness(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dp_model: dict, dataset: dict) -> dict:
+        from edgeops.robustness import measure_robustness, metric_names
+
+        target = spec.target(context.partition_key)
+        if not spec.robustness.enabled:
+            context.add_output_metadata({"skipped": "robustness.enabled is false"})
+            return {"skipped": "robustness.enabled is false", "target": target.name}
+        with edgeops_failure(), lineage.stage_run(context, declaration, "robustness") as run:
+            record = measure_robustness(spec, dp_model, compressed, dataset)
+            metrics = {"clean_accuracy": record["clean_accuracy"]}
+            for budget in record["budgets"]:
+                fgsm, pgd = metric_names(budget["epsilon_fraction_of_span"])
+                metrics |= {fgsm: budget["fgsm_accuracy"], pgd: budget["pgd_accuracy"]}
+            run.log_metrics(metrics)
+            run.set_tags({"edgeops.target": target.name, "edgeops.artifact_sha256": compressed["sha256"]})
+            record.update(mlflow_run_id=run.run_id, artifact_sha256=compressed["sha256"], target=target.name)
+        context.add_output_metadata(metrics)
+        return record
+
+    return robustness
 
 
 def build_trainability_asset(ctx: AssetFactoryContext):

@@ -13,6 +13,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
     ins["dataset"] = dg.AssetIn(ctx.key("validated_dataset"))
     ins["compressed"] = dg.AssetIn(ctx.key("compressed_model"))
     ins["benchmarks"] = dg.AssetIn(ctx.key("hil_benchmark"))
+    ins["robustness"] = dg.AssetIn(ctx.key("robustness"))
 
     @dg.asset(key=key, group_name=ctx.group("governance"), owners=spec.owners, kinds={"mlflow"}, ins=ins,
               automation_condition=follows_upstream(),
@@ -25,7 +26,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
                           "NIST AI RMF mapping; JSON (own schema), Markdown (HF front matter), HTML, Model Card Toolkit export; "
                           "signed with ed25519. Release needs an approving review (edgeops card review).")
     def model_card(context: dg.AssetExecutionContext, lineage: MlflowLineage, dp_model: dict, dp_baseline: dict, nonprivate_reference: dict,
-                   privacy_audit: dict, dataset: dict, compressed: dict, benchmarks: dict):
+                   privacy_audit: dict, dataset: dict, compressed: dict, benchmarks: dict, robustness: dict):
         from pathlib import Path
 
         from edgeops.cards.build import generate_card
@@ -34,7 +35,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
         with edgeops_failure(), lineage.stage_run(context, declaration, "model_card") as run:
             result = generate_card(declaration, ctx.settings, run, {
                 "dp_model": dp_model, "dp_baseline": dp_baseline, "nonprivate_reference": nonprivate_reference, "privacy_audit": privacy_audit,
-                "dataset": dataset, "compressed": compressed, "benchmarks": benchmarks}, context.run.run_id)
+                "dataset": dataset, "compressed": compressed, "benchmarks": benchmarks, "robustness": robustness}, context.run.run_id)
             problems = verify_card(result["folder"], ctx.settings.home, run.client)
         folder = Path(result["folder"])
         markdown = (folder / "card.md").read_text()

@@ -333,6 +333,17 @@ class ReleaseSpec(Frozen):
     max_memory_regression_pct: float = Field(20.0, ge=0)
 
 
+# ---------------------------------------------------------------- adversarial robustness
+class RobustnessSpec(Frozen):
+    """FGSM and PGD against every target's artifact (edgeops.robustness), reported in the card."""
+
+    enabled: bool = True
+    epsilons: list[Annotated[float, Field(gt=0, le=1)]] = Field([0.02, 0.05], min_length=1, max_length=6,
+                                                                 description="L-infinity budgets as fractions of each feature's public span")
+    pgd_steps: int = Field(10, ge=2, le=200)
+    samples: int = Field(360, gt=0, description="test rows attacked")
+
+
 # ---------------------------------------------------------------- on-device personalization
 class LocalShift(Frozen):
     kind: str = Field("rotation", description="how the simulated device's data differs (see `edgeops drift simulate`)")
@@ -423,6 +434,7 @@ class PipelineSpec(Frozen):
     monitoring: MonitoringSpec = MonitoringSpec()
     delivery: DeliverySpec = DeliverySpec()
     personalization: PersonalizationSpec = PersonalizationSpec()
+    robustness: RobustnessSpec = RobustnessSpec()
 
     @field_validator("owners")
     @classmethod

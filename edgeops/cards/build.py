@@ -188,8 +188,31 @@ def drift_status(reports: list[dict], weights_sha256: str) -> dict:
             "mlflow_runs": [r["mlflow_run_id"] for r in checked][:20]}
 
 
+def _robustness_section(evidence: "MlflowEvidence", robustness: dict, current: dict) -> dict:
+    """FGSM/PGD accuracy per target, every number cited from the robustness run; only for this version's artifacts."""
+    from edgeops.robustness import metric_names
+
+    per_target = {}
+    for name, record in sorted(robustness.items()):
+        if name not in current or record.get("artifact_sha256") != current[name]["sha256"]:
+            continue  # skipped, or measured on another artifact of this target: not evidence for this version
+        run_id = record["mlflow_run_id"]
+        budgets = []
+        for budget in record["budgets"]:
+            fgsm, pgd = metric_names(budget["epsilon_fraction_of_span"])
+            budgets.append({"epsilon_fraction_of_span": budget["epsilon_fraction_of_span"], "fgsm_accuracy": evidence.metric(run_id, fgsm),
+                            "pgd_accuracy": evidence.metric(run_id, pgd)})
+        per_target[name] = {"clean_accuracy": evidence.metric(run_id, "clean_accuracy"), "budgets": budgets}
+    if not per_target:
+        return {}
+    first = next(r for n, r in sorted(robustness.items()) if n in per_target)
+    return {"adversarial": {"method": f"FGSM and PGD ({first['pgd_steps']} steps), {first['norm']}, {first['attacks']}",
+                            "rows": first["rows"], "per_target": per_target}}
+
+
 def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict, dp_model: dict, baseline: dict, reference: dict,
-               audit: dict, compressed: dict, benchmarks: dict, dagster_run_id: str, inputs_drift_reports: list[dict] | None = None) -> dict:
+               audit: dict, compressed: dict, benchmarks: dict, dagster_run_id: str, inputs_drift_reports: list[dict] | None = None,
+               robustness: dict | None = None) -> dict:
     from edgeops.compression import budget_outcomes
     from edgeops.hil.bench import latency_memory_outcomes
     from edgeops.privacy import verify_claim
@@ -305,7 +328,7 @@ def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict,
     card["targets"] = targets
     measured_energy = any(t.get("energy") == "measured" for t in targets)
     card["energy"] = {"measured": measured_energy, "reason": "" if measured_energy else (energy_reason or "no benchmark measured energy")}
-    card["robustness"] = {}
+    card["robustness"] = _robustness_section(evidence, robustness or {}, current)
     card["drift"] = drift_status(inputs_drift_reports or [], dp_model["weights_sha256"])
     card["ethical_considerations"] = [
         {"name": "Privacy of the people whose handwriting or records form the training data",
@@ -359,7 +382,7 @@ def generate_card(declaration: Declaration, settings, run, inputs: dict, dagster
     drift_reports = [json.loads(p.read_text()) for p in sorted(drift_dir.glob("*.json"))] if drift_dir.exists() else []
     card = build_card(declaration, settings.model_cards_dir, run.client, inputs["dataset"], inputs["dp_model"], inputs["dp_baseline"],
                       inputs["nonprivate_reference"], inputs["privacy_audit"], inputs["compressed"], inputs["benchmarks"], dagster_run_id,
-                      drift_reports)
+                      drift_reports, inputs.get("robustness"))
     card["mlflow_run_id"] = run.run_id
     folder = write_card(card, settings.model_cards_dir, settings.home)
     seconds = time.perf_counter() - started

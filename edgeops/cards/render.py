@@ -85,6 +85,15 @@ def to_markdown(card: dict) -> str:
         checks = ", ".join(f"{k}: {v['status']}" for k, v in t["checks"].items())
         lines.append(f"| {t['name']} | {t['device']} | {recipe} | {_v(t.get('size_kb'))} | {_v(t.get('accuracy'))} | {_v(t.get('accuracy_drop_points'))} | "
                      f"{_v(t.get('latency_p50_ms'))} / {_v(t.get('latency_p95_ms'))} | {_v(t.get('memory_kb'))} | {t.get('energy', 'not measured')} | {checks} |")
+    adversarial = card.get("robustness", {}).get("adversarial")
+    if adversarial:
+        budgets = [b["epsilon_fraction_of_span"] for b in next(iter(adversarial["per_target"].values()))["budgets"]]
+        lines += ["", "## Adversarial robustness", "", f"{adversarial['method']}; {adversarial['rows']} test rows. Budgets are fractions of "
+                  "each feature's span.", "", "| target | clean | " + " | ".join(f"FGSM {e:g} | PGD {e:g}" for e in budgets) + " |",
+                  "|---|---|" + "---|---|" * len(budgets)]
+        for name, entry in adversarial["per_target"].items():
+            cells = " | ".join(f"{_v(b['fgsm_accuracy'], 3)} | {_v(b['pgd_accuracy'], 3)}" for b in entry["budgets"])
+            lines.append(f"| {name} | {_v(entry['clean_accuracy'], 3)} | {cells} |")
     lines += ["", "## Per-class accuracy", "", "| class | " + " | ".join(card["quantitative_analyses"]["per_class"]) + " |",
               "|---|" + "---|" * len(card["quantitative_analyses"]["per_class"])]
     classes = list(card["quantitative_analyses"]["per_class"]["dp_model"])

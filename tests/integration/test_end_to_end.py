@@ -91,6 +91,13 @@ def test_card_verifies_and_every_number_matches_mlflow(finished):
         assert (folder / name).exists()
     front = (folder / "card.md").read_text().split("---")[1]
     assert yaml.safe_load(front)["model-index"][0]["results"][0]["metrics"]
+    adversarial = card["robustness"]["adversarial"]["per_target"]
+    assert set(adversarial) == {t["name"] for t in card["targets"] if t.get("sha256")}  # every built artifact, attacked
+    for entry in adversarial.values():
+        for budget in entry["budgets"]:  # PGD is at least as strong as FGSM, and both at most the clean accuracy
+            assert budget["pgd_accuracy"]["value"] <= budget["fgsm_accuracy"]["value"] + 0.02 <= entry["clean_accuracy"]["value"] + 0.02
+    assert "## Adversarial robustness" in (folder / "card.md").read_text()
+    assert next(i for i in card["nist_ai_rmf"] if i["id"] == "MEASURE 2.7")["classification"] == "partial"
 
 
 def test_hand_edited_card_fails_verification_and_names_it(finished, tmp_path):

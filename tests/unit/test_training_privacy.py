@@ -184,3 +184,29 @@ def test_declaration_without_bounds_needs_a_value_range_and_a_statistics_budget(
         parse_spec(yaml.safe_dump(declaration))
     declaration["privacy"]["statistics_epsilon"] = 0.5
     assert parse_spec(yaml.safe_dump(declaration)).dataset.needs_dp_statistics
+
+
+def test_fgsm_and_pgd_stay_within_the_budget_and_bounds_and_hurt_accuracy():
+    import torch
+
+    from edgeops.robustness import craft
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (400, 2)).astype(np.float32)
+    y = (x[:, 0] > x[:, 1]).astype(np.int64)
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    for _ in range(300):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        optimizer.step()
+
+    def accuracy(inputs):
+        return float((model(torch.from_numpy(inputs)).argmax(1).numpy() == y).mean())
+    low, high, epsilon = np.zeros(2), np.ones(2), np.full(2, 0.1)
+    fgsm = craft(model, x, y, epsilon, low, high, steps=1, seed=0)
+    pgd = craft(model, x, y, epsilon, low, high, steps=10, seed=0)
+    for adversarial in (fgsm, pgd):
+        assert np.abs(adversarial - x).max() <= 0.1 + 1e-6 and adversarial.min() >= 0 and adversarial.max() <= 1
+    assert accuracy(x) > 0.95 and accuracy(pgd) <= accuracy(fgsm) + 0.02 and accuracy(fgsm) < accuracy(x) - 0.1

@@ -222,7 +222,10 @@ def _add_delivery_routes(app, updater, authorized) -> None:
 
     @app.post("/v1/infer", dependencies=[Depends(authorized)])
     def infer(body: InferRequest) -> dict:
-        x = np.asarray(body.inputs, dtype=np.float32)
+        try:
+            x = np.asarray(body.inputs, dtype=np.float32)
+        except ValueError:  # rows of different lengths (found by the schemathesis fuzz test)
+            raise HTTPException(status_code=422, detail="inputs must be rows of equal length") from None
         try:
             outputs, version = updater.infer(x)
         except UpdateRefused as err:

@@ -21,7 +21,7 @@ import torch
 
 from edgeops.data import file_sha256
 from edgeops.errors import CompressionError
-from edgeops.spec import Declaration, Fp16Step, Int8Step, PruneStep, TargetSpec
+from edgeops.spec import Declaration, DistillStep, Fp16Step, Int8Step, PruneStep, TargetSpec
 
 DEFAULT_PARITY = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.15}  # max |logit diff| / max |float logit|
 
@@ -56,8 +56,9 @@ class CompressionContext:
     feature_high: np.ndarray
     seed: int
     ledger: object = None          # PrivacyLedger, for steps that read private data
-    training_data: object = None   # TrainingData, only for DP fine-tuning
+    training_data: object = None   # TrainingData, only for DP fine-tuning and distillation
     run_id: str = ""
+    teacher_sha256: str = ""       # weights hash of the DP model (keys a distillation charge)
 
 
 # ---------------------------------------------------------------- calibration data (never private)
@@ -132,6 +133,47 @@ def _dp_finetune(step: PruneStep, net, ctx: CompressionContext) -> dict:
     return {"data": "private training split (DP-SGD fine-tuning)", "privacy": f"charged epsilon {result['epsilon']:.3f}, "
             f"delta {plan.delta:g} (ledger entry {entry.id})", "finetune": {**plan.ledger_parameters(), "epsilon": result["epsilon"],
                                                                           "ledger_entry": entry.id}}
+
+
+@step_handler(DistillStep)
+def _distill(step: DistillStep, model: WorkingModel, ctx: CompressionContext) -> WorkingModel:
+    """Knowledge distillation: a smaller student trained with DP-SGD on the private training split to match the DP
+    model's temperature-softened outputs and the labels. The teacher's outputs on training rows depend on those rows,
+    so they are part of each DP-SGD example; the run is charged to the ledger before it starts."""
+    import torch
+
+    from edgeops.models import build_model
+    from edgeops.training import plan_dp_training, predict_logits, train_dp
+
+    if model.onnx_path is not None:
+        raise CompressionError(f"target {ctx.target.name!r}: distill must come before ONNX steps")
+    spec = ctx.declaration.spec
+    data = ctx.training_data
+    teacher_parameters = sum(p.numel() for p in model.torch_model.parameters())
+    student_spec = spec.model.model_copy(update=step.student.model_dump())
+    torch.manual_seed(ctx.seed)
+    student = build_model(student_spec, ctx.n_features, len(data.classes), spec.dataset.image_shape, ctx.feature_low, ctx.feature_high)
+    student_parameters = sum(p.numel() for p in student.parameters())
+    teacher_logits = predict_logits(model.torch_model, data.x_train)
+    plan = plan_dp_training(spec, data, epsilon=step.epsilon, epochs=step.epochs, purpose=f"distillation ({ctx.target.name})")
+    plan.model = {"student": step.student.model_dump(mode="json"), "teacher_weights": ctx.teacher_sha256,
+                  "temperature": step.temperature, "weight": step.weight}
+    entry, _ = ctx.ledger.charge(plan.charge_key(), f"dp-sgd distillation into a student (target {ctx.target.name})", plan.target_epsilon,
+                                 plan.delta, plan.ledger_parameters(), run_id=ctx.run_id, note="compression step on private data")
+    try:
+        result = train_dp(spec, data, plan, ctx.workdir / "distill", initial_model=student, learning_rate=step.learning_rate,
+                          teacher_logits=teacher_logits, temperature=step.temperature, distill_weight=step.weight)
+    except Exception as err:
+        ctx.ledger.update(entry.id, "failed", {"error": str(err)[:300]})
+        raise
+    ctx.ledger.update(entry.id, "completed", {"epsilon_accountant": result["epsilon"]}, epsilon=result["epsilon"])
+    model.torch_model = result["model"].eval()
+    model.notes.append({"step": "distill", "student": step.student.model_dump(mode="json"), "parameters_teacher": teacher_parameters,
+                        "parameters_student": student_parameters, "temperature": step.temperature, "weight": step.weight,
+                        "data": "private training split (DP-SGD distillation)",
+                        "privacy": f"charged epsilon {result['epsilon']:.3f}, delta {plan.delta:g} (ledger entry {entry.id})",
+                        "distill": {**plan.ledger_parameters(), "epsilon": result["epsilon"], "ledger_entry": entry.id}})
+    return model
 
 
 def _ensure_onnx(model: WorkingModel, ctx: CompressionContext) -> Path:
@@ -261,11 +303,12 @@ def _build_in(declaration: Declaration, target: TargetSpec, dp_model: dict, work
 
     spec = declaration.spec
     ref = dp_model["ref"]
-    ctx = CompressionContext(declaration, target, workdir, len(data.features), low, high, spec.training.seed, ledger, data, run_id)
+    ctx = CompressionContext(declaration, target, workdir, len(data.features), low, high, spec.training.seed, ledger, data, run_id,
+                             dp_model["weights_sha256"])
     torch.set_num_threads(1)
     working = WorkingModel(load_weights(new_model(spec, data), Path(dp_model["weights_path"])).eval())
     float_bytes = Path(dp_model["onnx_path"]).stat().st_size
-    shrinks = any(isinstance(s, (PruneStep, Int8Step, Fp16Step)) for s in target.recipe)
+    shrinks = any(isinstance(s, (PruneStep, Int8Step, Fp16Step, DistillStep)) for s in target.recipe)
     if target.budgets.max_size_kb is not None and float_bytes / 1024 > target.budgets.max_size_kb and not shrinks:
         raise CompressionError(f"target {target.name!r}: budgets.max_size_kb = {target.budgets.max_size_kb:g} but the float model "
                                f"is already {float_bytes / 1024:.1f} KB and the recipe has no step that shrinks it")
@@ -277,10 +320,10 @@ def _build_in(declaration: Declaration, target: TargetSpec, dp_model: dict, work
     macs, torch_params = tp.utils.count_ops_and_params(working.torch_model, torch.zeros(1, ctx.n_features))
     # Parity compares the artifact with the float graph it was quantized or converted from (after pruning and
     # fine-tuning, that is the pruned model); the accuracy drop compares it with the DP model.
-    if any(isinstance(s, PruneStep) for s in target.recipe):
+    if any(isinstance(s, (PruneStep, DistillStep)) for s in target.recipe):
         from edgeops.models import export_onnx
 
-        parity_reference = workdir / "pruned_float.onnx"
+        parity_reference = workdir / "pruned_float.onnx"  # the pruned or distilled float model the later steps started from
         export_onnx(working.torch_model, ctx.n_features, parity_reference)
     else:
         parity_reference = Path(dp_model["onnx_path"])

@@ -258,7 +258,27 @@ class Fp16Step(Frozen):
     step: Literal["fp16"]
 
 
-RecipeStep = Annotated[Union[PruneStep, Int8Step, Fp16Step], Field(discriminator="step")]
+class StudentSpec(Frozen):
+    family: Literal["cnn", "mlp"]
+    channels: list[Annotated[int, Field(gt=0, le=1024)]] = Field([8, 16], min_length=1, max_length=4)
+    hidden: list[Annotated[int, Field(gt=0, le=4096)]] = Field([32], max_length=4)
+    activation: Literal["tanh", "relu"] = "tanh"
+
+
+class DistillStep(Frozen):
+    """Knowledge distillation into a declared smaller student, trained with DP-SGD on the private training split
+    against the DP model's outputs (charged to the ledger)."""
+
+    step: Literal["distill"]
+    student: StudentSpec
+    epsilon: PositiveFloat
+    epochs: int = Field(20, gt=0, le=1000)
+    temperature: PositiveFloat = 2.0
+    weight: float = Field(0.5, ge=0, le=1, description="share of the loss given to matching the teacher")
+    learning_rate: PositiveFloat | None = None
+
+
+RecipeStep = Annotated[Union[PruneStep, Int8Step, Fp16Step, DistillStep], Field(discriminator="step")]
 
 
 class Budgets(Frozen):
@@ -280,7 +300,7 @@ class TargetSpec(Frozen):
     @property
     def precision(self) -> str:
         steps = {type(s) for s in self.recipe}
-        return "int8" if Int8Step in steps else "fp16" if Fp16Step in steps else "fp32"
+        return "int8" if Int8Step in steps else "fp16" if Fp16Step in steps else "fp32"  # a distilled student stays fp32 until quantized
 
 
 class DeviceSpec(Frozen):
@@ -472,6 +492,13 @@ class PipelineSpec(Frozen):
                 raise ValueError(f"targets.{index}.recipe: a step appears twice")
             if PruneStep in kinds and kinds.index(PruneStep) != 0:
                 raise ValueError(f"targets.{index}.recipe: prune must come first (it works on float weights)")
+            if DistillStep in kinds and kinds.index(DistillStep) != 0:
+                raise ValueError(f"targets.{index}.recipe: distill must come first (it replaces the float model)")
+            if DistillStep in kinds and PruneStep in kinds:
+                raise ValueError(f"targets.{index}.recipe: distill and prune cannot be combined (each replaces the float model)")
+            student = next((s.student for s in target.recipe if isinstance(s, DistillStep)), None)
+            if student is not None and student.family == "cnn" and self.dataset.kind != "image":
+                raise ValueError(f"targets.{index}.recipe: a cnn student needs dataset.kind: image")
         targets = {t.name for t in self.targets}
         fleet = {d.name for d in self.delivery.fleet}
         if len(fleet) != len(self.delivery.fleet):
@@ -539,7 +566,7 @@ def parse_spec(text: str | bytes, file: str = "<string>") -> PipelineSpec:
     except ValidationError as err:
         problems = []
         for item in err.errors(include_url=False):
-            loc = tuple(p for p in item["loc"] if p not in {"prune", "int8", "fp16"} and not str(p).startswith(("tuple[", "dict[")))
+            loc = tuple(p for p in item["loc"] if p not in {"prune", "int8", "fp16", "distill"} and not str(p).startswith(("tuple[", "dict[")))
             problems.append((".".join(str(p) for p in loc), item["msg"]))
         raise SpecError(file, problems) from None
     except RecursionError:

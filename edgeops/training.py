@@ -147,9 +147,13 @@ def _lr_at(training, step: int, total: int, base: float) -> float:
 
 
 def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path, progress: Progress = lambda _: None,
-             initial_model: nn.Module | None = None, learning_rate: float | None = None) -> dict:
+             initial_model: nn.Module | None = None, learning_rate: float | None = None, teacher_logits: np.ndarray | None = None,
+             temperature: float = 2.0, distill_weight: float = 0.5) -> dict:
     """Run (or resume) DP-SGD according to the plan. Returns the trained model and its privacy record.
-    `initial_model` fine-tunes an existing model (e.g. after pruning) instead of training a new one."""
+    `initial_model` fine-tunes an existing model (e.g. after pruning) instead of training a new one. `teacher_logits`
+    (one row per training row) adds knowledge distillation: the loss mixes the hard-label cross-entropy with the
+    temperature-scaled KL divergence to the teacher (weight `distill_weight`); each row and its teacher output are one
+    example to DP-SGD, so the guarantee is per training row as usual."""
     from opacus import PrivacyEngine
     from safetensors.torch import load_file, save_file
 
@@ -161,12 +165,21 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
     optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=spec.training.momentum)
     sampling = torch.Generator().manual_seed(plan.seed)
     noise = torch.Generator().manual_seed(plan.seed + 1)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)),
-                                         batch_size=plan.batch_size, generator=sampling)
+    tensors_in = [torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)]
+    if teacher_logits is not None:
+        tensors_in.append(torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32)))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors_in), batch_size=plan.batch_size, generator=sampling)
     engine = PrivacyEngine(accountant=plan.accountant)
     model, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=plan.noise_multiplier,
                                                    max_grad_norm=plan.max_grad_norm, poisson_sampling=True, noise_generator=noise)
-    criterion = nn.CrossEntropyLoss()
+    hard_loss = nn.CrossEntropyLoss()
+
+    def criterion(logits, labels, teacher=None):
+        if teacher is None:
+            return hard_loss(logits, labels)
+        soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1), nn.functional.softmax(teacher / temperature, dim=1),
+                                    reduction="batchmean") * temperature ** 2
+        return (1 - distill_weight) * hard_loss(logits, labels) + distill_weight * soft
     checkpoint = workdir / "checkpoint.safetensors"
     state_file = workdir / "checkpoint.json"
     start_epoch, step, curves = 0, 0, {"train_loss": [], "val_accuracy": [], "epsilon": []}
@@ -195,11 +208,11 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
     for epoch in range(start_epoch, plan.epochs):
         model.train()
         losses = []
-        for x, y in loader:
+        for x, y, *teacher in loader:
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(spec.training, step, plan.steps, base_lr)
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(x), y) if len(y) else None
+            loss = criterion(model(x), y, teacher[0] if teacher else None) if len(y) else None
             if loss is not None:
                 if not torch.isfinite(loss):
                     raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}: lower training.learning_rate "

@@ -12,7 +12,7 @@ from conftest import table_declaration, table_frame
 from edgeops.compression import STEP_HANDLERS, budget_outcomes, build_target
 from edgeops.errors import CompressionError
 from edgeops.ledger import Budget, PrivacyLedger
-from edgeops.spec import Fp16Step, Int8Step, PruneStep, TargetSpec, load_declaration
+from edgeops.spec import DistillStep, Fp16Step, Int8Step, PruneStep, TargetSpec, load_declaration
 from edgeops.training import run_dp_training
 from test_training_privacy import RecordingRun
 
@@ -36,7 +36,7 @@ def trained(project, tmp_path):
 
 
 def test_every_step_has_one_handler():
-    assert set(STEP_HANDLERS) == {PruneStep, Int8Step, Fp16Step}
+    assert set(STEP_HANDLERS) == {PruneStep, Int8Step, Fp16Step, DistillStep}
 
 
 def test_int8_is_smaller_valid_and_close(trained, tmp_path):
@@ -102,3 +102,31 @@ def test_budget_outcomes_report_measured_numbers(trained, tmp_path):
     outcomes = budget_outcomes(record, target)
     assert outcomes["size"][0] is False and "KB (budget 0.1 KB)" in outcomes["size"][1]
     assert outcomes["accuracy_drop"][0] is True
+
+
+def test_distillation_trains_a_smaller_student_with_dp_and_charges_it(trained, tmp_path):
+    declaration, dp_model, ledger = trained
+    target = TargetSpec.model_validate({"name": "student", "device": "cpu", "recipe": [
+        {"step": "distill", "student": {"family": "mlp", "hidden": [8]}, "epsilon": 2.0, "epochs": 4, "temperature": 2.0},
+        {"step": "int8"}]})
+    spent_before = ledger.spent()[0]
+    record = build_target(declaration, target, dp_model, tmp_path / "student", ledger)
+    distill = record["steps"][0]
+    assert distill["step"] == "distill" and distill["parameters_student"] < 0.2 * distill["parameters_teacher"]
+    assert record["parameters"] == distill["parameters_student"] and record["size_bytes"] < 0.3 * record["float_size_bytes"]
+    assert record["accuracy"] > 0.8  # the student learns the (easy) table from the teacher and the labels
+    assert ledger.spent()[0] == pytest.approx(spent_before + distill["distill"]["epsilon"])
+    assert "distillation" in ledger.entries()[-1].mechanism
+
+
+def test_distill_must_come_first_and_not_with_prune():
+    from edgeops.spec import parse_spec
+    import yaml
+
+    spec = table_declaration()
+    spec["targets"][1]["recipe"] = [{"step": "int8"}, {"step": "distill", "student": {"family": "mlp"}, "epsilon": 1}]
+    with pytest.raises(Exception, match="distill must come first"):
+        parse_spec(yaml.safe_dump(spec))
+    spec["targets"][1]["recipe"] = [{"step": "distill", "student": {"family": "cnn"}, "epsilon": 1}]
+    with pytest.raises(Exception, match="cnn student needs dataset.kind: image"):
+        parse_spec(yaml.safe_dump(spec))

@@ -36,9 +36,11 @@ def digits_training_data(split_seed: int | None = None):
     return declaration, TrainingData.from_ref(ref, declaration.spec), ref
 
 
-def train_and_build_targets(declaration, data, ref, work: Path, seed: int | None = None, local_only: bool = False) -> dict:
+def train_and_build_targets(declaration, data, ref, work: Path, seed: int | None = None, local_only: bool = False,
+                            extra_targets: tuple = ()) -> dict:
     """Train the DP model as the pipeline does (no Dagster, no MLflow) and build each target's artifact from it.
-    Returns {target name: compression record}; `local_only` skips targets whose device is not this host's CPU."""
+    Returns {target name: compression record}; `local_only` skips targets whose device is not this host's CPU;
+    `extra_targets` (TargetSpecs) are built beside the declared ones."""
     from edgeops.compression import build_target
     from edgeops.ledger import Budget, PrivacyLedger
     from edgeops.models import export_onnx, save_weights, weights_sha256
@@ -53,7 +55,7 @@ def train_and_build_targets(declaration, data, ref, work: Path, seed: int | None
     dp_model = {"ref": ref, "weights_path": str(work / "model.safetensors"), "onnx_path": str(work / "float.onnx"),
                 "weights_sha256": weights_sha256(model), "mlflow_run_id": ""}
     ledger = PrivacyLedger(work / "ledger.sqlite", Budget(100, spec.privacy.delta))  # benchmark-only ledger: real budgets live in the pipeline's
-    targets = [t for t in spec.targets if not local_only or spec.device(t.device).kind == "local"]
+    targets = [t for t in spec.targets if not local_only or spec.device(t.device).kind == "local"] + list(extra_targets)
     return {t.name: build_target(declaration, t, dp_model, work / t.name, ledger) for t in targets}
 
 

@@ -446,9 +446,11 @@ def agent() -> None:
               help="folder of on-device datasets (<name>/x.npy, y.npy) for POST /v1/personalize; they never leave the device")
 @click.option("--allow-returns", default="metrics", show_default=True, type=click.Choice(["nothing", "metrics", "delta"]),
               help="the most a personalization job may send back (set it to the declaration's personalization.returns)")
+@click.option("--power-meter", default=None, help="file with this device's instantaneous power draw (energy per inference)")
+@click.option("--power-unit", default="mW", show_default=True, type=click.Choice(["W", "mW", "uW"]))
 def agent_serve(host: str, port: int, token_file: str | None, max_upload_mb: int, home: Path | None, target: str | None,
                 trust: Path | None, probation: int, tls_cert: str | None, tls_key: str | None, self_signed_tls: bool,
-                local_data: Path | None, allow_returns: str) -> None:
+                local_data: Path | None, allow_returns: str, power_meter: str | None, power_unit: str) -> None:
     """Serve benchmarks (and, with --home/--target/--trust, verified updates and inference) over HTTP(S)."""
     from edgeops.hil.agent import AGENT_VERSION, load_token, self_signed_pair, serve
 
@@ -470,7 +472,8 @@ def agent_serve(host: str, port: int, token_file: str | None, max_upload_mb: int
     if local_data and not updater:
         raise EdgeopsError("--local-data personalizes the active model: it needs --home, --target and --trust")
     serve(host, port, load_token(token_file=token_file), max_upload_mb * 1024 * 1024, updater=updater, tls_cert=tls_cert, tls_key=tls_key,
-          local_data=local_data, allow_returns=allow_returns)
+          local_data=local_data, allow_returns=allow_returns,
+          power_meter={"path": power_meter, "unit": power_unit} if power_meter else None)
 
 
 if __name__ == "__main__":

@@ -303,6 +303,14 @@ class TargetSpec(Frozen):
         return "int8" if Int8Step in steps else "fp16" if Fp16Step in steps else "fp32"  # a distilled student stays fp32 until quantized
 
 
+class PowerMeterSpec(Frozen):
+    """A file the device keeps updated with its instantaneous power draw (e.g. a Jetson INA3221 rail, a USB meter)."""
+
+    path: str
+    unit: Literal["W", "mW", "uW"] = "mW"
+    interval_s: float = Field(0.01, gt=0, le=1)
+
+
 class DeviceSpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["local", "agent", "cuda"]
@@ -310,6 +318,7 @@ class DeviceSpec(Frozen):
     cores: list[int] | None = Field(None, description="CPU cores to pin the benchmark to (local devices)")
     url: str | None = None
     token_env: str | None = Field(None, description="name of the env var that holds the agent's bearer token")
+    power_meter: PowerMeterSpec | None = Field(None, description="local devices: a power reading file; agents declare theirs on their own command line")
 
     @model_validator(mode="after")
     def _agent_needs_url(self) -> "DeviceSpec":

@@ -36,9 +36,11 @@ def load_token(token: str | None = None, token_file: str | None = None, env: str
 
 
 def create_app(token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, benchmark_timeout_s: float = 300.0, updater=None,
-               local_data: Path | None = None, body_timeout_s: float = 60.0, allow_returns: str = "metrics"):
+               local_data: Path | None = None, body_timeout_s: float = 60.0, allow_returns: str = "metrics",
+               power_meter: dict | None = None):
     """`updater` (an edgeops.hil.updater.Updater) turns on the delivery endpoints: bundles, rollback, status, infer; with
-    `local_data` (a folder of <dataset>/x.npy, y.npy on this device) also on-device personalization of the active model."""
+    `local_data` (a folder of <dataset>/x.npy, y.npy on this device) also on-device personalization of the active model.
+    `power_meter` ({"path", "unit"}) is this device's power reading file, used for energy per inference."""
     from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
     from fastapi.responses import JSONResponse
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -126,7 +128,8 @@ def create_app(token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, ben
             started = time.perf_counter()
             try:
                 result = run_isolated(path, x, y, parsed.batch_sizes, parsed.threads, parsed.cores, parsed.macs,
-                                      timeout_s=benchmark_timeout_s, max_seconds=parsed.max_seconds, min_runs=parsed.min_runs)
+                                      timeout_s=benchmark_timeout_s, max_seconds=parsed.max_seconds, min_runs=parsed.min_runs,
+                                      power_meter=power_meter)
             except BenchmarkError as err:
                 raise HTTPException(status_code=422, detail=str(err)) from None
         result["agent"] = {"version": AGENT_VERSION, "verified_sha256": actual, "benchmark_wall_s": time.perf_counter() - started}
@@ -275,12 +278,14 @@ def self_signed_pair(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0
 
 
 def serve(host: str, port: int, token: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, updater=None,
-          tls_cert: str | None = None, tls_key: str | None = None, local_data: Path | None = None, allow_returns: str = "metrics") -> None:
+          tls_cert: str | None = None, tls_key: str | None = None, local_data: Path | None = None, allow_returns: str = "metrics",
+          power_meter: dict | None = None) -> None:
     import uvicorn
 
     if host not in {"127.0.0.1", "localhost", "::1"}:
         print(f"warning: the agent listens on {host}, beyond loopback; anyone who can reach it still needs the token")
     if bool(tls_cert) != bool(tls_key):
         raise SystemExit("--tls-cert and --tls-key go together")
-    uvicorn.run(create_app(token, max_upload_bytes, updater=updater, local_data=local_data, allow_returns=allow_returns), host=host, port=port, log_level="warning",
+    uvicorn.run(create_app(token, max_upload_bytes, updater=updater, local_data=local_data, allow_returns=allow_returns,
+                           power_meter=power_meter), host=host, port=port, log_level="warning",
                 ssl_certfile=tls_cert, ssl_keyfile=tls_key)

@@ -43,7 +43,8 @@ def benchmark_target(spec: PipelineSpec, target: TargetSpec, compressed: dict, r
         return {**base, "measured": False, "reason": f"{why} found, but the CUDA benchmark path is not implemented yet"}
     if device.kind == "local":
         result = run_isolated(compressed["artifact_path"], x, y, target.batch_sizes, device.threads, device.cores,
-                              compressed.get("macs"), max_seconds=max_seconds)
+                              compressed.get("macs"), max_seconds=max_seconds,
+                              power_meter=device.power_meter.model_dump() if device.power_meter else None)
     else:
         from edgeops.hil.client import AgentClient
 

@@ -5,7 +5,8 @@ What it measures, and how:
 - latency at each batch size: warm-up, then timed runs until the p99 is stable (at least `min_runs`, at most
   `max_seconds`), reported as p50/p90/p99/mean/std and throughput;
 - peak resident memory beyond the process's baseline after imports (so the runtime's own import is excluded);
-- energy from RAPL (/sys/class/powercap) where readable, else "not measured" with the reason;
+- energy from a declared power-meter file (sampled during the runs) or RAPL (/sys/class/powercap) where readable,
+  else "not measured" with the reason;
 - accuracy of the artifact on the test split, computed on the device;
 - device facts (CPU, cores, ISA flags, runtime version, provider, threads, load and CPU steal during the run);
 - a roofline point: the model's MACs against the device's measured matmul peak.
@@ -71,6 +72,57 @@ class RaplMeter:
     @property
     def available(self) -> bool:
         return bool(self.files)
+
+
+POWER_UNITS = {"W": 1.0, "mW": 1e-3, "uW": 1e-6}
+
+
+class PowerFileMeter:
+    """A declared power-meter hook: a file the device keeps updated with its instantaneous power draw (a Jetson's
+    INA3221 rail, a USB meter daemon's output). Sampled in a background thread while the runs execute; energy is the
+    mean power times the elapsed time. The path comes from the declaration or the agent's own command line, never
+    from a request."""
+
+    def __init__(self, path: str, unit: str = "mW", interval_s: float = 0.01):
+        self.path, self.scale, self.interval_s = Path(path), POWER_UNITS[unit], interval_s
+        self.reason = ""
+        try:
+            self._read_watts()
+        except (OSError, ValueError) as err:
+            self.reason = f"power meter {path} not readable: {getattr(err, 'strerror', None) or err}"
+
+    @property
+    def available(self) -> bool:
+        return not self.reason
+
+    def _read_watts(self) -> float:
+        return float(self.path.read_text().split()[0]) * self.scale
+
+    def measure(self, work):
+        """Run `work()` while sampling; returns (work's result, joules, samples taken)."""
+        import threading
+
+        readings: list[float] = []
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                try:
+                    readings.append(self._read_watts())
+                except (OSError, ValueError):
+                    pass
+                done.wait(self.interval_s)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        started = time.perf_counter()
+        sampler.start()
+        try:
+            result = work()
+        finally:
+            done.set()
+            sampler.join()
+        elapsed = time.perf_counter() - started
+        return result, (float(np.mean(readings)) * elapsed if readings else None), len(readings)
 
 
 def matmul_peak_gflops(seconds: float = 0.5, size: int = 256, threads: int = 1) -> float:
@@ -144,7 +196,7 @@ def time_session(session, batch: np.ndarray, warmup: int, min_runs: int, max_sec
 
 def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None, batch_sizes: list[int], threads: int = 1,
                   cores: list[int] | None = None, warmup: int = 20, min_runs: int = 200, max_seconds: float = 10.0,
-                  macs: int | None = None, provider: str = "CPUExecutionProvider") -> dict:
+                  macs: int | None = None, provider: str = "CPUExecutionProvider", power_meter: dict | None = None) -> dict:
     """Measure one artifact. Call it in a fresh process (see hil.runner): memory figures assume so."""
     import onnxruntime as ort
     import psutil
@@ -163,19 +215,31 @@ def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None
     session = ort.InferenceSession(model_path, options, providers=[provider])
     load_ms = (time.perf_counter() - start) * 1000
     meter = RaplMeter()
+    hook = PowerFileMeter(**power_meter) if power_meter else None
     load_before = os.getloadavg()
     cpu_before = _cpu_times()
     results = {}
-    energy = {"measured": False, "reason": meter.reason}
+    energy = {"measured": False, "reason": hook.reason if hook else meter.reason}
     for batch_size in batch_sizes:
         batch = batches[batch_size]
-        joules_before = meter.read() if meter.available else None
-        samples = time_session(session, batch, warmup, min_runs, max_seconds)
-        stats = _percentiles(samples)
+        if hook is not None and hook.available:  # a declared meter wins over RAPL: it is what the owner chose to trust
+            samples, joules, readings = hook.measure(lambda: time_session(session, batch, warmup, min_runs, max_seconds))
+            if joules is not None and readings >= 3:
+                stats = _percentiles(samples)
+                stats["energy_mj_per_inference"] = joules * 1000 / ((len(samples) + warmup) * batch_size)
+                energy = {"measured": True, "source": f"declared power meter {hook.path} ({readings} readings, mean power x elapsed, "
+                                                      "warm-up runs included)"}
+            else:
+                stats = _percentiles(samples)
+                energy = {"measured": False, "reason": f"power meter {hook.path} gave {readings} readings during the runs (need 3)"}
+        else:
+            joules_before = meter.read() if meter.available else None
+            samples = time_session(session, batch, warmup, min_runs, max_seconds)
+            stats = _percentiles(samples)
+            if joules_before is not None:
+                stats["energy_mj_per_inference"] = (meter.read() - joules_before) * 1000 / (len(samples) * batch_size)
+                energy = {"measured": True, "source": "RAPL package energy (includes other processes on the package)"}
         stats["throughput_per_s"] = batch_size * 1000 / stats["mean_ms"]
-        if joules_before is not None:
-            stats["energy_mj_per_inference"] = (meter.read() - joules_before) * 1000 / (len(samples) * batch_size)
-            energy = {"measured": True, "source": "RAPL package energy (includes other processes on the package)"}
         if macs:
             stats["achieved_gflops"] = 2 * macs * batch_size / (stats["p50_ms"] / 1000) / 1e9
         results[str(batch_size)] = stats

@@ -23,14 +23,14 @@ class BenchmarkError(EdgeopsError):
 
 def run_isolated(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray | None, batch_sizes: list[int], threads: int = 1,
                  cores: list[int] | None = None, macs: int | None = None, timeout_s: float = 300.0, max_seconds: float = 10.0,
-                 min_runs: int = 200) -> dict:
+                 min_runs: int = 200, power_meter: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as folder:
         folder = Path(folder)
         np.save(folder / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
         if labels is not None:
             np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64), allow_pickle=False)
         request = {"model_path": str(model_path), "batch_sizes": batch_sizes, "threads": threads, "cores": cores, "macs": macs,
-                   "max_seconds": max_seconds, "min_runs": min_runs, "folder": str(folder)}
+                   "max_seconds": max_seconds, "min_runs": min_runs, "folder": str(folder), "power_meter": power_meter}
         (folder / "request.json").write_text(json.dumps(request))
         try:
             completed = subprocess.run([sys.executable, "-m", "edgeops.hil.runner", str(folder / "request.json")],
@@ -52,7 +52,8 @@ def _child(request_file: str) -> None:
     inputs = np.load(folder / "inputs.npy", allow_pickle=False)
     labels = np.load(folder / "labels.npy", allow_pickle=False) if (folder / "labels.npy").exists() else None
     result = run_benchmark(request["model_path"], inputs, labels, request["batch_sizes"], request["threads"], request["cores"],
-                           macs=request["macs"], max_seconds=request["max_seconds"], min_runs=request["min_runs"])
+                           macs=request["macs"], max_seconds=request["max_seconds"], min_runs=request["min_runs"],
+                           power_meter=request.get("power_meter"))
     (folder / "result.json").write_text(json.dumps(result))
 
 

@@ -181,3 +181,35 @@ def test_a_trickling_upload_is_cut_off_with_408_and_the_agent_keeps_serving():
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def matmul_onnx(size: int) -> bytes:
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((size, size)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["features", "w"], ["logits"])], "mm",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", size])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", size])], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def test_declared_power_meter_gives_energy_per_inference_and_a_missing_one_says_why(tmp_path):
+    from edgeops.hil.runner import run_isolated
+
+    meter = tmp_path / "power_mw"
+    meter.write_text("2500\n")  # a steady 2.5 W, as a device's rail file would report it
+    x = np.random.default_rng(0).standard_normal((8, 512)).astype(np.float32)
+    artifact = tmp_path / "a.onnx"
+    artifact.write_bytes(matmul_onnx(512))  # slow enough (~0.1 ms a call) for the meter to take readings during the runs
+    hook = {"path": str(meter), "unit": "mW", "interval_s": 0.002}
+    result = run_isolated(artifact, x, None, [1], max_seconds=1.0, min_runs=1000, power_meter=hook)
+    assert result["energy"]["measured"] and str(meter) in result["energy"]["source"], result["energy"]
+    stats = result["latency"]["1"]
+    # 2.5 W over the elapsed time of warm-up and timed runs: at least 2.5 W x the mean latency per inference.
+    assert 2.5 * stats["mean_ms"] * 0.9 <= stats["energy_mj_per_inference"] <= 2.5 * stats["mean_ms"] * 50
+    missing = run_isolated(artifact, x, None, [1], max_seconds=0.2, min_runs=20, power_meter={"path": str(tmp_path / "nope"), "unit": "W"})
+    assert not missing["energy"]["measured"] and "not readable" in missing["energy"]["reason"]
+
+    client = TestClient(create_app(TOKEN, max_upload_bytes=2_000_000, power_meter=hook))
+    response = post(client, matmul_onnx(512), inputs=x[:3], min_runs=1000, max_seconds=1.0)  # post() sends 3 labels
+    assert response.status_code == 200 and response.json()["energy"]["measured"], response.text[:300]

@@ -20,6 +20,17 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # the suite shows nothing pickled is ever loaded
 
 
+def matmul_onnx(size: int) -> bytes:
+    """A one-MatMul ONNX model with the harness's input and output names: as slow as its size makes it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((size, size)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["features", "w"], ["logits"])], "mm",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", size])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", size])], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
 def digits_declaration() -> dict:
     return yaml.safe_load((REPO / "pipelines" / "digits.yaml").read_text())
 

@@ -15,19 +15,10 @@ import time
 import numpy as np
 import pytest
 
+from conftest import matmul_onnx
 from edgeops.hil.client import AgentClient, AgentUnreachable
 
 TOKEN = "r" * 32
-
-
-def matmul_onnx(size: int = 256) -> bytes:
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((size, size)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["features", "w"], ["logits"])], "mm",
-                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", size])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", size])], [weight])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
 def start_agent(port: int) -> subprocess.Popen:
@@ -57,7 +48,7 @@ def port():
 
 
 def benchmark(client: AgentClient):
-    artifact = matmul_onnx()
+    artifact = matmul_onnx(256)
     x = np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32)
     # Long enough (it stops at max_seconds, not at min_runs) that the kill lands while it runs.
     return client.benchmark(artifact, hashlib.sha256(artifact).hexdigest(), x, None, batch_sizes=[1], max_seconds=6.0, min_runs=1_000_000)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import matmul_onnx
 from edgeops.hil.agent import create_app
 
 TOKEN = "t" * 32
@@ -181,16 +182,6 @@ def test_a_trickling_upload_is_cut_off_with_408_and_the_agent_keeps_serving():
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-def matmul_onnx(size: int) -> bytes:
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((size, size)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["features", "w"], ["logits"])], "mm",
-                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", size])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", size])], [weight])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
 def test_declared_power_meter_gives_energy_per_inference_and_a_missing_one_says_why(tmp_path):

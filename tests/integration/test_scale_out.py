@@ -29,6 +29,19 @@ def reachable(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def purge_stale_tasks(broker: str, queue: str = "dagster") -> None:
+    """Tasks a killed earlier run left on the broker's queue would reach this test's workers, which cannot load those
+    runs from this test's database: start from an empty queue."""
+    from kombu import Connection
+    from kombu.exceptions import OperationalError
+
+    with Connection(broker) as connection:
+        try:
+            connection.default_channel.queue_purge(queue)
+        except (OperationalError, connection.channel_errors):  # no such queue yet: nothing to purge
+            pass
+
+
 def require_services() -> None:
     missing = [name for name, port in (("PostgreSQL", PG_PORT), ("RabbitMQ", RABBIT_PORT)) if not reachable(port)]
     if missing:
@@ -121,6 +134,7 @@ def test_postgres_celery_profile_matches_the_embedded_run(tmp_path, monkeypatch)
                "EDGEOPS_DAGSTER_PG_URL": dagster_url, "EDGEOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
                "EDGEOPS_MLFLOW_ARTIFACT_ROOT": artifacts, "EDGEOPS_EXECUTOR": "celery",
                "EDGEOPS_CELERY_BROKER": f"pyamqp://guest:guest@127.0.0.1:{RABBIT_PORT}//", "PYTHONPATH": str(REPO)}
+        purge_stale_tasks(env["EDGEOPS_CELERY_BROKER"])
         bin_dir = Path(sys.executable).parent
         logs = project.root / "logs"
         logs.mkdir()

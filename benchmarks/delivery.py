@@ -74,18 +74,14 @@ class Agent:
 
 
 def bundle_for(declaration, target: str, artifact: bytes, version: int, signer, recipient) -> bytes:
-    from edgeops import bundle
-    from edgeops.compression import DEFAULT_PARITY
+    """What `edgeops release promote` and `release rollout` build, for a stand-in registry version."""
+    from types import SimpleNamespace
 
-    spec = declaration.spec
-    target_spec = spec.target(target)
-    bounds = tuple(spec.dataset.feature_bounds)
-    scale = float(np.abs(bundle.onnx_outputs(artifact, bundle.smoke_inputs(spec.dataset.n_features, bounds))).max())
-    return bundle.build(artifact, pipeline=spec.name, model=f"{spec.name}-{target}", version=version, target=target, runtime="onnxruntime",
-                        card_digest=None, signing_key=signer, n_features=spec.dataset.n_features, feature_bounds=bounds,
-                        parity_tolerance=DEFAULT_PARITY[target_spec.precision] * scale,
-                        max_latency_ms=target_spec.budgets.max_latency_p95_ms, min_agent_version=spec.delivery.min_agent_version,
-                        recipient=recipient)
+    from edgeops import bundle
+    from edgeops.delivery import bundle_inputs
+
+    version_record = SimpleNamespace(name=f"{declaration.spec.name}-{target}", version=version, tags={})
+    return bundle.build(artifact, signing_key=signer, recipient=recipient, **bundle_inputs(declaration, target, version_record))
 
 
 def measure_activation(agent: Agent, declaration, target: str, artifact: bytes, signer, repeats: int) -> dict:

@@ -49,10 +49,6 @@ class VerifiedBundle:
     manifest: dict
     artifact: bytes  # plaintext, hash-checked
 
-    @property
-    def version(self) -> int:
-        return int(self.manifest["version"])
-
 
 # ---------------------------------------------------------------- device keys (X25519)
 def device_private_key(folder: Path):
@@ -116,36 +112,34 @@ def npy_from_b64(text: str) -> np.ndarray:
     return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
 
 
-def onnx_io_spec(artifact: bytes) -> dict:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
-
+def _io_spec(session) -> dict:
     def describe(arg):
         return {"name": arg.name, "shape": [d if isinstance(d, int) else None for d in arg.shape], "dtype": arg.type}
     return {"inputs": [describe(a) for a in session.get_inputs()], "outputs": [describe(a) for a in session.get_outputs()]}
 
 
-def onnx_outputs(artifact: bytes, inputs: np.ndarray) -> np.ndarray:
+# ---------------------------------------------------------------- build
+def build(artifact: bytes, *, pipeline: str, model: str, version: int, target: str, runtime: str, card_digest: str | None,
+          signing_key, feature_bounds: tuple[float, float] | None, parity_relative: float, max_latency_ms: float | None,
+          min_agent_version: str, recipient=None, smoke_rows: int = 8) -> bytes:
+    """One bundle. `recipient` is a device's X25519 public key, or None for a signed, unencrypted bundle.
+    The smoke tolerance is `parity_relative` times the largest output the host computed: the device runs the same
+    artifact on the same runtime, so differences come only from the kernels chosen for its CPU."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: inputs})[0]
-
-
-# ---------------------------------------------------------------- build
-def build(artifact: bytes, *, pipeline: str, model: str, version: int, target: str, runtime: str, card_digest: str | None,
-          signing_key, n_features: int, feature_bounds: tuple[float, float] | None, parity_tolerance: float,
-          max_latency_ms: float | None, min_agent_version: str, recipient=None, smoke_rows: int = 8) -> bytes:
-    """One bundle. `recipient` is a device's X25519 public key, or None for a signed, unencrypted bundle."""
-    x = smoke_inputs(n_features, feature_bounds, smoke_rows)
+    io_spec = _io_spec(session)
+    width = io_spec["inputs"][0]["shape"][-1]
+    if not isinstance(width, int):
+        raise BundleError(f"the artifact's input {io_spec['inputs'][0]['name']!r} has no fixed feature width: {io_spec['inputs'][0]['shape']}")
+    x = smoke_inputs(width, feature_bounds, smoke_rows)
+    expected = session.run(None, {session.get_inputs()[0].name: x})[0].astype(np.float32)
     manifest = {
         "format": FORMAT_VERSION, "pipeline": pipeline, "model": model, "version": int(version), "target": target, "runtime": runtime,
-        "created_at": time.time(), "card_digest": card_digest, "min_agent_version": min_agent_version,
-        "io": onnx_io_spec(artifact),
+        "created_at": time.time(), "card_digest": card_digest, "min_agent_version": min_agent_version, "io": io_spec,
         "artifact": {"sha256": hashlib.sha256(artifact).hexdigest(), "bytes": len(artifact), "filename": "model.onnx"},
-        "smoke": {"inputs_npy": _npy_b64(x), "expected_npy": _npy_b64(onnx_outputs(artifact, x).astype(np.float32)),
-                  "tolerance": parity_tolerance, "max_latency_ms": max_latency_ms},
+        "smoke": {"inputs_npy": _npy_b64(x), "expected_npy": _npy_b64(expected),
+                  "tolerance": parity_relative * max(float(np.abs(expected).max()), 1e-3), "max_latency_ms": max_latency_ms},
     }
     return seal(manifest, artifact, signing_key, recipient)
 

@@ -21,9 +21,6 @@ from edgeops.errors import EdgeopsError
 from edgeops.registry import registered_name
 from edgeops.spec import Declaration, FleetDevice
 
-AGENT_MIN_VERSION_FOR_BUNDLES = "0.2.0"
-
-
 class DeliveryError(EdgeopsError):
     pass
 
@@ -43,25 +40,17 @@ def public_range(spec) -> tuple[float, float]:
     return tuple(float(v) for v in (declared or spec.dataset.value_range))
 
 
-def bundle_inputs(declaration: Declaration, target: str, mv, artifact: bytes) -> dict:
-    """Everything `bundle.build` needs except the keys."""
+def bundle_inputs(declaration: Declaration, target: str, mv) -> dict:
+    """Everything `bundle.build` needs except the artifact and the keys."""
     from edgeops.compression import DEFAULT_PARITY
 
     spec = declaration.spec
     target_spec = spec.target(target)
-    bounds = public_range(spec)
-    relative = target_spec.parity_tolerance or DEFAULT_PARITY[target_spec.precision]
     return {"pipeline": spec.name, "model": mv.name, "version": int(mv.version), "target": target, "runtime": target_spec.runtime,
-            "card_digest": _card_digest(mv), "n_features": spec.dataset.n_features, "feature_bounds": bounds,
-            # The device runs the same artifact on the same runtime: differences come only from kernels chosen per CPU.
-            "parity_tolerance": relative * _logit_scale(artifact, spec.dataset.n_features, bounds),
+            "card_digest": _card_digest(mv), "feature_bounds": public_range(spec),
+            "parity_relative": target_spec.parity_tolerance or DEFAULT_PARITY[target_spec.precision],
             "max_latency_ms": target_spec.budgets.max_latency_p95_ms, "min_agent_version": spec.delivery.min_agent_version,
             "smoke_rows": spec.delivery.smoke_rows}
-
-
-def _logit_scale(artifact: bytes, n_features: int, bounds) -> float:
-    outputs = bundle.onnx_outputs(artifact, bundle.smoke_inputs(n_features, bounds, 8))
-    return max(float(abs(outputs).max()), 1e-3)
 
 
 def bundle_folder(home: Path, model: str, version) -> Path:
@@ -76,7 +65,7 @@ def write_release_bundle(client, declaration: Declaration, target: str, version,
     name = registered_name(declaration.spec.name, target)
     mv = _version(client, name, str(version))
     artifact = Path(_artifact_record(client, mv)["artifact_path"]).read_bytes()
-    blob = bundle.build(artifact, signing_key=signing_key(home, key_file), recipient=None, **bundle_inputs(declaration, target, mv, artifact))
+    blob = bundle.build(artifact, signing_key=signing_key(home, key_file), recipient=None, **bundle_inputs(declaration, target, mv))
     folder = bundle_folder(home, name, version)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{target}.bundle"

@@ -57,16 +57,21 @@ def dirichlet_partition(labels: np.ndarray, clients: int, alpha: float, seed: in
 
 
 # ---------------------------------------------------------------- model <-> Flower records
+def model_state(model) -> list[np.ndarray]:
+    """The model's state_dict as numpy arrays, in state_dict order (what travels between server and clients)."""
+    return [tensor.detach().cpu().numpy().copy() for tensor in model.state_dict().values()]
+
+
+def set_model_state(model, arrays: list[np.ndarray]) -> None:
+    import torch
+
+    model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in zip(model.state_dict(), arrays)})
+
+
 def to_arrays(model):
     from flwr.app import Array, ArrayRecord
 
-    return ArrayRecord({name: Array(tensor.detach().cpu().numpy().copy()) for name, tensor in model.state_dict().items()})
-
-
-def load_arrays(model, record) -> None:
-    import torch
-
-    model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in zip(record.keys(), record.to_numpy_ndarrays())})
+    return ArrayRecord({name: Array(array) for name, array in zip(model.state_dict(), model_state(model))})
 
 
 # ---------------------------------------------------------------- clients
@@ -102,7 +107,7 @@ class LocalTrainer:
         torch.set_num_threads(1)
         x, y = self.partitions[partition]
         model = self.fresh_model()
-        model.load_state_dict({name: torch.from_numpy(np.array(array)) for name, array in zip(model.state_dict(), state)})
+        set_model_state(model, state)
         global_params = [p.detach().clone() for p in model.parameters()]
         generator = torch.Generator().manual_seed(self.fed.seed * 100_003 + server_round * 1009 + partition)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
@@ -120,7 +125,7 @@ class LocalTrainer:
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
-        return [t.detach().numpy().copy() for t in model.state_dict().values()], len(x), float(np.mean(losses))
+        return model_state(model), len(x), float(np.mean(losses))
 
 
 def make_client_app(trainer: LocalTrainer):
@@ -237,12 +242,11 @@ class LoopbackGrid(Grid):
             entry = {"status": "ok", "seconds": round(time.perf_counter() - started, 3)}
             if is_train and not reply.has_error():
                 reply = self._misbehave(reply, message, behaviour)
-                problem = self._check(reply, message)
+                problem, norm = self._inspect(reply, message)
                 if problem:
                     entry = {"status": "rejected", "reason": problem}
                     reply = Message(Error(code=2, reason=problem), reply_to=message)
                 else:
-                    norm = self._update_norm(reply, message)
                     entry.update(update_norm=round(norm, 4), clipped=bool(self.clipping_norm and norm > self.clipping_norm))
             elif reply.has_error():
                 entry = {"status": "error", "reason": reply.error.reason}
@@ -287,34 +291,31 @@ class LoopbackGrid(Grid):
         reply.content["arrays"] = ArrayRecord({n: Array(np.asarray(a)) for n, a in zip(names, arrays)})
         return reply
 
-    def _check(self, reply, message) -> str | None:
+    def _inspect(self, reply, message) -> tuple[str | None, float | None]:
+        """(why the update is rejected, or None; its L2 distance from the global model when accepted)."""
         if "arrays" not in reply.content.array_records:
-            return "no model update in the reply"
+            return "no model update in the reply", None
         sent, got = message.content["arrays"], reply.content["arrays"]
-        size = sum(a.nbytes for a in got.to_numpy_ndarrays())
+        sent_arrays, got_arrays = sent.to_numpy_ndarrays(), got.to_numpy_ndarrays()
+        size = sum(a.nbytes for a in got_arrays)
         if size > self.max_update_bytes:
-            return f"update of {size} bytes exceeds the {self.max_update_bytes}-byte limit"
+            return f"update of {size} bytes exceeds the {self.max_update_bytes}-byte limit", None
         if list(got.keys()) != list(sent.keys()):
-            return f"update names {sorted(set(got.keys()) ^ set(sent.keys()))[:5]} differ from the global model's"
-        for name, a, g in zip(got.keys(), got.to_numpy_ndarrays(), sent.to_numpy_ndarrays()):
+            return f"update names {sorted(set(got.keys()) ^ set(sent.keys()))[:5]} differ from the global model's", None
+        for name, a, g in zip(got.keys(), got_arrays, sent_arrays):
             if a.shape != g.shape or a.dtype != g.dtype:
-                return f"{name}: shape {a.shape} {a.dtype}, the global model has {g.shape} {g.dtype}"
+                return f"{name}: shape {a.shape} {a.dtype}, the global model has {g.shape} {g.dtype}", None
             if not np.isfinite(a).all():
-                return f"{name}: non-finite values"
-        return None
-
-    @staticmethod
-    def _update_norm(reply, message) -> float:
-        pairs = zip(reply.content["arrays"].to_numpy_ndarrays(), message.content["arrays"].to_numpy_ndarrays())
-        return float(np.sqrt(sum(float(((a.astype(np.float64) - g) ** 2).sum()) for a, g in pairs)))
+                return f"{name}: non-finite values", None
+        return None, float(np.sqrt(sum(float(((a.astype(np.float64) - g) ** 2).sum()) for a, g in zip(got_arrays, sent_arrays))))
 
 
 # ---------------------------------------------------------------- privacy
-def _accountant(fed: FederatedSpec, delta: float, max_epsilon: float | None = None):
+def _accountant(fed: FederatedSpec, delta: float):
     from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
     from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
-    return RdpAccountant(PrivacyConfig(target_delta=delta, population_size=fed.clients, max_epsilon=max_epsilon,
+    return RdpAccountant(PrivacyConfig(target_delta=delta, population_size=fed.clients,
                                        neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
                                        sampling_method=SamplingMethod.NO_AMPLIFICATION))
 
@@ -323,17 +324,26 @@ def sampled_per_round(fed: FederatedSpec) -> int:
     return max(int(fed.clients * fed.fraction), fed.min_clients)  # what Flower's FedAvg samples
 
 
-def planned_epsilon(fed: FederatedSpec, delta: float, rounds: int | None = None) -> float:
-    """Client-level epsilon after `rounds` (default: all declared) rounds, known before the first one starts
-    (Flower's RDP accountant, rounds composed)."""
+def epsilon_by_round(fed: FederatedSpec, delta: float) -> list[float]:
+    """Client-level epsilon after each declared round, known before the first one starts (Flower's RDP accountant,
+    one Gaussian release per round). Empty when the run is not private."""
     from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 
     if fed.noise_multiplier <= 0:
-        return float("inf")
+        return []
     accountant = _accountant(fed, delta)
-    accountant.compose(GaussianPrivacyEvent(noise_multiplier=fed.noise_multiplier, sample_size=sampled_per_round(fed),
-                                            population_size=fed.clients), count=rounds or fed.rounds)
-    return float(accountant.get_epsilon(delta))
+    event = GaussianPrivacyEvent(noise_multiplier=fed.noise_multiplier, sample_size=sampled_per_round(fed), population_size=fed.clients)
+    spent = []
+    for _ in range(fed.rounds):
+        accountant.compose(event)
+        spent.append(float(accountant.get_epsilon(delta)))
+    return spent
+
+
+def planned_epsilon(fed: FederatedSpec, delta: float) -> float:
+    """Client-level epsilon of the whole run (inf when not private)."""
+    spent = epsilon_by_round(fed, delta)
+    return spent[-1] if spent else float("inf")
 
 
 def charge_key(spec: PipelineSpec, digest: str) -> str:
@@ -386,7 +396,7 @@ def train_federated(spec: PipelineSpec, data, behaviours: dict[int, ClientBehavi
     history: list[dict] = []
 
     def evaluate(server_round: int, arrays) -> MetricRecord:
-        load_arrays(model, arrays)
+        set_model_state(model, arrays.to_numpy_ndarrays())
         accuracy = evaluate_logits(predict_logits(model, data.x_val), data.y_val, len(data.classes))["accuracy"]
         history.append({"round": server_round, "validation_accuracy": accuracy})
         if server_round:
@@ -396,7 +406,7 @@ def train_federated(spec: PipelineSpec, data, behaviours: dict[int, ClientBehavi
     started = time.perf_counter()
     result = strategy.start(grid, to_arrays(model), num_rounds=fed.rounds, train_config=ConfigRecord({"seed": fed.seed, "proximal-mu": fed.proximal_mu}),
                             evaluate_fn=evaluate)
-    load_arrays(model, result.arrays)
+    set_model_state(model, result.arrays.to_numpy_ndarrays())
     for report, point in zip(grid.rounds, history[1:]):
         report["validation_accuracy"] = point["validation_accuracy"]
     epsilon = float(accountant.get_epsilon(spec.privacy.delta)) if accountant else None
@@ -407,7 +417,6 @@ def train_federated(spec: PipelineSpec, data, behaviours: dict[int, ClientBehavi
 def _train_secure(spec: PipelineSpec, data, trainer: LocalTrainer, behaviours: dict[int, ClientBehaviour], progress):
     """FedAvg under Flower's SecAgg+ workflow (its legacy-strategy API: the only one SecAgg+ runs in). With DP, the
     clients clip their own updates (fixedclipping_mod) and the server adds the noise to the unmasked sum."""
-    import torch
     from flwr.app import Context, RecordDict
     from flwr.common import ndarrays_to_parameters
     from flwr.server import LegacyContext, ServerConfig
@@ -422,14 +431,14 @@ def _train_secure(spec: PipelineSpec, data, trainer: LocalTrainer, behaviours: d
     history: list[dict] = []
 
     def evaluate(server_round: int, arrays: list[np.ndarray], config: dict):
-        model.load_state_dict({name: torch.from_numpy(np.array(a)) for name, a in zip(model.state_dict(), arrays)})
+        set_model_state(model, arrays)
         accuracy = evaluate_logits(predict_logits(model, data.x_val), data.y_val, len(data.classes))["accuracy"]
         history.append({"round": server_round, "validation_accuracy": accuracy})
         if server_round:
             progress(f"round {server_round}/{fed.rounds} (secure aggregation): validation accuracy {accuracy:.3f}")
         return 0.0, {"validation-accuracy": accuracy}
 
-    initial = [t.detach().numpy().copy() for t in model.state_dict().values()]
+    initial = model_state(model)
     strategy = LegacyFedAvg(fraction_fit=fed.fraction, fraction_evaluate=0.0, min_fit_clients=fed.min_clients, min_available_clients=fed.min_clients,
                             initial_parameters=ndarrays_to_parameters(initial), evaluate_fn=evaluate,
                             on_fit_config_fn=lambda server_round: {"server-round": server_round})
@@ -444,8 +453,7 @@ def _train_secure(spec: PipelineSpec, data, trainer: LocalTrainer, behaviours: d
     workflow = SecAggPlusWorkflow(num_shares=max(3, min(fed.clients, fed.reconstruction_threshold + 1)),
                                   reconstruction_threshold=fed.reconstruction_threshold)
     DefaultWorkflow(fit_workflow=workflow)(grid, context)
-    final = context.state.array_records["parameters"].to_numpy_ndarrays()
-    model.load_state_dict({name: torch.from_numpy(np.array(a)) for name, a in zip(model.state_dict(), final)})
+    set_model_state(model, context.state.array_records["parameters"].to_numpy_ndarrays())
     rounds = []
     for number in range(1, fed.rounds + 1):
         stages = [e for e in grid.exchanges if e["round"] == number]
@@ -473,13 +481,14 @@ def run_federated_training(spec: PipelineSpec, ref: dict, ledger, out_root: Path
     spec = with_dp_bounds(spec, ref)
     fed = spec.training.federated
     key = charge_key(spec, ref["digest"])
-    planned = planned_epsilon(fed, spec.privacy.delta)
-    if planned == float("inf"):
+    by_round = epsilon_by_round(fed, spec.privacy.delta)
+    if not by_round:
         raise PrivacyBudgetError("training.federated.noise_multiplier is 0: a non-private federated model cannot be released from private data "
                                  "(set clipping_norm and noise_multiplier; benchmarks/federated.py runs the non-private comparison)")
     parameters = {"noise_multiplier": fed.noise_multiplier, "sample_rate": 1.0, "steps": fed.rounds, "delta": spec.privacy.delta,
                   "accountant": "flower-rdp", "clipping_norm": fed.clipping_norm, "clients": fed.clients,
                   "sampled_per_round": sampled_per_round(fed), "unit": "client", "secure_aggregation": fed.secure_aggregation}
+    planned = by_round[-1]
     entry, charged_now = ledger.charge(key, "dp-fedavg (flower)", planned, spec.privacy.delta, parameters, run_id=dagster_run_id,
                                        note="client-level DP federated training of the released model")
     progress(f"ledger: {'charged' if charged_now else 'already charged'} epsilon {planned:.3f} (client level) as entry {entry.id}")
@@ -496,8 +505,8 @@ def run_federated_training(spec: PipelineSpec, ref: dict, ledger, out_root: Path
     final, onnx_path = workdir / "model.safetensors", workdir / "model.onnx"
     save_weights(model, final, {"pipeline": spec.name, "charge_key": key})
     export_onnx(model, len(data.features), onnx_path)
-    for number, report in enumerate(result["rounds"], start=1):
-        report["epsilon_spent"] = planned_epsilon(fed, spec.privacy.delta, number)
+    for report, spent in zip(result["rounds"], by_round):
+        report["epsilon_spent"] = spent
     (workdir / "rounds.json").write_text(json.dumps({"rounds": result["rounds"], "history": result["history"],
                                                     "partition_sizes": result["partition_sizes"]}, default=str))
     metrics = {split: evaluate_logits(predict_logits(model, x), y, len(data.classes))

@@ -53,6 +53,14 @@ def measure_trainability(declaration: Declaration, target: TargetSpec, artifact_
                           "the same job runs through POST /v1/personalize against the device's own data"}
     artifact = Path(artifact_path).read_bytes()
     x, shifted, y = simulated_local_data(declaration, dataset)
+    if settings.noise_multiplier > 0:  # priced before the job runs, against the job's own declared budget
+        train_rows = int(round(len(y) * (1 - settings.holdout)))
+        epsilon = personalization_epsilon(settings.steps, min(settings.batch_size, train_rows) / train_rows, settings.noise_multiplier,
+                                          spec.privacy.delta)
+        if epsilon > settings.epsilon:
+            return {"measured": True, "target": target.name, "trainable": False, "device_epsilon": epsilon,
+                    "reason": f"the job would spend epsilon {epsilon:.3f} on the device's data, over personalization.epsilon "
+                              f"{settings.epsilon:g}; nothing was run"}
     options = {"steps": settings.steps, "learning_rate": settings.learning_rate, "batch_size": settings.batch_size, "holdout": settings.holdout,
                "clipping_norm": settings.clipping_norm, "noise_multiplier": settings.noise_multiplier, "returns": "metrics",
                "seed": spec.training.seed, "threads": device.threads}

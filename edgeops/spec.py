@@ -391,7 +391,9 @@ class PersonalizationSpec(Frozen):
     holdout: float = Field(0.3, gt=0, lt=1, description="share of the local data kept to measure accuracy before and after")
     returns: Literal["delta", "metrics", "nothing"] = Field("metrics", description="what leaves the device")
     clipping_norm: PositiveFloat | None = None
-    noise_multiplier: float = Field(0.0, ge=0, description="> 0: DP-SGD on the head (its own budget: the device's data)")
+    noise_multiplier: float = Field(0.0, ge=0, description="> 0: DP-SGD on the head")
+    epsilon: PositiveFloat | None = Field(None, description="the job's own budget (the device user's data, not the pipeline's); "
+                                                            "needed with noise_multiplier; a job that would spend more is refused")
     max_seconds: PositiveFloat = 10.0
     max_extra_memory_mb: PositiveFloat = 64.0
     min_recovery: float = Field(0.5, ge=0, le=1, description="share of the accuracy lost to the shift that fine-tuning must win back")
@@ -399,8 +401,8 @@ class PersonalizationSpec(Frozen):
 
     @model_validator(mode="after")
     def _dp_needs_clipping(self) -> "PersonalizationSpec":
-        if self.noise_multiplier > 0 and self.clipping_norm is None:
-            raise ValueError("noise_multiplier > 0 needs clipping_norm")
+        if self.noise_multiplier > 0 and (self.clipping_norm is None or self.epsilon is None):
+            raise ValueError("noise_multiplier > 0 needs clipping_norm and epsilon (the job's own budget)")
         return self
 
 

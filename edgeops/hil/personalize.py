@@ -3,9 +3,10 @@
 Runs where the agent runs (numpy + onnxruntime; no torch on the device). The artifact's final Gemm is the head:
 its weights are read from the graph (dequantized when the artifact is int8 QDQ), its input is exposed as an extra
 output so the frozen backbone computes embeddings once, and the head is trained with mini-batch SGD on softmax
-cross-entropy. Optional DP: each example's gradient is clipped and Gaussian noise is added to every step's sum
-(DP-SGD on the head; the epsilon for the declared noise, sampling rate and steps is computed by the host, which
-charges it before the job is sent).
+cross-entropy. Optional DP: each example's gradient is clipped and Gaussian noise is added to every step's sum over
+Poisson-sampled batches (DP-SGD on the head). Its epsilon for the declared noise, sampling rate and steps is computed
+on the host (`edgeops.personalization.personalization_epsilon`) and reported; the device's data is not the pipeline's,
+so it is not charged to the pipeline's ledger, and the device keeps no budget of its own.
 
 The device keeps its data: the job reports step latency, peak memory of the training, accuracy on a held-out part
 of the local data before and after, and returns the weight delta, the metrics only, or nothing, as declared.
@@ -155,10 +156,13 @@ def personalize(artifact: bytes, x: np.ndarray, y: np.ndarray, *, steps: int = 1
     batch = min(batch_size, len(train))
     for _ in range(steps):
         step_started = time.perf_counter()
-        rows = rng.choice(len(train), size=batch, replace=False)
+        if noise_multiplier > 0:  # Poisson sampling (rate batch/n), as the accountant that prices this job assumes
+            rows = np.flatnonzero(rng.random(len(train)) < batch / len(train))
+        else:
+            rows = rng.choice(len(train), size=batch, replace=False)
         e, labels = e_train[rows], y_train[rows]
         error = _softmax(e @ weight.T + bias)
-        error[np.arange(batch), labels] -= 1.0
+        error[np.arange(len(rows)), labels] -= 1.0
         if clipping_norm:
             # Per-example gradients of a linear head are outer products: their norm is |error| * sqrt(|e|^2 + 1).
             norms = np.linalg.norm(error, axis=1) * np.sqrt((e ** 2).sum(axis=1) + 1.0)
@@ -167,7 +171,7 @@ def personalize(artifact: bytes, x: np.ndarray, y: np.ndarray, *, steps: int = 1
         if noise_multiplier > 0:
             grad_w = grad_w + rng.normal(0, noise_multiplier * clipping_norm, grad_w.shape)
             grad_b = grad_b + rng.normal(0, noise_multiplier * clipping_norm, grad_b.shape)
-        weight -= learning_rate * (grad_w / batch + weight_decay * weight)
+        weight -= learning_rate * (grad_w / batch + weight_decay * weight)  # divided by the expected batch, not the drawn one
         bias -= learning_rate * grad_b / batch
         step_ms.append((time.perf_counter() - step_started) * 1000)
     after = _accuracy(e_held, y_held, weight, bias)

@@ -21,7 +21,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,6 @@ class LoadedModel:
     session: object  # onnxruntime.InferenceSession
     input_name: str
     artifact: bytes
-    activated_at: float = field(default_factory=time.time)
     inferences: int = 0
 
     @property

@@ -130,3 +130,27 @@ def test_distill_must_come_first_and_not_with_prune():
     spec["targets"][1]["recipe"] = [{"step": "distill", "student": {"family": "cnn"}, "epsilon": 1}]
     with pytest.raises(Exception, match="cnn student needs dataset.kind: image"):
         parse_spec(yaml.safe_dump(spec))
+
+
+def test_dp_personalization_is_priced_before_it_runs_and_refused_over_its_own_budget(trained):
+    from dataclasses import replace
+
+    from edgeops.personalization import measure_trainability
+    from edgeops.spec import PersonalizationSpec
+
+    declaration, dp_model, _ = trained
+
+    def with_personalization(**settings):
+        personalization = PersonalizationSpec.model_validate({"enabled": True, "steps": 50, "local_shift": {"kind": "covariate", "rows": 60},
+                                                              **settings})
+        return replace(declaration, spec=declaration.spec.model_copy(update={"personalization": personalization}))
+
+    target = declaration.spec.target("cpu_float")
+    tight = measure_trainability(with_personalization(noise_multiplier=0.5, clipping_norm=1.0, epsilon=0.1), target, dp_model["onnx_path"],
+                                 dp_model["ref"])
+    assert not tight["trainable"] and "over personalization.epsilon 0.1" in tight["reason"] and "checks" not in tight
+    roomy = measure_trainability(with_personalization(noise_multiplier=0.5, clipping_norm=1.0, epsilon=1000), target, dp_model["onnx_path"],
+                                 dp_model["ref"])
+    assert roomy["checks"] and roomy["device_epsilon"] == pytest.approx(tight["device_epsilon"])
+    with pytest.raises(Exception, match="needs clipping_norm and epsilon"):
+        PersonalizationSpec.model_validate({"noise_multiplier": 1.0, "clipping_norm": 1.0})

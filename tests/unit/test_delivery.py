@@ -40,7 +40,7 @@ def signer():
 def make(signer, version: int, artifact: bytes | None = None, target: str = "phone", recipient=None, **overrides) -> bytes:
     artifact = artifact or linear_onnx(version)
     options = {"pipeline": "digits", "model": "digits-phone", "version": version, "target": target, "runtime": "onnxruntime",
-               "card_digest": None, "n_features": FEATURES, "feature_bounds": BOUNDS, "parity_tolerance": 1e-3,
+               "card_digest": None, "feature_bounds": BOUNDS, "parity_relative": 1e-3,
                "max_latency_ms": None, "min_agent_version": "0.2.0"} | overrides
     return bundle.build(artifact, signing_key=signer, recipient=recipient, **options)
 

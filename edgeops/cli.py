@@ -352,10 +352,19 @@ def bundle_verify(path: Path, public_key: Path | None, device_key: Path | None) 
         raise EdgeopsError(f"{key_path}: no public key to verify with (pass --public-key)")
     trusted = load_public(key_path.read_bytes(), str(key_path))
     blob = path.read_bytes()
-    private = serialization.load_pem_private_key(device_key.read_bytes(), password=None) if device_key else None
-    manifest, _ = bundles.verify_envelope(blob, trusted, str(path))
-    encrypted = bool(manifest["payload"].get("encryption"))
-    if not encrypted or private is not None:
+    private = None
+    if device_key:
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        private = serialization.load_pem_private_key(device_key.read_bytes(), password=None)
+        if not isinstance(private, X25519PrivateKey):
+            raise EdgeopsError(f"{device_key}: not an X25519 private key (a device's key is under <agent home>/identity/x25519.pem)")
+    # The header is read unverified only to choose how far to check; both paths verify the signature first.
+    payload = bundles.read_header(blob, str(path))[0].get("payload")
+    encrypted = isinstance(payload, dict) and bool(payload.get("encryption"))
+    if encrypted and private is None:
+        manifest, _ = bundles.verify_envelope(blob, trusted, str(path))
+    else:
         manifest = bundles.verify(blob, trusted, private, str(path)).manifest
     click.echo(json.dumps(bundles.describe(manifest), indent=2))
     click.echo(f"{path}: OK" + (" (encrypted: artifact hash not checked without --device-key)" if encrypted and private is None else ""))

@@ -211,3 +211,26 @@ def test_personalization_on_the_device_improves_the_head_and_keeps_the_data(sign
     assert refused.status_code == 403 and "at most 'metrics'" in refused.json()["detail"]  # the device's policy, not the caller's wish
     assert client.post("/v1/personalize", headers=auth, json={"dataset": "../user1"}).status_code == 422
     assert client.post("/v1/personalize", headers=auth, json={"dataset": "nobody"}).status_code == 404
+
+
+def test_bundle_verify_command_offline(signer, updater, tmp_path):
+    from click.testing import CliRunner
+    from cryptography.hazmat.primitives import serialization
+
+    from edgeops.cli import main
+    from edgeops.signing import public_pem
+
+    public = tmp_path / "signer.pub"
+    public.write_bytes(public_pem(signer.public_key()))
+    sealed = tmp_path / "sealed.bundle"
+    sealed.write_bytes(make(signer, 3, recipient=updater.device_key.public_key()))
+    runner = CliRunner()
+    envelope = runner.invoke(main, ["bundle", "verify", str(sealed), "--public-key", str(public)])
+    assert envelope.exit_code == 0 and "artifact hash not checked without --device-key" in envelope.output
+    device_key = updater.home / "identity" / "x25519.pem"
+    full = runner.invoke(main, ["bundle", "verify", str(sealed), "--public-key", str(public), "--device-key", str(device_key)])
+    assert full.exit_code == 0 and '"version": 3' in full.output and "not checked" not in full.output
+    wrong = tmp_path / "wrong.pem"
+    wrong.write_bytes(signer.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    refused = runner.invoke(main, ["bundle", "verify", str(sealed), "--public-key", str(public), "--device-key", str(wrong)])
+    assert refused.exit_code == 2 and "not an X25519 private key" in refused.output

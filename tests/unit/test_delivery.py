@@ -159,24 +159,45 @@ def test_agent_endpoints(signer, updater):
     assert client.get("/v1/status", headers=auth).json()["active_version"] == 1
 
 
-def test_inference_continues_while_an_update_installs(signer, updater):
+def test_inference_continues_while_an_update_installs(signer, updater, monkeypatch):
+    from edgeops.hil import updater as updater_module
+
     updater.install(make(signer, 1))
-    errors, versions = [], set()
-    stop = threading.Event()
+    errors, served = [], {1: threading.Event(), 2: threading.Event()}
+    installing, answered_mid_install, stop = threading.Event(), threading.Event(), threading.Event()
+    real_smoke_test = updater_module.smoke_test
+
+    def smoke_test_held_until_a_client_is_answered(model):
+        # An install of this tiny model takes ~2 ms, less than one GIL switch interval, so overlap by timing is luck.
+        # Holding the install here (lock taken, candidate loaded, not yet active) makes the overlap certain.
+        installing.set()
+        if not answered_mid_install.wait(10):
+            raise AssertionError("no inference was answered while the install was in progress")
+        return real_smoke_test(model)
+
+    monkeypatch.setattr(updater_module, "smoke_test", smoke_test_held_until_a_client_is_answered)
 
     def keep_asking():
         while not stop.is_set():
             try:
-                versions.add(updater.infer(dark_inputs(1))[1])
+                version = updater.infer(dark_inputs(1))[1]
             except Exception as err:  # noqa: BLE001 - any failure is what the test looks for
                 errors.append(err)
+                continue
+            served[version].set()
+            if installing.is_set() and version == 1:
+                answered_mid_install.set()
 
-    worker = threading.Thread(target=keep_asking)
+    worker = threading.Thread(target=keep_asking, daemon=True)
     worker.start()
-    updater.install(make(signer, 2))
-    stop.set()
-    worker.join()
-    assert not errors and 2 in versions
+    try:
+        assert served[1].wait(10), "the client was never answered by version 1"
+        assert updater.install(make(signer, 2))["activated"] == 2
+        assert served[2].wait(10), "the client was never answered by version 2 after the install"
+    finally:
+        stop.set()
+        worker.join(10)
+    assert answered_mid_install.is_set() and not errors
 
 
 def test_personalization_on_the_device_improves_the_head_and_keeps_the_data(signer, updater, tmp_path):

@@ -38,7 +38,7 @@ def purge_stale_tasks(broker: str, queue: str = "dagster") -> None:
     with Connection(broker) as connection:
         try:
             connection.default_channel.queue_purge(queue)
-        except (OperationalError, connection.channel_errors):  # no such queue yet: nothing to purge
+        except (OperationalError, *connection.channel_errors):  # no such queue yet: nothing to purge
             pass
 
 

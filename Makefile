@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 export GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DAGSTER_DISABLE_TELEMETRY=true TQDM_DISABLE=1
 
-.PHONY: install run test ui clean
+.PHONY: install run test ui clean runtimes
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -14,6 +14,21 @@ $(STAMP): pyproject.toml constraints.txt
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+
+# Optional runtime formats (ExecuTorch .pte, LiteRT .tflite): one pinned tool environment each, beside .venv,
+# because neither converter installs into edgeops' own environment (see deploy/runtimes/*.txt).
+RUNTIMES_DIR ?= .runtimes
+RUNTIME_NAMES := executorch litert
+
+runtimes: $(foreach r,$(RUNTIME_NAMES),$(RUNTIMES_DIR)/$(r)/.ready)
+
+$(RUNTIMES_DIR)/%/.ready: deploy/runtimes/%.txt
+	rm -rf $(RUNTIMES_DIR)/$*
+	$(PYTHON) -m venv $(RUNTIMES_DIR)/$* || python3 -m venv $(RUNTIMES_DIR)/$*
+	$(RUNTIMES_DIR)/$*/bin/python -m pip install --quiet --upgrade "pip>=24,<26"
+	$(RUNTIMES_DIR)/$*/bin/python -m pip install --quiet --no-deps -r deploy/runtimes/$*.txt
+	$(RUNTIMES_DIR)/$*/bin/python -m pip check
+	sha256sum deploy/runtimes/$*.txt | cut -c1-64 > $@
 
 run: $(STAMP)
 	$(BIN)/edgeops run

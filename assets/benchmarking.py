@@ -36,7 +36,7 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
             run.log_json(record, "benchmark/record.json")
             if record.get("measured"):
                 run.log_metrics({f"latency_b{b}_{k}": v for b, stats in record["latency"].items() for k, v in stats.items()
-                                 if isinstance(v, (int, float))} | {"accuracy_on_device": record["accuracy_on_device"] or 0.0,
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool)} | {"accuracy_on_device": record["accuracy_on_device"] or 0.0,
                                                                    "peak_rss_beyond_baseline_kb": record["peak_rss_beyond_baseline_kb"]})
             run.log_params({"device": target.device, "measured": record.get("measured"), "reason": record.get("reason", "")})
             run.set_tags({"edgeops.target": target.name, "edgeops.artifact_sha256": compressed["sha256"]})
@@ -48,12 +48,15 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
             metadata["latency"] = dg.MetadataValue.table(
                 [dg.TableRecord({"batch": int(b), **{k: round(float(v), 5) for k, v in s.items() if k in
                                                      ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")}})
-                 for b, s in record["latency"].items()],
+                 for b, s in record["latency"].items() if s.get("measured", True)],
                 schema=dg.TableSchema(columns=[dg.TableColumn("batch", "int")] + [dg.TableColumn(c, "float") for c in
                                                ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")]))
             metadata.update({"accuracy_on_device": record["accuracy_on_device"], "peak_memory_kb": record["peak_rss_beyond_baseline_kb"],
                              "energy": record["energy"].get("reason") or "measured", "device": dg.MetadataValue.json(record["device"]),
                              "roofline": dg.MetadataValue.json(record["roofline"])})
+            unmeasured = {b: s["reason"] for b, s in record["latency"].items() if not s.get("measured", True)}
+            if unmeasured:
+                metadata["batches_not_measured"] = dg.MetadataValue.json(unmeasured)
         else:
             metadata["reason"] = record["reason"]
         yield dg.Output(record, metadata=metadata)

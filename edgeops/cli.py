@@ -248,6 +248,9 @@ def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None
         click.echo(f"{target} on {target_spec.device}: not measured: {result['reason']}")
         return
     for batch, stats in result["latency"].items():
+        if not stats.get("measured", True):
+            click.echo(f"{target} on {target_spec.device} batch {batch}: not measured: {stats['reason']}")
+            continue
         click.echo(f"{target} on {target_spec.device} batch {batch}: p50 {stats['p50_ms']:.4f} ms, p99 {stats['p99_ms']:.4f} ms, "
                    f"{stats['throughput_per_s']:.0f}/s")
     click.echo(f"accuracy on device {result['accuracy_on_device']:.4f}; peak memory {result['peak_rss_beyond_baseline_kb']} KB; "

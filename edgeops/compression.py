@@ -254,6 +254,15 @@ def onnx_logits(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
     return np.concatenate([session.run(None, {"features": x[i:i + 256]})[0] for i in range(0, len(x), 256)]).astype(np.float64)
 
 
+def artifact_logits(runtime: str, path: Path, x: np.ndarray) -> np.ndarray:
+    """Logits of an artifact on its own runtime: ONNX Runtime here, the others in their tool environments."""
+    if runtime == "onnxruntime":
+        return onnx_logits(path, x)
+    from edgeops.runtimes import predict
+
+    return predict(runtime, path, x)
+
+
 def model_size_facts(path: Path) -> dict:
     import onnx
 
@@ -303,6 +312,10 @@ def _build_in(declaration: Declaration, target: TargetSpec, dp_model: dict, work
 
     spec = declaration.spec
     ref = dp_model["ref"]
+    if target.runtime != "onnxruntime":
+        from edgeops.runtimes import tool_python
+
+        tool_python(target.runtime)  # before any step that reads private data or charges the ledger
     ctx = CompressionContext(declaration, target, workdir, len(data.features), low, high, spec.training.seed, ledger, data, run_id,
                              dp_model["weights_sha256"])
     torch.set_num_threads(1)
@@ -327,16 +340,23 @@ def _build_in(declaration: Declaration, target: TargetSpec, dp_model: dict, work
         export_onnx(working.torch_model, ctx.n_features, parity_reference)
     else:
         parity_reference = Path(dp_model["onnx_path"])
-    artifact = _ensure_onnx(working, ctx)
-    onnx.checker.check_model(str(artifact), full_check=True)
-    final = workdir / f"{target.name}.onnx"
-    shutil.copyfile(artifact, final)
+    if target.runtime == "onnxruntime":
+        artifact = _ensure_onnx(working, ctx)
+        onnx.checker.check_model(str(artifact), full_check=True)
+        final = workdir / f"{target.name}.onnx"
+        shutil.copyfile(artifact, final)
+        notes = {"runtime_cpu": "CPUExecutionProvider"}
+    else:
+        from edgeops import runtimes
+
+        final = workdir / f"{target.name}{runtimes.ARTIFACT_SUFFIX[target.runtime]}"
+        notes = {"runtime_cpu": runtimes.TOOL_RUNTIMES[target.runtime].title,
+                 **runtimes.export(target.runtime, working.torch_model, final, runtimes.EXPORT_MAX_BATCH)}
 
     float_logits = onnx_logits(Path(dp_model["onnx_path"]), data.x_test)
     reference_logits = float_logits if parity_reference == Path(dp_model["onnx_path"]) else onnx_logits(parity_reference, data.x_test)
-    notes = {"runtime_cpu": "CPUExecutionProvider"}
     try:
-        logits = onnx_logits(final, data.x_test)
+        logits = artifact_logits(target.runtime, final, data.x_test)
     except Exception as err:  # e.g. an fp16 kernel missing from the CPU provider: say so, do not fake it
         logits = None
         notes["evaluation"] = f"not measured on this host: {type(err).__name__}: {str(err)[:200]}"

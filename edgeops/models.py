@@ -9,13 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgeops.errors import TrainingError
-from edgeops.spec import ModelSpec
+
+if TYPE_CHECKING:  # at run time only attributes are read: a runtime's tool environment rebuilds models without pydantic
+    from edgeops.spec import ModelSpec
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -100,6 +104,34 @@ def build_model(spec: ModelSpec, n_features: int, n_classes: int, image_shape, l
     if spec.family == "cnn":
         return SmallCNN(spec, tuple(image_shape), n_classes, low, high)
     return MLP(spec, n_features, n_classes, low, high)
+
+
+def describe_architecture(model: nn.Module) -> dict:
+    """The exact architecture of a built (possibly pruned or distilled) model, read off its layers: with
+    `build_from_architecture` it rebuilds a module whose state_dict loads strictly. JSON, so it can cross into a
+    runtime's tool environment without pickling a module."""
+    activation = next(name for name, kind in ACTIVATIONS.items() if any(isinstance(m, kind) for m in model.modules()))
+    norms = {type(m) for m in model.modules()} & {nn.GroupNorm, nn.LayerNorm}
+    low = model.scaler.low.numpy()
+    if isinstance(model, SmallCNN):
+        convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+        linears = [m for m in model.head if isinstance(m, nn.Linear)]
+        description = {"family": "cnn", "channels": [c.out_channels for c in convs], "image_shape": list(model.image_shape),
+                       "hidden": [m.out_features for m in linears[:-1]], "n_classes": linears[-1].out_features}
+    elif isinstance(model, MLP):
+        linears = [m for m in model.body if isinstance(m, nn.Linear)]
+        description = {"family": "mlp", "channels": [], "image_shape": None, "hidden": [m.out_features for m in linears],
+                       "n_classes": model.head[0].out_features}
+    else:
+        raise TrainingError(f"cannot describe a {type(model).__name__}: only the SmallCNN and MLP families are rebuilt elsewhere")
+    return {**description, "activation": activation, "norm": "group" if norms else "none", "n_features": int(low.shape[0])}
+
+
+def build_from_architecture(architecture: dict) -> nn.Module:
+    """The inverse of `describe_architecture` (weights still to load; the scaler's bounds are buffers and load too)."""
+    spec = SimpleNamespace(**{k: architecture[k] for k in ("family", "channels", "hidden", "activation", "norm")})
+    placeholder = np.zeros(architecture["n_features"], dtype=np.float32)
+    return build_model(spec, architecture["n_features"], architecture["n_classes"], architecture["image_shape"], placeholder, placeholder + 1)
 
 
 def assert_dp_compatible(model: nn.Module) -> None:

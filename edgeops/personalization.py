@@ -51,6 +51,10 @@ def measure_trainability(declaration: Declaration, target: TargetSpec, artifact_
         return {"measured": False, "target": target.name,
                 "reason": f"device {device.name!r} is {device.kind}: the pipeline measures trainability on this host's CPU; on an agent "
                           "the same job runs through POST /v1/personalize against the device's own data"}
+    if target.runtime != "onnxruntime":
+        return {"measured": False, "target": target.name,
+                "reason": f"on-device personalization retrains the head of an ONNX artifact; {target.runtime} artifacts have no "
+                          "training path in the device agent"}
     artifact = Path(artifact_path).read_bytes()
     x, shifted, y = simulated_local_data(declaration, dataset)
     if settings.noise_multiplier > 0:  # priced before the job runs, against the job's own declared budget

@@ -35,11 +35,16 @@ def build_and_register(declaration: Declaration, target: TargetSpec, dp_model: d
     run.log_metrics({k: record[k] for k in ("size_bytes", "parameters", "macs", "accuracy", "accuracy_drop_points",
                                              "parity_max_abs_diff", "top1_agreement") if k in record})
     run.log_json(record, "compression/record.json")
-    model_dir = workdir / "mlflow_model"
-    shutil.rmtree(model_dir, ignore_errors=True)
-    mlflow.onnx.save_model(onnx.load(record["artifact_path"]), str(model_dir), save_as_external_data=False)
-    run.client.log_artifacts(run.run_id, str(model_dir), "model")
-    run.set_tags({"sha256.model/model.onnx": record["sha256"], "edgeops.target": target.name})
+    if target.runtime == "onnxruntime":
+        model_dir = workdir / "mlflow_model"
+        shutil.rmtree(model_dir, ignore_errors=True)
+        mlflow.onnx.save_model(onnx.load(record["artifact_path"]), str(model_dir), save_as_external_data=False)
+        run.client.log_artifacts(run.run_id, str(model_dir), "model")
+        run.set_tags({"sha256.model/model.onnx": record["sha256"], "edgeops.target": target.name})
+    else:  # MLflow has no ExecuTorch or LiteRT flavour: the artifact file itself is the registered version's source
+        artifact = Path(record["artifact_path"])
+        run.client.log_artifact(run.run_id, str(artifact), "model")
+        run.set_tags({f"sha256.model/{artifact.name}": record["sha256"], "edgeops.target": target.name})
     source = f"{run.client.get_run(run.run_id).info.artifact_uri}/model"
     name = registered_name(declaration.spec.name, target.name)
     try:

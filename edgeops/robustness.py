@@ -39,16 +39,9 @@ def craft(model, x: np.ndarray, y: np.ndarray, epsilon: np.ndarray, low: np.ndar
     return adversarial.detach().numpy()
 
 
-def onnx_accuracy(artifact_path: str, x: np.ndarray, y: np.ndarray) -> float:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(artifact_path, providers=["CPUExecutionProvider"])
-    logits = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
-    return float(np.mean(np.argmax(logits, axis=1) == y))
-
-
 def measure_robustness(spec, dp_model: dict, compressed: dict, ref: dict) -> dict:
-    """Clean, FGSM and PGD accuracy of one target's artifact at each declared budget."""
+    """Clean, FGSM and PGD accuracy of one target's artifact at each declared budget, on the artifact's own runtime."""
+    from edgeops.compression import artifact_logits
     from edgeops.models import load_weights
     from edgeops.training import TrainingData, new_model
     from edgeops.validation import feature_bounds, with_dp_bounds
@@ -60,15 +53,20 @@ def measure_robustness(spec, dp_model: dict, compressed: dict, ref: dict) -> dic
     x, y = data.x_test[:rows], data.y_test[:rows]
     low, high = feature_bounds(spec, data.features)
     model = load_weights(new_model(spec, data), Path(dp_model["weights_path"])).eval()
-    artifact = compressed["artifact_path"]
-    result = {"attacks": "crafted on the float DP model (white-box), replayed on this artifact (transfer)", "norm": "L-infinity",
-              "rows": rows, "pgd_steps": settings.pgd_steps, "clean_accuracy": onnx_accuracy(artifact, x, y), "budgets": []}
+    sets = [x]
     for fraction in settings.epsilons:
         epsilon = fraction * (high - low)
-        fgsm = craft(model, x, y, epsilon, low, high, steps=1, seed=spec.training.seed)
-        pgd = craft(model, x, y, epsilon, low, high, steps=settings.pgd_steps, seed=spec.training.seed)
-        result["budgets"].append({"epsilon_fraction_of_span": fraction, "fgsm_accuracy": onnx_accuracy(artifact, fgsm, y),
-                                  "pgd_accuracy": onnx_accuracy(artifact, pgd, y)})
+        sets += [craft(model, x, y, epsilon, low, high, steps=1, seed=spec.training.seed),
+                 craft(model, x, y, epsilon, low, high, steps=settings.pgd_steps, seed=spec.training.seed)]
+    # One call for every set: a runtime in a tool environment costs a process start per call.
+    runtime = spec.target(compressed["target"]).runtime
+    logits = artifact_logits(runtime, Path(compressed["artifact_path"]), np.concatenate(sets).astype(np.float32))
+    accuracies = [float(np.mean(np.argmax(part, axis=1) == y)) for part in np.split(logits, len(sets))]
+    result = {"attacks": "crafted on the float DP model (white-box), replayed on this artifact (transfer)", "norm": "L-infinity",
+              "rows": rows, "pgd_steps": settings.pgd_steps, "runtime": runtime, "clean_accuracy": accuracies[0], "budgets": []}
+    for index, fraction in enumerate(settings.epsilons):
+        result["budgets"].append({"epsilon_fraction_of_span": fraction, "fgsm_accuracy": accuracies[1 + 2 * index],
+                                  "pgd_accuracy": accuracies[2 + 2 * index]})
     return result
 
 

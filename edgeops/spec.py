@@ -290,7 +290,8 @@ class Budgets(Frozen):
 
 class TargetSpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN)
-    runtime: Literal["onnxruntime"] = "onnxruntime"
+    runtime: Literal["onnxruntime", "executorch", "litert"] = Field(
+        "onnxruntime", description="onnxruntime (.onnx, built in); executorch (.pte) and litert (.tflite) need `make runtimes`")
     recipe: list[RecipeStep] = []
     device: str
     budgets: Budgets = Budgets()
@@ -494,6 +495,12 @@ class PipelineSpec(Frozen):
             if device is None:
                 raise ValueError(f"targets.{index}.device: unknown device {target.device!r} (declared: {sorted(devices)})")
             kinds = [type(step) for step in target.recipe]
+            graph_steps = sorted({s.step for s in target.recipe if isinstance(s, (Int8Step, Fp16Step))})
+            if target.runtime != "onnxruntime" and graph_steps:
+                raise ValueError(f"targets.{index}.recipe: {', '.join(graph_steps)} rewrites the ONNX graph, so it needs runtime "
+                                 f"onnxruntime; a {target.runtime} target takes prune and distill steps and is exported from the float model")
+            if target.runtime != "onnxruntime" and device.kind == "cuda":
+                raise ValueError(f"targets.{index}.runtime: {target.runtime} runs on CPUs here; device {target.device!r} is a cuda device")
             if Fp16Step in kinds and device.kind != "cuda":
                 raise ValueError(f"targets.{index}.recipe: fp16 needs a cuda device; {target.device!r} is {device.kind} "
                                  "(ONNX Runtime's CPU provider has no fast fp16 kernels)")

@@ -41,7 +41,16 @@ def benchmark_target(spec: PipelineSpec, target: TargetSpec, compressed: dict, r
             return {**base, "measured": False, "reason": why}
         # A CUDA target with a CUDA provider: not reachable on this project's machines; kept explicit rather than faked.
         return {**base, "measured": False, "reason": f"{why} found, but the CUDA benchmark path is not implemented yet"}
-    if device.kind == "local":
+    if target.runtime != "onnxruntime":
+        from edgeops import runtimes
+
+        if device.kind != "local":
+            return {**base, "measured": False, "reason": f"the device agent runs ONNX Runtime only; {target.runtime} artifacts are "
+                                                          "benchmarked on local devices, in the runtime's tool environment"}
+        result = runtimes.benchmark(target.runtime, Path(compressed["artifact_path"]), x, y, target.batch_sizes, device.threads,
+                                    device.cores, compressed.get("macs"), max_seconds=max_seconds,
+                                    power_meter=device.power_meter.model_dump() if device.power_meter else None)
+    elif device.kind == "local":
         result = run_isolated(compressed["artifact_path"], x, y, target.batch_sizes, device.threads, device.cores,
                               compressed.get("macs"), max_seconds=max_seconds,
                               power_meter=device.power_meter.model_dump() if device.power_meter else None)
@@ -61,7 +70,7 @@ def latency_memory_outcomes(record: dict, target: TargetSpec) -> dict[str, tuple
     budgets = target.budgets
     if not record.get("measured"):
         return {"latency": (None, record["reason"]), "memory": (None, record["reason"])}
-    p95 = record["latency"]["1"]["p95_ms"] if "1" in record["latency"] else min(v["p95_ms"] for v in record["latency"].values())
+    p95 = record["latency"]["1"]["p95_ms"] if "1" in record["latency"] else min(v["p95_ms"] for v in record["latency"].values() if "p95_ms" in v)
     memory = record["peak_rss_beyond_baseline_kb"]
     outcomes = {
         "latency": (budgets.max_latency_p95_ms is None or p95 <= budgets.max_latency_p95_ms,

@@ -32,7 +32,7 @@ def _cpu_times() -> dict:
     return psutil.cpu_times()._asdict()
 
 
-def device_facts() -> dict:
+def device_facts(runtime: str = "onnxruntime", runtime_version: str | None = None) -> dict:
     import onnxruntime as ort
 
     cpu_model, flags = platform.processor() or platform.machine(), set()
@@ -45,8 +45,28 @@ def device_facts() -> dict:
     except OSError:
         pass
     return {"cpu_model": cpu_model, "machine": platform.machine(), "cores": os.cpu_count(), "isa_flags": sorted(f for f in ISA_FLAGS if f in flags),
-            "os": platform.platform(), "python": platform.python_version(), "runtime": "onnxruntime", "runtime_version": ort.__version__,
-            "available_providers": ort.get_available_providers()}
+            "os": platform.platform(), "python": platform.python_version(), "runtime": runtime,
+            "runtime_version": runtime_version or ort.__version__, "available_providers": ort.get_available_providers()}
+
+
+class OnnxSession:
+    """The harness's view of a loaded model: `run(x) -> logits` on a float32 batch. ONNX Runtime here; the
+    ExecuTorch and LiteRT tool environments bring their own (edgeops.runtimes.worker)."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, model_path: str, threads: int, provider: str = "CPUExecutionProvider"):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model_path, options, providers=[provider])
+        self.input_name = self.session.get_inputs()[0].name
+        self.provider, self.version, self.max_batch = provider, ort.__version__, None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
 
 
 class RaplMeter:
@@ -173,16 +193,15 @@ def _percentiles(samples_ms: np.ndarray) -> dict:
 
 def time_session(session, batch: np.ndarray, warmup: int, min_runs: int, max_seconds: float) -> np.ndarray:
     """Warm up, then time single calls until the p99 is stable (two successive estimates within 5%) or time runs out."""
-    feed = {"features": batch}
     for _ in range(warmup):
-        session.run(None, feed)
+        session.run(batch)
     samples: list[float] = []
     deadline = time.perf_counter() + max_seconds
     previous_p99 = None
     while True:
         for _ in range(max(min_runs // 4, 25)):
             start = time.perf_counter_ns()
-            session.run(None, feed)
+            session.run(batch)
             samples.append((time.perf_counter_ns() - start) / 1e6)
         if len(samples) >= min_runs:
             p99 = float(np.percentile(samples, 99))
@@ -196,24 +215,25 @@ def time_session(session, batch: np.ndarray, warmup: int, min_runs: int, max_sec
 
 def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None, batch_sizes: list[int], threads: int = 1,
                   cores: list[int] | None = None, warmup: int = 20, min_runs: int = 200, max_seconds: float = 10.0,
-                  macs: int | None = None, provider: str = "CPUExecutionProvider", power_meter: dict | None = None) -> dict:
-    """Measure one artifact. Call it in a fresh process (see hil.runner): memory figures assume so."""
-    import onnxruntime as ort
+                  macs: int | None = None, provider: str = "CPUExecutionProvider", power_meter: dict | None = None,
+                  open_session=None) -> dict:
+    """Measure one artifact. Call it in a fresh process (see hil.runner): memory figures assume so.
+    `open_session(model_path, threads)` loads it (ONNX Runtime by default); batch sizes over the session's
+    `max_batch` (a static-shape artifact) are reported as not measured, with the reason."""
     import psutil
 
     if cores:
         os.sched_setaffinity(0, set(cores))
-    facts = device_facts()
+    open_session = open_session or (lambda path, n: OnnxSession(path, n, provider))
+    facts = device_facts()  # before the baseline: its imports are not the model's memory
     batches = {b: np.ascontiguousarray(np.resize(inputs, (b, inputs.shape[1])).astype(np.float32)) for b in batch_sizes}
     process = psutil.Process()
     baseline_rss = process.memory_info().rss
     reset_ok = _reset_peak_rss()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     start = time.perf_counter()
-    session = ort.InferenceSession(model_path, options, providers=[provider])
+    session = open_session(model_path, threads)
     load_ms = (time.perf_counter() - start) * 1000
+    facts.update(runtime=session.runtime, runtime_version=session.version)
     meter = RaplMeter()
     hook = PowerFileMeter(**power_meter) if power_meter else None
     load_before = os.getloadavg()
@@ -222,6 +242,10 @@ def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None
     energy = {"measured": False, "reason": hook.reason if hook else meter.reason}
     for batch_size in batch_sizes:
         batch = batches[batch_size]
+        if session.max_batch is not None and batch_size > session.max_batch:
+            results[str(batch_size)] = {"measured": False, "reason": f"the {session.runtime} artifact takes at most {session.max_batch} "
+                                                                     f"rows per call (static shape)"}
+            continue
         if hook is not None and hook.available:  # a declared meter wins over RAPL: it is what the owner chose to trust
             samples, joules, readings = hook.measure(lambda: time_session(session, batch, warmup, min_runs, max_seconds))
             if joules is not None and readings >= 3:
@@ -249,15 +273,16 @@ def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None
     peak_rss = _peak_rss_bytes(reset_ok)
     accuracy = None
     if labels is not None:
-        predictions = np.concatenate([session.run(None, {"features": inputs[i:i + 256].astype(np.float32)})[0].argmax(1)
-                                      for i in range(0, len(inputs), 256)])
+        chunk = min(256, session.max_batch or 256)
+        predictions = np.concatenate([session.run(np.ascontiguousarray(inputs[i:i + chunk], dtype=np.float32)).argmax(1)
+                                      for i in range(0, len(inputs), chunk)])
         accuracy = float((predictions == labels).mean())
     peak_gflops = matmul_peak_gflops(threads=threads)
     record = {
         "load_ms": load_ms, "latency": results, "accuracy_on_device": accuracy, "n_eval": int(len(inputs)),
         "peak_rss_beyond_baseline_kb": max(0, peak_rss - baseline_rss) // 1024, "baseline_rss_kb": baseline_rss // 1024,
         "memory_method": "VmHWM reset at baseline (/proc/self/clear_refs)" if reset_ok else "ru_maxrss (peak since process start)",
-        "energy": energy, "device": {**facts, "threads": threads, "cores_pinned": cores or "not pinned", "provider": provider,
+        "energy": energy, "device": {**facts, "threads": threads, "cores_pinned": cores or "not pinned", "provider": session.provider,
                                       "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
                                       "cpu_steal_share": (steal / total) if total > 0 else 0.0},
         "roofline": {"device_peak_gflops_fp32_matmul": peak_gflops, "macs": macs},

@@ -121,27 +121,54 @@ def _io_spec(session) -> dict:
 # ---------------------------------------------------------------- build
 def build(artifact: bytes, *, pipeline: str, model: str, version: int, target: str, runtime: str, card_digest: str | None,
           signing_key, feature_bounds: tuple[float, float] | None, parity_relative: float, max_latency_ms: float | None,
-          min_agent_version: str, recipient=None, smoke_rows: int = 8) -> bytes:
+          min_agent_version: str, recipient=None, smoke_rows: int = 8, n_features: int | None = None) -> bytes:
     """One bundle. `recipient` is a device's X25519 public key, or None for a signed, unencrypted bundle.
     The smoke tolerance is `parity_relative` times the largest output the host computed: the device runs the same
-    artifact on the same runtime, so differences come only from the kernels chosen for its CPU."""
-    import onnxruntime as ort
+    artifact on the same runtime, so differences come only from the kernels chosen for its CPU. ONNX artifacts
+    describe their own inputs; ExecuTorch and LiteRT ones are run in their tool environment and need `n_features`."""
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
 
-    session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
-    io_spec = _io_spec(session)
-    width = io_spec["inputs"][0]["shape"][-1]
-    if not isinstance(width, int):
-        raise BundleError(f"the artifact's input {io_spec['inputs'][0]['name']!r} has no fixed feature width: {io_spec['inputs'][0]['shape']}")
-    x = smoke_inputs(width, feature_bounds, smoke_rows)
-    expected = session.run(None, {session.get_inputs()[0].name: x})[0].astype(np.float32)
+        session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+        io_spec = _io_spec(session)
+        width = io_spec["inputs"][0]["shape"][-1]
+        if not isinstance(width, int):
+            raise BundleError(f"the artifact's input {io_spec['inputs'][0]['name']!r} has no fixed feature width: {io_spec['inputs'][0]['shape']}")
+        x = smoke_inputs(width, feature_bounds, smoke_rows)
+        expected = session.run(None, {session.get_inputs()[0].name: x})[0].astype(np.float32)
+        filename = "model.onnx"
+    else:
+        if n_features is None:
+            raise BundleError(f"a {runtime} bundle needs the model's feature width (n_features)")
+        x = smoke_inputs(n_features, feature_bounds, smoke_rows)
+        expected, filename = _tool_runtime_outputs(artifact, runtime, x), f"model{_suffix(runtime)}"
+        io_spec = {"inputs": [{"name": "features", "shape": [None, n_features], "dtype": "tensor(float)"}],
+                   "outputs": [{"name": "logits", "shape": [None, int(expected.shape[1])], "dtype": "tensor(float)"}]}
     manifest = {
         "format": FORMAT_VERSION, "pipeline": pipeline, "model": model, "version": int(version), "target": target, "runtime": runtime,
         "created_at": time.time(), "card_digest": card_digest, "min_agent_version": min_agent_version, "io": io_spec,
-        "artifact": {"sha256": hashlib.sha256(artifact).hexdigest(), "bytes": len(artifact), "filename": "model.onnx"},
+        "artifact": {"sha256": hashlib.sha256(artifact).hexdigest(), "bytes": len(artifact), "filename": filename},
         "smoke": {"inputs_npy": _npy_b64(x), "expected_npy": _npy_b64(expected),
                   "tolerance": parity_relative * max(float(np.abs(expected).max()), 1e-3), "max_latency_ms": max_latency_ms},
     }
     return seal(manifest, artifact, signing_key, recipient)
+
+
+def _suffix(runtime: str) -> str:
+    from edgeops.runtimes import ARTIFACT_SUFFIX
+
+    return ARTIFACT_SUFFIX[runtime]
+
+
+def _tool_runtime_outputs(artifact: bytes, runtime: str, x: np.ndarray) -> np.ndarray:
+    import tempfile
+
+    from edgeops.runtimes import predict
+
+    with tempfile.TemporaryDirectory(prefix="edgeops-bundle-") as folder:
+        path = Path(folder) / f"model{_suffix(runtime)}"
+        path.write_bytes(artifact)
+        return predict(runtime, path, x).astype(np.float32)
 
 
 def seal(manifest: dict, artifact: bytes, signing_key, recipient=None) -> bytes:

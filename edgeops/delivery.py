@@ -50,7 +50,7 @@ def bundle_inputs(declaration: Declaration, target: str, mv) -> dict:
             "card_digest": _card_digest(mv), "feature_bounds": public_range(spec),
             "parity_relative": target_spec.parity_tolerance or DEFAULT_PARITY[target_spec.precision],
             "max_latency_ms": target_spec.budgets.max_latency_p95_ms, "min_agent_version": spec.delivery.min_agent_version,
-            "smoke_rows": spec.delivery.smoke_rows}
+            "smoke_rows": spec.delivery.smoke_rows, "n_features": spec.dataset.n_features or len(spec.dataset.features or []) or None}
 
 
 def bundle_folder(home: Path, model: str, version) -> Path:

@@ -41,10 +41,12 @@ def build_and_register(declaration: Declaration, target: TargetSpec, dp_model: d
         mlflow.onnx.save_model(onnx.load(record["artifact_path"]), str(model_dir), save_as_external_data=False)
         run.client.log_artifacts(run.run_id, str(model_dir), "model")
         run.set_tags({"sha256.model/model.onnx": record["sha256"], "edgeops.target": target.name})
+        artifact_file = "model.onnx"
     else:  # MLflow has no ExecuTorch or LiteRT flavour: the artifact file itself is the registered version's source
         artifact = Path(record["artifact_path"])
         run.client.log_artifact(run.run_id, str(artifact), "model")
         run.set_tags({f"sha256.model/{artifact.name}": record["sha256"], "edgeops.target": target.name})
+        artifact_file = artifact.name
     source = f"{run.client.get_run(run.run_id).info.artifact_uri}/model"
     name = registered_name(declaration.spec.name, target.name)
     try:
@@ -60,7 +62,9 @@ def build_and_register(declaration: Declaration, target: TargetSpec, dp_model: d
         "edgeops.parent_weights_sha256": dp_model["weights_sha256"], "edgeops.parent_mlflow_run": dp_model["mlflow_run_id"],
         "edgeops.dataset_digest": dp_model["dataset_digest"], "edgeops.precision": record["precision"],
         "edgeops.privacy": record["privacy"][:500], "edgeops.spec_sha256": declaration.sha256,
+        "edgeops.runtime": target.runtime, "edgeops.artifact_file": artifact_file,
     })
+    record["artifact_file"] = artifact_file  # its name under the run's model/ folder (card evidence, release downloads)
     record["registered_model"] = name
     record["registered_version"] = version.version
     record["mlflow_run_id"] = run.run_id

@@ -132,14 +132,14 @@ def side_by_side(declaration: Declaration, target: str, candidate, production, c
 
 
 def _artifact_record(client, mv) -> dict:
-    """Download a version's ONNX artifact from MLflow and check its sha256 against the version's tag."""
+    """Download a version's artifact from MLflow and check its sha256 against the version's tag."""
     import hashlib
     import tempfile
 
     from mlflow.artifacts import download_artifacts
 
     folder = Path(tempfile.mkdtemp(prefix="edgeops-release-"))
-    local = Path(download_artifacts(artifact_uri=f"{mv.source}/model.onnx", dst_path=str(folder), tracking_uri=client.tracking_uri))
+    local = Path(download_artifacts(artifact_uri=f"{mv.source}/{mv.tags.get('edgeops.artifact_file', 'model.onnx')}", dst_path=str(folder), tracking_uri=client.tracking_uri))
     sha = hashlib.sha256(local.read_bytes()).hexdigest()
     if sha != mv.tags.get("edgeops.sha256"):
         raise ReleaseError(f"{mv.name} v{mv.version}: artifact in MLflow has sha256 {sha[:16]}, the version records {mv.tags.get('edgeops.sha256', '')[:16]}")

@@ -31,6 +31,17 @@ def matmul_onnx(size: int) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
+def needs_runtime(name: str) -> None:
+    """ExecuTorch / LiteRT tests need `make runtimes`: they skip with that reason, except under CI, where they must run."""
+    from edgeops import runtimes
+
+    ready, why = runtimes.available(name)
+    if not ready and os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the {name} tests: {why}")
+    if not ready:
+        pytest.skip(why)
+
+
 def digits_declaration() -> dict:
     return yaml.safe_load((REPO / "pipelines" / "digits.yaml").read_text())
 

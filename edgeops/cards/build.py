@@ -367,7 +367,7 @@ def _evidence_manifest(dp_model: dict, compressed: dict) -> list[dict]:
               "mlflow_tag": "sha256.model/model.safetensors"}]
     for record in compressed.values():
         items.append({"kind": "file", "path": record["artifact_path"], "sha256": record["sha256"], "mlflow_run_id": record["mlflow_run_id"],
-                      "mlflow_tag": "sha256.model/model.onnx"})
+                      "mlflow_tag": f"sha256.model/{record.get('artifact_file', 'model.onnx')}"})
     return items
 
 

@@ -6,12 +6,10 @@ The conversions need `make runtimes`. Outside CI these tests skip with that reas
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
-from conftest import tiny_digits
+from conftest import needs_runtime, tiny_digits
 from edgeops import runtimes
 from edgeops.compression import budget_outcomes, build_target
 from edgeops.errors import SpecError
@@ -19,14 +17,6 @@ from edgeops.ledger import Budget, PrivacyLedger
 from edgeops.spec import TargetSpec, load_declaration
 from edgeops.training import run_dp_training
 from test_training_privacy import RecordingRun
-
-
-def needs_runtime(name: str):
-    ready, why = runtimes.available(name)
-    if not ready and os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the {name} tests: {why}")
-    if not ready:
-        pytest.skip(why)
 
 
 @pytest.fixture(scope="module")

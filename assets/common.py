@@ -36,6 +36,18 @@ def edgeops_failure():
         raise dg.Failure(description=str(err), allow_retries=False) from None
 
 
+def inline_image(path, caption: str, max_bytes: int = 200_000) -> dg.MetadataValue:
+    """A PNG shown in the Dagster UI itself (Markdown with a data URI), not a path to open elsewhere. Large images
+    would bloat the event log, so those stay a path."""
+    import base64
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    if len(data) > max_bytes:
+        return dg.MetadataValue.path(str(path))
+    return dg.MetadataValue.md(f"![{caption}](data:image/png;base64,{base64.b64encode(data).decode()})\n\n{caption} ({path})")
+
+
 def records_table(rows: list[dict]) -> dg.MetadataValue:
     """A Markdown table of example rows (at most MAX_TABLE_ROWS)."""
     if not rows:

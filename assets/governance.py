@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
+from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream, inline_image
 from assets.resources import MlflowLineage
 
 
@@ -43,7 +43,8 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
             "card": dg.MetadataValue.md(markdown.split("\n---\n", 1)[-1][:60000]),
             "review_status": review_status(folder), "html": dg.MetadataValue.path(str(folder / "card.html")),
             "folder": dg.MetadataValue.path(str(folder)), "nist_summary": dg.MetadataValue.json(result["nist_summary"]),
-            "pareto_chart": dg.MetadataValue.path(str(folder / "pareto.png")),
+            **({"pareto_chart": inline_image(folder / "pareto.png", "Pareto chart: accuracy against latency p50 and file size, one point per target")}
+               if (folder / "pareto.png").exists() else {}),
             "generation_seconds": result["seconds"]})
         yield dg.AssetCheckResult(check_name="card_verifies", passed=not problems,
                                   description="card verifies" if not problems else "; ".join(problems)[:2000])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -102,14 +103,21 @@ def expectations_generate(pipeline: str, force: bool) -> None:
 @click.option("--pipeline", default=None, help="one pipeline (default: every declared pipeline)")
 @click.option("--select", default=None, help="comma-separated asset names, e.g. raw_dataset,validated_dataset")
 @click.option("--strict", is_flag=True, help="exit non-zero when any target misses its budgets, too")
-def run(pipeline: str | None, select: str | None, strict: bool) -> None:
+@click.option("--progress/--no-progress", default=None, help="progress bars on stderr (default: when stderr is a terminal)")
+def run(pipeline: str | None, select: str | None, strict: bool, progress: bool | None) -> None:
     """Materialize the pipelines through the project's Dagster instance (runs show in the UI).
 
     Exits 1 when a shared stage fails (data, training, card). A target that misses its budgets is reported and
     the others carry on; with --strict that exits 1 as well."""
     launch = importlib.import_module("pipelines.launch")
     settings = Settings.resolve()
-    reports = launch.run_pipelines(settings, pipeline, select.split(",") if select else None)
+    from edgeops.progress import terminal_bars
+
+    bars = sys.stderr.isatty() if progress is None else progress
+    if bars:  # Dagster's per-step DEBUG events would bury the bars; the UI's event log keeps them all
+        os.environ.setdefault("EDGEOPS_CONSOLE_LOG_LEVEL", "INFO")
+    with terminal_bars(bars):
+        reports = launch.run_pipelines(settings, pipeline, select.split(",") if select else None)
     ok = True
     missed = []
     for report in reports:
@@ -430,8 +438,12 @@ def drift_simulate(pipeline: str, kind: str, severity: str, out_dir: Path, batch
     from edgeops.drift import simulate
 
     settings, declaration = _declaration(pipeline)
+    from edgeops.progress import terminal_bars
+
     level = severity if severity in ("low", "medium", "high") else float(severity)
-    for path in simulate(declaration, _validated_dataset(settings, pipeline), kind, level, out_dir, batches, rows, seed):
+    with terminal_bars(sys.stderr.isatty()):
+        paths = simulate(declaration, _validated_dataset(settings, pipeline), kind, level, out_dir, batches, rows, seed)
+    for path in paths:
         click.echo(str(path))
 
 

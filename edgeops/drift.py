@@ -19,6 +19,7 @@ import pandas as pd
 
 from edgeops.data import ROW_ID, file_sha256, read_split
 from edgeops.errors import DataError
+from edgeops.progress import advance
 from edgeops.spec import Declaration
 
 BATCH_SUFFIXES = {".csv", ".parquet"}
@@ -298,6 +299,7 @@ def simulate(declaration: Declaration, reference_ref: dict, kind: str, severity:
         path = out_dir / f"{kind}-{str(severity)}-{index:03d}-{digest}.csv"
         frame.to_csv(path, index=False)
         paths.append(path)
+        advance(f"drift batches ({kind}, {severity})", index + 1, batches, path.name)
     return paths
 
 

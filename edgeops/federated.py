@@ -32,6 +32,7 @@ import numpy as np
 from flwr.serverapp import Grid
 
 from edgeops.errors import EdgeopsError, PrivacyBudgetError
+from edgeops.progress import advance
 from edgeops.spec import FederatedSpec, PipelineSpec
 
 
@@ -401,6 +402,7 @@ def train_federated(spec: PipelineSpec, data, behaviours: dict[int, ClientBehavi
         history.append({"round": server_round, "validation_accuracy": accuracy})
         if server_round:
             progress(f"round {server_round}/{fed.rounds}: validation accuracy {accuracy:.3f}")
+            advance("federated rounds", server_round, fed.rounds, f"val_acc {accuracy:.3f}")
         return MetricRecord({"validation-accuracy": accuracy})
 
     started = time.perf_counter()
@@ -436,6 +438,7 @@ def _train_secure(spec: PipelineSpec, data, trainer: LocalTrainer, behaviours: d
         history.append({"round": server_round, "validation_accuracy": accuracy})
         if server_round:
             progress(f"round {server_round}/{fed.rounds} (secure aggregation): validation accuracy {accuracy:.3f}")
+            advance("federated rounds (SecAgg+)", server_round, fed.rounds, f"val_acc {accuracy:.3f}")
         return 0.0, {"validation-accuracy": accuracy}
 
     initial = model_state(model)

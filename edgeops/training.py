@@ -23,6 +23,7 @@ from torch import nn
 from edgeops.errors import PrivacyBudgetError, TrainingError
 from edgeops.ledger import PrivacyLedger
 from edgeops.models import assert_dp_compatible, build_model, export_onnx, load_weights, save_weights, weights_sha256
+from edgeops.progress import advance
 from edgeops.spec import PipelineSpec
 from edgeops.validation import feature_bounds
 
@@ -231,6 +232,7 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
         curves["val_accuracy"].append(val)
         curves["epsilon"].append(float(engine.get_epsilon(plan.delta)))
         progress(f"epoch {epoch + 1}/{plan.epochs} loss {curves['train_loss'][-1]:.3f} val_acc {val:.3f} eps {curves['epsilon'][-1]:.2f}")
+        advance(f"DP-SGD {plan.training.get('purpose', 'training')}", epoch + 1, plan.epochs, f"val_acc {val:.3f} eps {curves['epsilon'][-1]:.2f}")
         if (epoch + 1) % spec.training.checkpoint_every == 0 and epoch + 1 < plan.epochs:
             tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model._module.state_dict().items()}
             for group_index, group in enumerate(optimizer.original_optimizer.param_groups):
@@ -275,6 +277,7 @@ def train_nonprivate(spec: PipelineSpec, data: TrainingData, epochs: int | None 
             optimizer.zero_grad()
             criterion(model(x), y).backward()
             optimizer.step()
+        advance("non-private reference", epoch + 1, epochs or spec.training.epochs)
         if (epoch + 1) % 10 == 0:
             progress(f"reference epoch {epoch + 1}")
     return model.eval()

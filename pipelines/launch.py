@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from edgeops.progress import advance
 from edgeops.settings import Settings
 from pipelines.instance import ensure_instance
 from pipelines.wiring import build_definitions, resources_for
@@ -48,8 +49,10 @@ def _execute(defs, settings, instance, assets, checks, keys, partition, tags):
     """In-process (the embedded default): materialize() in this process. Any other executor (celery, multiprocess):
     a reconstructable job, so steps can run in other processes or on other machines with the same code."""
     if os.environ.get("EDGEOPS_EXECUTOR", "in_process") == "in_process":
+        # The console logger only: every event still goes to the instance's event log (and the UI) at DEBUG.
+        console = {"loggers": {"console": {"config": {"log_level": os.environ.get("EDGEOPS_CONSOLE_LOG_LEVEL", "DEBUG")}}}}
         return dg.materialize([*assets, *checks], selection=keys, instance=instance, resources=resources_for(settings),
-                              partition_key=partition, raise_on_error=False, tags=tags)
+                              partition_key=partition, raise_on_error=False, tags=tags, run_config=console)
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
     repository = ReconstructableRepository.for_module("pipelines.definitions", "defs", str(settings.root))
@@ -81,9 +84,10 @@ def run_pipelines(settings: Settings, pipeline: str | None = None, select: list[
         partition_keys = sorted({p for a in assets if a.key in partitioned and a.key in wanted for p in a.partitions_def.get_partition_keys()})
         groups += [([k for k in wanted if k in partitioned], p) for p in partition_keys]
         groups.append(([k for k in wanted if k in after], None))
-        for keys, partition in groups:
-            if not keys:
-                continue
+        groups = [(keys, partition) for keys, partition in groups if keys]
+        for index, (keys, partition) in enumerate(groups):
+            # Per target, its compression, benchmark and robustness run as one Dagster run: the bar counts those runs.
+            advance(f"{name}: dagster runs", index, len(groups), f"running {partition or 'shared stages'}")
             result = _execute(defs, settings, instance, assets, checks, keys, partition, tags or {})
             failed = [e.step_key for e in result.all_events if e.is_step_failure]
             skipped = [e.step_key for e in result.all_events if e.is_step_skipped]
@@ -91,6 +95,7 @@ def run_pipelines(settings: Settings, pipeline: str | None = None, select: list[
                                 "failed_steps": failed, "skipped_steps": skipped,
                                 "failed_checks": [e.asset_check_evaluation_data.check_name for e in result.all_events
                                                   if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]})
+            advance(f"{name}: dagster runs", index + 1, len(groups), f"{partition or 'shared stages'}: {'ok' if result.success else 'FAILED'}")
             if not result.success and partition is None:
                 break  # later groups depend on this one
         reports.append(report)

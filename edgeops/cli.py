@@ -109,15 +109,28 @@ def run(pipeline: str | None, select: str | None, strict: bool, progress: bool |
 
     Exits 1 when a shared stage fails (data, training, card). A target that misses its budgets is reported and
     the others carry on; with --strict that exits 1 as well."""
-    launch = importlib.import_module("pipelines.launch")
-    settings = Settings.resolve()
+    from edgeops.errors import StateFolderError
     from edgeops.progress import terminal_bars
+    from edgeops.settings import check_state_folder, looks_like_disk_full
+
+    settings = Settings.resolve()
+    check_state_folder(settings.home)  # before Dagster or MLflow write a byte
+    launch = importlib.import_module("pipelines.launch")
 
     bars = sys.stderr.isatty() if progress is None else progress
     if bars:  # Dagster's per-step DEBUG events would bury the bars; the UI's event log keeps them all
         os.environ.setdefault("EDGEOPS_CONSOLE_LOG_LEVEL", "INFO")
-    with terminal_bars(bars):
-        reports = launch.run_pipelines(settings, pipeline, select.split(",") if select else None)
+    try:
+        with terminal_bars(bars):
+            reports = launch.run_pipelines(settings, pipeline, select.split(",") if select else None)
+    except Exception as err:
+        if looks_like_disk_full(err):
+            # Stages swap their outputs in only when complete (staging folders, one-row ledger transactions), so what
+            # the last good run left (models, registry aliases, cards) is as it was.
+            raise StateFolderError(f"the filesystem of the state folder {settings.home} filled up during the run "
+                                   f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). Nothing completed was replaced; "
+                                   "free space and run again") from None
+        raise
     ok = True
     missed = []
     for report in reports:

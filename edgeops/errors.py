@@ -43,3 +43,7 @@ class TrainingError(EdgeopsError):
 
 class CompressionError(EdgeopsError):
     """A target's recipe cannot be built."""
+
+
+class StateFolderError(EdgeopsError):
+    """The state folder (EDGEOPS_HOME) cannot be used: not writable by this user, or its filesystem is (nearly) full."""

@@ -66,3 +66,55 @@ def quiet_third_parties() -> None:
         "TQDM_DISABLE": "1",
     }.items():
         os.environ.setdefault(key, value)
+
+
+MIN_FREE_MB = 100  # a default run writes ~10-40 MB (stores, artifacts, cards); leave room for reports and retries
+
+
+def check_state_folder(home: Path, min_free_mb: float | None = None) -> dict:
+    """Before a run writes anything: the state folder must be creatable, writable by this user, and on a filesystem
+    with room. Raises StateFolderError naming the folder and what to do; returns what it found."""
+    import errno
+    import shutil
+    import uuid
+
+    from edgeops.errors import StateFolderError
+
+    min_free_mb = float(os.environ.get("EDGEOPS_MIN_FREE_MB", MIN_FREE_MB)) if min_free_mb is None else min_free_mb
+    who = f"uid {os.getuid()}" if hasattr(os, "getuid") else "this user"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / f".write-probe-{uuid.uuid4().hex[:8]}"
+        with open(probe, "wb") as handle:
+            handle.write(b"0" * 4096)
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except PermissionError as err:
+        raise StateFolderError(f"state folder {home} is not writable by {who}: {err.strerror}. Give this user write access, "
+                               "or point EDGEOPS_HOME at a folder it owns") from None
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StateFolderError(f"state folder {home}: its filesystem is full ({err.strerror}); free space or point EDGEOPS_HOME "
+                                   "at another disk") from None
+        raise StateFolderError(f"state folder {home} cannot be used: {err.strerror or err}") from None
+    free_mb = shutil.disk_usage(home).free / 2**20
+    if free_mb < min_free_mb:
+        raise StateFolderError(f"state folder {home}: only {free_mb:.1f} MB free on its filesystem; a run needs at least "
+                               f"{min_free_mb:g} MB (EDGEOPS_MIN_FREE_MB). Free space or point EDGEOPS_HOME at another disk")
+    return {"home": str(home), "free_mb": round(free_mb, 1)}
+
+
+def looks_like_disk_full(err: BaseException) -> bool:
+    """ENOSPC itself, or how SQLite reports it through SQLAlchemy ("database or disk is full", "disk I/O error")."""
+    import errno
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(err) for text in ("database or disk is full", "disk I/O error", "No space left on device")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False

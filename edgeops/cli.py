@@ -139,7 +139,8 @@ def run(pipeline: str | None, select: str | None, strict: bool, progress: bool |
             where = f" [{item['partition']}]" if item["partition"] else ""
             click.echo(f"{report.pipeline}{where}: {state} dagster run {item['run_id']}")
             for step in item["failed_steps"]:
-                click.echo(f"  failed step: {step}")
+                reason = item.get("errors", {}).get(step)
+                click.echo(f"  failed step: {step}" + (f": {reason}" if reason else ""))
             for check in item["failed_checks"]:
                 click.echo(f"  failed check: {check}")
             if item["partition"] and not item["success"]:

@@ -18,6 +18,23 @@ from pathlib import Path
 from typing import Iterator
 
 from edgeops.data import file_sha256
+from edgeops.errors import EdgeopsError
+
+
+class LineageUnavailable(EdgeopsError):
+    """The MLflow tracking server cannot be reached: the stage fails with this, not with the HTTP client's traceback."""
+
+
+def _unreachable(err: BaseException) -> bool:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ in {"ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout", "ReadTimeout"}:
+            return True
+        if any(text in str(err) for text in ("Max retries exceeded", "Connection refused", "Connection aborted", "Failed to establish")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 MAX_PARAM_CHARS = 6000
 
@@ -128,19 +145,40 @@ class Lineage:
                 raise
             return experiment.experiment_id
 
+    def _outage(self, stage: str, when: str, err: BaseException) -> LineageUnavailable:
+        detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        return LineageUnavailable(f"MLflow tracking server at {self.tracking_uri} is unreachable {when} {stage} ({detail}). The stage "
+                                  "failed; a model version is registered in one call, so any it registered is complete. Run again "
+                                  "once the server is back")
+
     @contextmanager
     def run(self, pipeline: str, stage: str, tags: dict | None = None) -> Iterator[LineageRun]:
         start = time.perf_counter()
-        experiment = self.experiment_id(pipeline)
-        run = self.client.create_run(experiment, run_name=stage, tags={"edgeops.pipeline": pipeline, "edgeops.stage": stage, **(tags or {})})
+        try:
+            experiment = self.experiment_id(pipeline)
+            run = self.client.create_run(experiment, run_name=stage, tags={"edgeops.pipeline": pipeline, "edgeops.stage": stage, **(tags or {})})
+        except Exception as err:
+            if _unreachable(err):
+                raise self._outage(stage, "before", err) from None
+            raise
         run_id = run.info.run_id
         handle = LineageRun(self.client, run_id, experiment, f"{self.ui_url}/#/experiments/{experiment}/runs/{run_id}",
                             mlflow_seconds=time.perf_counter() - start)
         try:
             yield handle
-        except BaseException:
-            self.client.set_terminated(run_id, "FAILED")
+        except BaseException as err:
+            try:
+                self.client.set_terminated(run_id, "FAILED")
+            except Exception:  # noqa: BLE001 - the server is gone: the run stays open there, and the stage's own error is what counts
+                pass
+            if isinstance(err, Exception) and _unreachable(err):
+                raise self._outage(stage, "during", err) from None
             raise
         start = time.perf_counter()
-        self.client.set_terminated(run_id, "FINISHED")
+        try:
+            self.client.set_terminated(run_id, "FINISHED")
+        except Exception as err:
+            if _unreachable(err):
+                raise self._outage(stage, "at the end of", err) from None
+            raise
         handle.mlflow_seconds += time.perf_counter() - start

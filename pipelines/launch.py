@@ -63,6 +63,14 @@ def _execute(defs, settings, instance, assets, checks, keys, partition, tags):
         return result
 
 
+def _reason(event) -> str:
+    """A failed step's own message: a Failure's description (the project's errors), else the error's first line."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    return (data.error.message or "").strip().splitlines()[0][:500] if data.error else "unknown"
+
+
 def run_pipelines(settings: Settings, pipeline: str | None = None, select: list[str] | None = None,
                   tags: dict | None = None) -> list[PipelineRunReport]:
     instance = ensure_instance(settings)
@@ -89,10 +97,11 @@ def run_pipelines(settings: Settings, pipeline: str | None = None, select: list[
             # Per target, its compression, benchmark and robustness run as one Dagster run: the bar counts those runs.
             advance(f"{name}: dagster runs", index, len(groups), f"running {partition or 'shared stages'}")
             result = _execute(defs, settings, instance, assets, checks, keys, partition, tags or {})
-            failed = [e.step_key for e in result.all_events if e.is_step_failure]
+            failures = [e for e in result.all_events if e.is_step_failure]
+            failed = [e.step_key for e in failures]
             skipped = [e.step_key for e in result.all_events if e.is_step_skipped]
             report.runs.append({"run_id": result.run_id, "partition": partition, "success": result.success,
-                                "failed_steps": failed, "skipped_steps": skipped,
+                                "failed_steps": failed, "skipped_steps": skipped, "errors": {e.step_key: _reason(e) for e in failures},
                                 "failed_checks": [e.asset_check_evaluation_data.check_name for e in result.all_events
                                                   if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed]})
             advance(f"{name}: dagster runs", index + 1, len(groups), f"{partition or 'shared stages'}: {'ok' if result.success else 'FAILED'}")

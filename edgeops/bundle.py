@@ -139,7 +139,7 @@ def build(artifact: bytes, *, pipeline: str, model: str, version: int, target: s
         filename = "model.onnx"
     else:
         if n_features is None:
-            raise BundleError(f"a {runtime} bundle needs the model's feature width (n_features)")
+            raise BundleError(f"a bundle for runtime {runtime!r} needs the model's feature width (n_features)")
         x = smoke_inputs(n_features, feature_bounds, smoke_rows)
         expected, filename = _tool_runtime_outputs(artifact, runtime, x), f"model{_suffix(runtime)}"
         io_spec = {"inputs": [{"name": "features", "shape": [None, n_features], "dtype": "tensor(float)"}],

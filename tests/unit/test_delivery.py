@@ -45,6 +45,12 @@ def make(signer, version: int, artifact: bytes | None = None, target: str = "pho
     return bundle.build(artifact, signing_key=signer, recipient=recipient, **options)
 
 
+def other_runtime(signer, version: int, runtime: str) -> bytes:
+    """A correctly signed bundle whose manifest names another runtime (building a real one needs that runtime)."""
+    verified = bundle.verify(make(signer, version), signer.public_key())
+    return bundle.seal({**verified.manifest, "runtime": runtime}, verified.artifact, signer)
+
+
 @pytest.fixture
 def updater(tmp_path, signer):
     return Updater(tmp_path / "agent", "phone", signer.public_key(), AGENT_VERSION, probation=5)
@@ -100,7 +106,7 @@ def test_install_refusals_leave_the_active_model_untouched(signer, updater):
         "for target 'watch'": make(signer, 3, target="watch"),
         "needs agent 9.0": make(signer, 3, min_agent_version="9.0.0"),
         "latency p95": make(signer, 3, max_latency_ms=1e-9),
-        "needs runtime": make(signer, 3, runtime="executorch"),
+        "needs runtime": other_runtime(signer, 3, "executorch"),
     }
     for reason, blob in refusals.items():
         with pytest.raises(UpdateRefused, match=reason):

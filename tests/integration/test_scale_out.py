@@ -104,20 +104,18 @@ def outcomes(settings) -> dict:
             "artifacts": {name: record["sha256"] for name, record in targets.items()}}
 
 
-def test_postgres_celery_profile_matches_the_embedded_run(tmp_path, monkeypatch):
+PIPELINES = ("digits", "digits_b", "digits_c", "digits_d")  # declared before the workers start: they load the code location once
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory):
+    """PostgreSQL for Dagster and MLflow, an MLflow server, two celery workers on RabbitMQ: the distributed profile,
+    with four pipelines declared. Yields (project, env, logs)."""
     require_services()
-    from edgeops.lineage import Lineage
-    from pipelines.launch import run_pipelines
-
-    embedded = Project(tmp_path / "embedded", monkeypatch)
-    embedded.declare(tiny_digits())
-    started = time.perf_counter()
-    assert all(r.core_success for r in run_pipelines(embedded.settings()))
-    embedded_seconds = time.perf_counter() - started
-    expected = outcomes(embedded.settings())
-
-    project = Project(tmp_path / "distributed", monkeypatch)
-    project.declare(tiny_digits())
+    monkeypatch = pytest.MonkeyPatch()
+    project = Project(tmp_path_factory.mktemp("scale") / "distributed", monkeypatch)
+    for name in PIPELINES:
+        project.declare(tiny_digits(name))
     suffix = uuid.uuid4().hex[:8]
     dagster_db, mlflow_db = f"edgeops_test_dagster_{suffix}", f"edgeops_test_mlflow_{suffix}"
     processes = []
@@ -150,22 +148,7 @@ def test_postgres_celery_profile_matches_the_embedded_run(tmp_path, monkeypatch)
         for key, value in env.items():
             if key.startswith(("EDGEOPS_", "DAGSTER_")):
                 monkeypatch.setenv(key, value)
-        started = time.perf_counter()
-        reports = run_pipelines(project.settings())
-        distributed_seconds = time.perf_counter() - started
-        assert all(r.core_success for r in reports), [r.runs for r in reports] + [(logs / "worker1.log").read_text()[-2000:]]
-        got = outcomes(project.settings())
-        assert got == expected
-        client = Lineage(env["EDGEOPS_MLFLOW_TRACKING_URI"], artifacts).client
-        runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id], max_results=200)
-        assert runs and all(r.info.status == "FINISHED" for r in runs if r.data.tags.get("edgeops.stage") not in {"compressed_model"})
-        from dagster import DagsterInstance
-
-        instance = DagsterInstance.get()
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        worker_steps = [(logs / f"worker{i}.log").read_text().count("STEP_SUCCESS") for i in (1, 2)]
-        assert all(count > 0 for count in worker_steps), f"both celery workers must execute steps: {worker_steps}"
-        print(f"embedded {embedded_seconds:.1f} s, postgres+celery {distributed_seconds:.1f} s, steps per worker {worker_steps}")
+        yield project, env, logs
     finally:
         for process in processes:
             if process.poll() is None:
@@ -175,5 +158,78 @@ def test_postgres_celery_profile_matches_the_embedded_run(tmp_path, monkeypatch)
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
+        monkeypatch.undo()
         drop_database(dagster_db)
         drop_database(mlflow_db)
+
+
+def test_postgres_celery_profile_matches_the_embedded_run(distributed, tmp_path, monkeypatch):
+    from edgeops.lineage import Lineage
+    from pipelines.launch import run_pipelines
+
+    project, env, logs = distributed
+    with monkeypatch.context() as embedded_env:  # the embedded run: sqlite, in-process, its own folder
+        for key in ("EDGEOPS_DAGSTER_PG_URL", "EDGEOPS_MLFLOW_TRACKING_URI", "EDGEOPS_MLFLOW_ARTIFACT_ROOT", "EDGEOPS_EXECUTOR",
+                    "EDGEOPS_CELERY_BROKER"):
+            embedded_env.delenv(key, raising=False)
+        embedded = Project(tmp_path / "embedded", embedded_env)
+        embedded.declare(tiny_digits())
+        started = time.perf_counter()
+        assert all(r.core_success for r in run_pipelines(embedded.settings()))
+        embedded_seconds = time.perf_counter() - started
+        expected = outcomes(embedded.settings())
+    for key, value in env.items():
+        if key.startswith(("EDGEOPS_", "DAGSTER_")):
+            monkeypatch.setenv(key, value)
+
+    started = time.perf_counter()
+    reports = run_pipelines(project.settings(), "digits")
+    distributed_seconds = time.perf_counter() - started
+    assert all(r.core_success for r in reports), [r.runs for r in reports] + [(logs / "worker1.log").read_text()[-2000:]]
+    got = outcomes(project.settings())
+    assert got == expected
+    client = Lineage(env["EDGEOPS_MLFLOW_TRACKING_URI"], env["EDGEOPS_MLFLOW_ARTIFACT_ROOT"]).client
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id], max_results=200)
+    assert runs and all(r.info.status == "FINISHED" for r in runs if r.data.tags.get("edgeops.stage") not in {"compressed_model"})
+    from dagster import DagsterInstance
+
+    instance = DagsterInstance.get()
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    worker_steps = [(logs / f"worker{i}.log").read_text().count("STEP_SUCCESS") for i in (1, 2)]
+    assert all(count > 0 for count in worker_steps), f"both celery workers must execute steps: {worker_steps}"
+    print(f"embedded {embedded_seconds:.1f} s, postgres+celery {distributed_seconds:.1f} s, steps per worker {worker_steps}")
+
+
+def test_three_pipelines_materializing_at_once_leave_a_consistent_registry(distributed):
+    """Three `edgeops run` processes at once, sharing the PostgreSQL instance, the MLflow server and the two workers."""
+    from edgeops.ledger import ledger_for
+    from edgeops.lineage import Lineage
+    from edgeops.spec import load_declaration
+
+    project, env, logs = distributed
+    names = PIPELINES[1:]
+    launched = {name: subprocess.Popen([str(Path(sys.executable).parent / "edgeops"), "run", "--pipeline", name, "--no-progress"],
+                                       env=env, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for name in names}
+    outputs = {name: process.communicate(timeout=1500)[0] for name, process in launched.items()}
+    assert all(process.returncode == 0 for process in launched.values()), {n: o[-2500:] for n, o in outputs.items()}
+
+    client = Lineage(env["EDGEOPS_MLFLOW_TRACKING_URI"], env["EDGEOPS_MLFLOW_ARTIFACT_ROOT"]).client
+    for name in names:
+        declaration = load_declaration(project.root / "pipelines" / f"{name}.yaml")
+        experiment = client.get_experiment_by_name(name)
+        for target in declaration.spec.targets:
+            versions = client.search_model_versions(f"name = '{name}-{target.name}'")
+            assert len(versions) == 1, (name, target.name, [v.version for v in versions])  # one run, one version, none lost or doubled
+            version = versions[0]
+            assert version.tags["edgeops.spec_sha256"] == declaration.sha256  # its own pipeline's declaration, not a neighbour's
+            assert client.get_run(version.run_id).info.experiment_id == experiment.experiment_id
+            assert client.get_run(version.run_id).data.tags["edgeops.pipeline"] == name
+        open_runs = [r.info.run_name for r in client.search_runs([experiment.experiment_id], max_results=500)
+                     if r.info.status != "FINISHED" and r.data.tags.get("edgeops.stage") != "compressed_model"]
+        assert open_runs == [], (name, open_runs)
+        # Each pipeline's own ledger holds its own charges: DP-SGD, the baseline, the MCU target's DP fine-tuning; each once.
+        ledger = ledger_for(project.settings().pipeline_dir(name), declaration.spec.privacy.epsilon, declaration.spec.privacy.delta)
+        charges = [e.mechanism for e in ledger.entries()]
+        assert len(charges) == len(set(e.charge_key for e in ledger.entries())) >= 3, charges
+        assert ledger.spent()[0] <= declaration.spec.privacy.epsilon

@@ -31,6 +31,17 @@ def matmul_onnx(size: int) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
+def stop_process_group(process, first_signal: int, timeout: float = 20) -> None:
+    """Ask a server's whole process group to stop, then kill what is left (servers leave workers behind otherwise)."""
+    import signal
+
+    os.killpg(process.pid, first_signal)
+    try:
+        process.wait(timeout=timeout)
+    except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: still running
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 def needs_runtime(name: str) -> None:
     """ExecuTorch / LiteRT tests need `make runtimes`: they skip with that reason, except under CI, where they must run."""
     from edgeops import runtimes

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import table_declaration, table_frame
+from conftest import stop_process_group, table_declaration, table_frame
 
 BIN = Path(sys.executable).parent
 
@@ -91,8 +91,4 @@ def test_tracking_server_stopping_mid_run_fails_clearly_and_a_rerun_completes(pr
                                timeout=600)
         assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_process_group(server, signal.SIGTERM)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Project, table_declaration, table_frame
+from conftest import REPO, Project, stop_process_group, table_declaration, table_frame
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("EDGEOPS_SCREENSHOTS_DIR") or REPO / "tests" / "artifacts" / "screenshots")
@@ -84,11 +84,7 @@ def served(tmp_path_factory):
     try:
         yield base, project
     finally:
-        os.killpg(webserver.pid, signal.SIGINT)
-        try:
-            webserver.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(webserver.pid, signal.SIGKILL)
+        stop_process_group(webserver, signal.SIGINT, timeout=15)
         monkeypatch.undo()
 
 

@@ -17,21 +17,27 @@ from edgeops.training import run_dp_training
 from test_training_privacy import RecordingRun
 
 
-@pytest.fixture
-def trained(project, tmp_path):
+def train_dp_model(declaration, root, budget: Budget):
+    """Ingest and DP-train a declaration outside Dagster, as the pipeline's stages do: (dp_model, ledger)."""
     from edgeops.data import ingest
     from test_data_validation import NullRun
 
+    ref = ingest(declaration, root / "datasets", NullRun())
+    ledger = PrivacyLedger(root / "ledger.sqlite", budget)
+    run = RecordingRun()
+    dp_model = run_dp_training(declaration.spec, ref, ledger, root / "models", run)
+    dp_model["mlflow_run_id"] = run.run_id
+    return dp_model, ledger
+
+
+@pytest.fixture
+def trained(project, tmp_path):
     spec = table_declaration()
     spec["model"]["hidden"] = [128, 64]  # large enough that weights, not QDQ graph overhead, dominate the file
     spec["training"]["epochs"] = 6
     project.write_csv(table_frame(400))
     declaration = load_declaration(project.declare(spec))
-    ref = ingest(declaration, tmp_path / "datasets", NullRun())
-    ledger = PrivacyLedger(tmp_path / "ledger.sqlite", Budget(20, 1e-4))
-    run = RecordingRun()
-    dp_model = run_dp_training(declaration.spec, ref, ledger, tmp_path / "models", run)
-    dp_model["mlflow_run_id"] = run.run_id
+    dp_model, ledger = train_dp_model(declaration, tmp_path, Budget(20, 1e-4))
     return declaration, dp_model, ledger
 
 

@@ -13,31 +13,23 @@ from conftest import needs_runtime, tiny_digits
 from edgeops import runtimes
 from edgeops.compression import budget_outcomes, build_target
 from edgeops.errors import SpecError
-from edgeops.ledger import Budget, PrivacyLedger
+from edgeops.ledger import Budget
 from edgeops.spec import TargetSpec, load_declaration
-from edgeops.training import run_dp_training
-from test_training_privacy import RecordingRun
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small DP CNN on the digits (the default family: conv, pool, reshape), trained once for the module."""
-    from edgeops.data import ingest
-    from test_data_validation import NullRun
+    from conftest import Project
+    from test_compression import train_dp_model
 
     monkeypatch = pytest.MonkeyPatch()
-    from conftest import Project
-
     root = tmp_path_factory.mktemp("runtimes")
     project = Project(root / "project", monkeypatch)
     spec = tiny_digits()
     spec["training"]["epochs"] = 3
     declaration = load_declaration(project.declare(spec))
-    ref = ingest(declaration, root / "datasets", NullRun())
-    ledger = PrivacyLedger(root / "ledger.sqlite", Budget(20, 1e-5))
-    run = RecordingRun()
-    dp_model = run_dp_training(declaration.spec, ref, ledger, root / "models", run)
-    dp_model["mlflow_run_id"] = run.run_id
+    dp_model, ledger = train_dp_model(declaration, root, Budget(20, 1e-5))
     yield declaration, dp_model, ledger, root
     monkeypatch.undo()
 

@@ -48,6 +48,13 @@ def inline_image(path, caption: str, max_bytes: int = 200_000) -> dg.MetadataVal
     return dg.MetadataValue.md(f"![{caption}](data:image/png;base64,{base64.b64encode(data).decode()})\n\n{caption} ({path})")
 
 
+def per_class_table(per_class: dict) -> dg.MetadataValue:
+    """Per-class test accuracy as a Dagster table (sortable in the UI), one row per class."""
+    rows = [dg.TableRecord({"class": str(label), "accuracy": None if value is None else round(float(value), 4)})  # None: no test rows
+            for label, value in per_class.items()]
+    return dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=[dg.TableColumn("class", "string"), dg.TableColumn("accuracy", "float")]))
+
+
 def records_table(rows: list[dict]) -> dg.MetadataValue:
     """A Markdown table of example rows (at most MAX_TABLE_ROWS)."""
     if not rows:

@@ -4,7 +4,7 @@ and registers it in MLflow as a version of <pipeline>-<target>. Budget checks fa
 
 import dagster as dg
 
-from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
+from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream, per_class_table
 from assets.resources import MlflowLineage
 
 
@@ -46,7 +46,7 @@ def build_compression_assets(ctx: AssetFactoryContext) -> list:
                 schema=dg.TableSchema(columns=[dg.TableColumn("metric"), dg.TableColumn("value")])),
             "artifact": dg.MetadataValue.path(record["artifact_path"]),
             "recipe_steps": dg.MetadataValue.json(record["steps"]),
-            "per_class_accuracy": dg.MetadataValue.json(record.get("per_class_accuracy", {})),
+            "per_class_accuracy": per_class_table(record.get("per_class_accuracy", {})),
         })
         for name, (passed, text) in budget_outcomes(record, target).items():
             if passed is None:  # not measurable on this host: a warning that says why, never a fake pass

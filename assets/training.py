@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from assets.common import AssetFactoryContext, edgeops_failure
+from assets.common import AssetFactoryContext, edgeops_failure, per_class_table
 from assets.resources import MlflowLineage
 
 
@@ -37,7 +37,7 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
             "delta": result["privacy"]["delta"], "noise_multiplier": result["privacy"]["noise_multiplier"],
             "ledger_remaining_epsilon": ledger().remaining(), "weights_sha256": result["weights_sha256"],
             "onnx": dg.MetadataValue.path(result["onnx_path"]), "parameters": result["parameters"],
-            "per_class_accuracy": dg.MetadataValue.json(test["per_class_accuracy"]),
+            "per_class_accuracy": per_class_table(test["per_class_accuracy"]),
         })
         return result
 

@@ -33,6 +33,12 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
         with edgeops_failure(), lineage.stage_run(context, declaration, "hil_benchmark") as run:
             record = benchmark_target(spec, target, compressed, dataset)
             record["mlflow_run_id"] = run.run_id
+            if record.get("measured") and "p50_ms" in record["latency"].get("1", {}):
+                batch1 = record["latency"]["1"]
+                context.log.info(f"{target.name} on {target.device}: p50 {batch1['p50_ms']:.4f} ms, p95 {batch1['p95_ms']:.4f} ms at batch 1 "
+                                 f"({batch1['runs']} runs); accuracy on the device {record['accuracy_on_device']}")
+            else:
+                context.log.info(f"{target.name} on {target.device}: not measured: {record.get('reason', 'see the record')}")
             run.log_json(record, "benchmark/record.json")
             if record.get("measured"):
                 run.log_metrics({f"latency_b{b}_{k}": v for b, stats in record["latency"].items() for k, v in stats.items()

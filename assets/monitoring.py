@@ -33,6 +33,9 @@ def build_monitoring_assets(ctx: AssetFactoryContext) -> list:
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "drift_report") as run:
             result = run_drift_stage(declaration, context.partition_key, dataset, dp_model, ctx.settings.pipeline_dir(spec.name) / "monitoring", run)
+            context.log.info(f"batch {context.partition_key}: {result['status']}"
+                             + (f", drift {'detected: ' + '; '.join(result.get('reasons', [])) if result.get('drift_detected') else 'not detected'}"
+                                if result["status"] != "quarantined" else ""))
         metadata = {"status": result["status"]}
         if result["status"] == "quarantined":
             metadata["quarantine"] = dg.MetadataValue.path(result["quarantine"])

@@ -450,10 +450,9 @@ def drift() -> None:
 def drift_simulate(pipeline: str, kind: str, severity: str, out_dir: Path, batches: int, rows: int, seed: int) -> None:
     """Write shifted (or, with --kind none, unshifted) batches drawn from the held-out test split."""
     from edgeops.drift import simulate
-
-    settings, declaration = _declaration(pipeline)
     from edgeops.progress import terminal_bars
 
+    settings, declaration = _declaration(pipeline)
     level = severity if severity in ("low", "medium", "high") else float(severity)
     with terminal_bars(sys.stderr.isatty()):
         paths = simulate(declaration, _validated_dataset(settings, pipeline), kind, level, out_dir, batches, rows, seed)

@@ -351,7 +351,7 @@ def _build_in(declaration: Declaration, target: TargetSpec, dp_model: dict, work
 
         final = workdir / f"{target.name}{runtimes.ARTIFACT_SUFFIX[target.runtime]}"
         notes = {"runtime_cpu": runtimes.TOOL_RUNTIMES[target.runtime].title,
-                 **runtimes.export(target.runtime, working.torch_model, final, runtimes.EXPORT_MAX_BATCH)}
+                 **runtimes.export(target.runtime, working.torch_model, final)}
 
     float_logits = onnx_logits(Path(dp_model["onnx_path"]), data.x_test)
     reference_logits = float_logits if parity_reference == Path(dp_model["onnx_path"]) else onnx_logits(parity_reference, data.x_test)

@@ -45,5 +45,21 @@ class CompressionError(EdgeopsError):
     """A target's recipe cannot be built."""
 
 
+def caused_by(err: BaseException | None, types: tuple[type, ...] = (), names: set[str] = frozenset(), errnos: set[int] = frozenset(),
+              texts: tuple[str, ...] = ()) -> bool:
+    """Whether an error or anything in its cause/context chain matches: an exception type, a class name (for libraries
+    not imported here), an OSError errno, or a text in its message. Libraries wrap the root cause (SQLAlchemy around
+    sqlite3, MLflow around requests around urllib3), so the chain is where it is found."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, types) or type(err).__name__ in names or (isinstance(err, OSError) and err.errno in errnos):
+            return True
+        if any(text in str(err) for text in texts):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 class StateFolderError(EdgeopsError):
     """The state folder (EDGEOPS_HOME) cannot be used: not writable by this user, or its filesystem is (nearly) full."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgeops.data import file_sha256
-from edgeops.errors import EdgeopsError
+from edgeops.errors import EdgeopsError, caused_by
 
 
 class LineageUnavailable(EdgeopsError):
@@ -26,15 +26,8 @@ class LineageUnavailable(EdgeopsError):
 
 
 def _unreachable(err: BaseException) -> bool:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if type(err).__name__ in {"ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout", "ReadTimeout"}:
-            return True
-        if any(text in str(err) for text in ("Max retries exceeded", "Connection refused", "Connection aborted", "Failed to establish")):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return caused_by(err, names={"ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout", "ReadTimeout"},
+                     texts=("Max retries exceeded", "Connection refused", "Connection aborted", "Failed to establish"))
 
 MAX_PARAM_CHARS = 6000
 

@@ -1,4 +1,5 @@
-"""Progress of long work (training epochs, federated rounds, pipeline runs, benchmarks, drift batches), reported
+"""Progress of long work (DP-SGD and reference epochs, federated rounds, the pipeline's Dagster runs (one per target:
+its compression, benchmark and robustness), simulated drift batches), reported
 once and shown where someone is looking: asset bodies already send each step's message to the Dagster log; the CLI
 listens here and draws a bar per task in the terminal.
 

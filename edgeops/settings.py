@@ -73,12 +73,14 @@ def quiet_third_parties() -> None:
         os.environ.setdefault(key, value)
 
 
-MIN_FREE_MB = 100  # a default run writes ~10-40 MB (stores, artifacts, cards); leave room for reports and retries
+# One default digits run left 11 MB in the state folder, the tests' table pipeline 7.7 MB (du); drift reports, retries
+# and later versions add to it.
+MIN_FREE_MB = 100
 
 
-def check_state_folder(home: Path, min_free_mb: float | None = None) -> dict:
+def check_state_folder(home: Path, min_free_mb: float | None = None) -> None:
     """Before a run writes anything: the state folder must be creatable, writable by this user, and on a filesystem
-    with room. Raises StateFolderError naming the folder and what to do; returns what it found."""
+    with room. Raises StateFolderError naming the folder and what to do."""
     import errno
     import shutil
     import uuid
@@ -107,19 +109,12 @@ def check_state_folder(home: Path, min_free_mb: float | None = None) -> dict:
     if free_mb < min_free_mb:
         raise StateFolderError(f"state folder {home}: only {free_mb:.1f} MB free on its filesystem; a run needs at least "
                                f"{min_free_mb:g} MB (EDGEOPS_MIN_FREE_MB). Free space or point EDGEOPS_HOME at another disk")
-    return {"home": str(home), "free_mb": round(free_mb, 1)}
 
 
 def looks_like_disk_full(err: BaseException) -> bool:
     """ENOSPC itself, or how SQLite reports it through SQLAlchemy ("database or disk is full", "disk I/O error")."""
     import errno
 
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(text in str(err) for text in ("database or disk is full", "disk I/O error", "No space left on device")):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    from edgeops.errors import caused_by
+
+    return caused_by(err, errnos={errno.ENOSPC, errno.EDQUOT}, texts=("database or disk is full", "disk I/O error", "No space left on device"))

@@ -32,7 +32,7 @@ def _cpu_times() -> dict:
     return psutil.cpu_times()._asdict()
 
 
-def device_facts(runtime: str = "onnxruntime", runtime_version: str | None = None) -> dict:
+def device_facts() -> dict:
     import onnxruntime as ort
 
     cpu_model, flags = platform.processor() or platform.machine(), set()
@@ -45,8 +45,8 @@ def device_facts(runtime: str = "onnxruntime", runtime_version: str | None = Non
     except OSError:
         pass
     return {"cpu_model": cpu_model, "machine": platform.machine(), "cores": os.cpu_count(), "isa_flags": sorted(f for f in ISA_FLAGS if f in flags),
-            "os": platform.platform(), "python": platform.python_version(), "runtime": runtime,
-            "runtime_version": runtime_version or ort.__version__, "available_providers": ort.get_available_providers()}
+            "os": platform.platform(), "python": platform.python_version(), "runtime": "onnxruntime",
+            "runtime_version": ort.__version__, "available_providers": ort.get_available_providers()}
 
 
 class OnnxSession:

@@ -45,7 +45,6 @@ TOOL_RUNTIMES = {
     "executorch": ToolRuntime("executorch", ".pte", "ExecuTorch 1.5 (XNNPACK delegate)", "deploy/runtimes/executorch.txt"),
     "litert": ToolRuntime("litert", ".tflite", "LiteRT 2.3 (XNNPACK delegate)", "deploy/runtimes/litert.txt"),
 }
-RUNTIMES = ("onnxruntime", *TOOL_RUNTIMES)
 ARTIFACT_SUFFIX = {"onnxruntime": ".onnx", **{name: rt.suffix for name, rt in TOOL_RUNTIMES.items()}}
 
 
@@ -110,7 +109,7 @@ def _call(name: str, command: str, request: dict, folder: Path, timeout_s: float
     return json.loads(result.read_text())
 
 
-def export(name: str, model, out: Path, example_batch: int, timeout_s: float = 600.0) -> dict:
+def export(name: str, model, out: Path, timeout_s: float = 600.0) -> dict:
     """Convert a float torch model (SmallCNN or MLP, pruned or distilled included) to the runtime's format."""
     from safetensors.torch import save_file
 
@@ -121,7 +120,7 @@ def export(name: str, model, out: Path, example_batch: int, timeout_s: float = 6
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(folder / "weights.safetensors"))
         request = {"runtime": name, "architecture": describe_architecture(model), "weights": str(folder / "weights.safetensors"),
-                   "out": str(folder / f"model{TOOL_RUNTIMES[name].suffix}"), "max_batch": example_batch}
+                   "out": str(folder / f"model{TOOL_RUNTIMES[name].suffix}")}
         result = _call(name, "export", request, folder, timeout_s)
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(request["out"], out)

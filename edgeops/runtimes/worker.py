@@ -91,9 +91,9 @@ def export(request: dict) -> dict:
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
 
-            # The example is the largest batch: ExecuTorch plans buffers for it (a smaller example caps the dynamic dimension
-            # below the declared maximum, measured here).
-            batch = request["max_batch"]
+            # The example is the largest batch: ExecuTorch plans buffers for it (in a development run, an example of 2 rows
+            # capped the dynamic dimension at 15 rows, far below the declared maximum).
+            batch = _artifact_max_batch(request)
             program = torch.export.export(model, (torch.zeros(batch, n_features),),
                                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=batch)},))
             Path(request["out"]).write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
@@ -101,8 +101,8 @@ def export(request: dict) -> dict:
         else:
             import litert_torch
 
-            # litert-torch 0.10 cannot lower this model's reshape with a dynamic batch (a jax reshape of size -2^63,
-            # measured here): the artifact is converted for single-row inference, the on-device case.
+            # litert-torch 0.10 could not lower this model's reshape with a dynamic batch (a jax reshape of size -2^63, in a
+            # development run): the artifact is converted for single-row inference, the on-device case.
             litert_torch.convert(model, (torch.zeros(1, n_features),)).export(request["out"])
             max_batch = 1
     session = SESSIONS[request["runtime"]](request["out"], 1, max_batch)
@@ -119,13 +119,14 @@ def _chunks(session, x: np.ndarray):
 
 def predict(request: dict) -> dict:
     x = np.load(request["inputs"], allow_pickle=False)
-    session = SESSIONS[request["runtime"]](request["artifact"], 1, request.get("max_batch", _artifact_max_batch(request)))
+    session = SESSIONS[request["runtime"]](request["artifact"], 1, _artifact_max_batch(request))
     outputs = np.concatenate([session.run(chunk) for chunk in _chunks(session, x)])
     np.save(request["out"], outputs.astype(np.float32), allow_pickle=False)
     return {"rows": int(len(x)), "runtime_version": session.version}
 
 
 def _artifact_max_batch(request: dict) -> int | None:
+    """ExecuTorch programs are exported for 1..EXPORT_MAX_BATCH rows; LiteRT sessions read their static batch from the model."""
     from edgeops.runtimes import EXPORT_MAX_BATCH
 
     return EXPORT_MAX_BATCH if request["runtime"] == "executorch" else None

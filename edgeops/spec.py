@@ -201,6 +201,18 @@ class FederatedSpec(Frozen):
         return self
 
 
+class PretrainSpec(Frozen):
+    """Non-private pre-training on public data before DP-SGD: it reads no private row, so it costs no privacy."""
+
+    source: Literal["synthetic_digits"] = Field(
+        description="synthetic_digits: pen-stroke digits 0-9 drawn by edgeops.synthetic (8x8, UCI scan rendering); no download")
+    samples: int = Field(20_000, gt=0, le=1_000_000)
+    epochs: int = Field(5, gt=0, le=1000)
+    learning_rate: PositiveFloat = 3e-3
+    batch_size: int = Field(128, gt=0)
+    seed: int = 123
+
+
 class TrainingSpec(Frozen):
     mode: Literal["central", "federated", "both"] = Field(
         "central", description="central: DP-SGD on the pooled split; federated: Flower FedAvg (the released model); both: federated reported beside central")
@@ -216,13 +228,15 @@ class TrainingSpec(Frozen):
     checkpoint_every: int = Field(5, gt=0, description="epochs between checkpoints")
     min_accuracy: float = Field(0.0, ge=0, le=1, description="utility floor: test accuracy the DP model must reach (blocking check)")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="exponential moving average of the DP iterates (post-processing, no privacy cost); 0 = off")
+    pretrain: PretrainSpec | None = Field(None, description="public pre-training before DP-SGD (no privacy cost); none: DP-SGD from random weights")
 
 
 # ---------------------------------------------------------------- compression targets
 class CalibrationSpec(Frozen):
-    source: Literal["public", "synthetic"] = Field(
+    source: Literal["public", "synthetic", "synthetic_digits"] = Field(
         "synthetic",
-        description="public: a declared public data file; synthetic: drawn from public bounds (no private data touched)",
+        description="public: a declared public data file; synthetic: drawn from public bounds; synthetic_digits: edgeops.synthetic's "
+                    "pen-stroke digits (8x8 digit data only). None of them touches private data",
     )
     path: str | None = Field(None, description="public data (csv or parquet with the dataset's feature columns)")
     samples: int = Field(256, gt=0, le=100_000)
@@ -290,8 +304,9 @@ class Budgets(Frozen):
 
 class TargetSpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN)
-    runtime: Literal["onnxruntime", "executorch", "litert"] = Field(
-        "onnxruntime", description="onnxruntime (.onnx, built in); executorch (.pte) and litert (.tflite) need `make runtimes`")
+    runtime: Literal["onnxruntime", "torch", "executorch", "litert"] = Field(
+        "onnxruntime", description="onnxruntime (.onnx) and torch (.safetensors, eager PyTorch, CPU or CUDA) are built in; "
+                                   "executorch (.pte) and litert (.tflite) need `make runtimes`")
     recipe: list[RecipeStep] = []
     device: str
     budgets: Budgets = Budgets()
@@ -490,17 +505,30 @@ class PipelineSpec(Frozen):
             raise ValueError("model.norm: batch is not compatible with DP-SGD (per-sample gradients); use group or none")
         if self.model.family == "cnn" and self.dataset.kind != "image":
             raise ValueError("model.family: cnn needs dataset.kind: image")
+        digits_shaped = tuple(self.dataset.image_shape or ()) == (1, 8, 8) and set(self.dataset.classes or []) <= set(range(10))
+        if self.training.pretrain is not None and self.training.mode != "central":
+            raise ValueError(f"training.pretrain: public pre-training starts central DP-SGD only; training.mode is {self.training.mode!r} "
+                             "(federated rounds start from random weights)")
+        if self.training.pretrain is not None and not digits_shaped:
+            raise ValueError(f"training.pretrain.source: {self.training.pretrain.source} draws 8x8 digits 0-9; this dataset has "
+                             f"image_shape {self.dataset.image_shape} and classes {self.dataset.classes}")
         for index, target in enumerate(self.targets):
+            if not digits_shaped and any(getattr(getattr(s, "calibration", None), "source", "") == "synthetic_digits" for s in target.recipe):
+                raise ValueError(f"targets.{index}.recipe: calibration source synthetic_digits draws 8x8 digits 0-9; this dataset has "
+                                 f"image_shape {self.dataset.image_shape} and classes {self.dataset.classes}")
             device = devices.get(target.device)
             if device is None:
                 raise ValueError(f"targets.{index}.device: unknown device {target.device!r} (declared: {sorted(devices)})")
             kinds = [type(step) for step in target.recipe]
-            graph_steps = sorted({s.step for s in target.recipe if isinstance(s, (Int8Step, Fp16Step))})
+            # int8 is ONNX Runtime's QDQ graph; fp16 is an ONNX graph rewrite, or the torch runtime's own half precision
+            graph_steps = sorted({s.step for s in target.recipe if isinstance(s, Int8Step) or (isinstance(s, Fp16Step) and target.runtime != "torch")})
             if target.runtime != "onnxruntime" and graph_steps:
                 raise ValueError(f"targets.{index}.recipe: {', '.join(graph_steps)} rewrites the ONNX graph, so it needs runtime "
-                                 f"onnxruntime; a {target.runtime} target takes prune and distill steps and is exported from the float model")
-            if target.runtime != "onnxruntime" and device.kind == "cuda":
-                raise ValueError(f"targets.{index}.runtime: {target.runtime} runs on CPUs here; device {target.device!r} is a cuda device")
+                                 f"onnxruntime; a {target.runtime} target takes prune and distill steps"
+                                 + (" (and fp16)" if target.runtime == "torch" else "") + " and is exported from the float model")
+            if target.runtime not in ("onnxruntime", "torch") and device.kind == "cuda":
+                raise ValueError(f"targets.{index}.runtime: {target.runtime} runs on CPUs here; device {target.device!r} is a cuda device "
+                                 "(use runtime torch or onnxruntime)")
             if Fp16Step in kinds and device.kind != "cuda":
                 raise ValueError(f"targets.{index}.recipe: fp16 needs a cuda device; {target.device!r} is {device.kind} "
                                  "(ONNX Runtime's CPU provider has no fast fp16 kernels)")

@@ -59,6 +59,60 @@ def new_model(spec: PipelineSpec, data: TrainingData) -> nn.Module:
     return build_model(spec.model, len(data.features), len(data.classes), spec.dataset.image_shape, low, high)
 
 
+def public_synthetic_digits(spec: PipelineSpec, features: list[str], classes: list[int], samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """edgeops.synthetic's digits on the declared feature scale (they are drawn in 0..16, the UCI scan levels)."""
+    from edgeops.synthetic import LEVELS, synthetic_digits
+
+    low, high = feature_bounds(spec, features)
+    x, y = synthetic_digits(samples, seed, classes)
+    return (low + x / LEVELS * (high - low)).astype(np.float32), y
+
+
+def pretrain_on_public(spec: PipelineSpec, data: TrainingData, progress: Progress = lambda _: None) -> tuple[nn.Module, dict]:
+    """Non-private pre-training on public synthetic digits (no private row is read, so no privacy is spent). DP-SGD
+    then starts from these weights and only pays for adapting them to the private handwriting."""
+    pretrain = spec.training.pretrain
+    started = time.perf_counter()
+    torch.set_num_threads(1)
+    torch.manual_seed(pretrain.seed)
+    x, y = public_synthetic_digits(spec, data.features, data.classes, pretrain.samples, pretrain.seed)
+    model = new_model(spec, data)
+    optimizer = torch.optim.Adam(model.parameters(), lr=pretrain.learning_rate)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=pretrain.batch_size,
+                                         shuffle=True, generator=torch.Generator().manual_seed(pretrain.seed))
+    for epoch in range(pretrain.epochs):
+        model.train()
+        for xb, yb in loader:
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            optimizer.step()
+        advance("public pre-training", epoch + 1, pretrain.epochs)
+    progress(f"pre-trained on {pretrain.samples} public synthetic digits for {pretrain.epochs} epochs (no privacy cost)")
+    record = {**pretrain.model_dump(mode="json"), "seconds": time.perf_counter() - started, "weights_sha256": weights_sha256(model),
+              "privacy": "public synthetic data (edgeops.synthetic, drawn from templates in code): no private row read, no privacy cost",
+              "test_accuracy_before_dp": evaluate_logits(predict_logits(model, data.x_test), data.y_test, len(data.classes))["accuracy"]}
+    return model.train(), record
+
+
+def cached_pretraining(spec: PipelineSpec, data: TrainingData, cache: Path, progress: Progress = lambda _: None) -> tuple[nn.Module, dict]:
+    """pretrain_on_public, kept by what determines it (pre-training config, model, bounds, classes): a retraining
+    after drift starts from the same public weights without drawing and fitting them again."""
+    low, high = feature_bounds(spec, data.features)
+    key = hashlib.sha256(json.dumps([spec.training.pretrain.model_dump(mode="json"), spec.model.model_dump(mode="json"), low.tolist(),
+                                     high.tolist(), data.classes], sort_keys=True).encode()).hexdigest()[:16]
+    weights, record_file = cache / f"{key}.safetensors", cache / f"{key}.json"
+    if weights.exists() and record_file.exists():
+        record = json.loads(record_file.read_text())
+        model = load_weights(new_model(spec, data), weights)
+        if weights_sha256(model) == record["weights_sha256"]:
+            progress(f"public pre-training {key} reused (weights hash verified)")
+            return model.train(), record
+    model, record = pretrain_on_public(spec, data, progress)
+    save_weights(model, weights, {"pretrain": key})
+    record_file.write_text(json.dumps(record))
+    return model, record
+
+
 # ---------------------------------------------------------------- evaluation
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray, n_classes: int, bins: int = 15) -> dict:
     """Accuracy, per-class accuracy and expected calibration error (equal-width confidence bins)."""
@@ -304,14 +358,15 @@ def run_dp_training(spec: PipelineSpec, ref: dict, ledger: PrivacyLedger, out_ro
         record = json.loads((workdir / "training.json").read_text())
         progress("identical seeded run already completed: reusing its model (no new data access, no new charge)")
     else:
+        initial, pretrain = cached_pretraining(spec, data, out_root / "pretrained", progress) if spec.training.pretrain else (None, None)
         try:
-            result = train_dp(spec, data, plan, workdir, progress)
+            result = train_dp(spec, data, plan, workdir, progress, initial_model=initial)
         except Exception as err:
             ledger.update(entry.id, "failed", {"error": str(err)[:500]})
             raise
         model = result["model"]
         record = {"epsilon": result["epsilon"], "steps": result["steps"], "seconds": result["seconds"], "curves": result["curves"],
-                  "accountant_history": result["accountant_history"]}
+                  "accountant_history": result["accountant_history"], "pretrain": pretrain}
         save_weights(model, final, {"pipeline": spec.name, "charge_key": key})
         (workdir / "training.json").write_text(json.dumps(record))
         ledger.update(entry.id, "completed", {"epsilon_accountant": record["epsilon"]}, epsilon=record["epsilon"])
@@ -334,4 +389,4 @@ def run_dp_training(spec: PipelineSpec, ref: dict, ledger: PrivacyLedger, out_ro
     return {"weights_path": str(final), "onnx_path": str(onnx_path), "weights_file_sha256": weights_sha, "onnx_sha256": onnx_sha,
             "weights_sha256": weights_sha256(model), "dataset_digest": ref["digest"], "metrics": metrics, "privacy": privacy,
             "training_seconds": record["seconds"], "mlflow_run_id": run.run_id, "parameters": sum(p.numel() for p in model.parameters()),
-            "features": data.features, "classes": data.classes, "ref": ref}
+            "features": data.features, "classes": data.classes, "ref": ref, "pretrain": record.get("pretrain")}

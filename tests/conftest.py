@@ -62,8 +62,9 @@ def tiny_digits(name: str = "digits") -> dict:
     spec = digits_declaration()
     spec["name"] = name
     spec["training"].update(epochs=4, min_accuracy=0.3)
+    spec["training"]["pretrain"].update(samples=2000, epochs=1)
     spec["targets"] = [t for t in spec["targets"] if t["name"] != "gpu_fp16"] + [
-        {"name": "gpu_fp16", "device": "cuda_gpu", "recipe": [{"step": "fp16"}]}]
+        {"name": "gpu_fp16", "runtime": "torch", "device": "cuda_gpu", "recipe": [{"step": "fp16"}]}]
     for target in spec["targets"]:
         for step in target.get("recipe", []):
             if step["step"] == "prune" and "finetune" in step:

@@ -27,6 +27,15 @@ class CardError(EdgeopsError):
     pass
 
 
+def _pretrained_base(dp_model: dict) -> str:
+    pretrain = dp_model.get("pretrain")
+    if not pretrain:
+        return "none: DP-SGD from random weights"
+    return (f"pre-trained without DP on {pretrain['samples']} public synthetic digits ({pretrain['source']}, seed {pretrain['seed']}, "
+            f"{pretrain['epochs']} epochs; test accuracy {100 * pretrain['test_accuracy_before_dp']:.1f}% before DP-SGD), then DP-SGD on the "
+            "private training split; the pre-training read no private data and cost no privacy")
+
+
 class MlflowEvidence:
     """Reads metrics and params of MLflow runs once each, and wraps values with where they came from."""
 
@@ -234,7 +243,7 @@ def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict,
             "name": spec.name, "overview": spec.description, "owners": spec.owners, "version": version, "license": spec.card.license,
             "architecture": {**spec.model.model_dump(mode="json"), "input": f"features (N, {len(dp_model['features'])}) float32, raw values within the declared bounds",
                              "output": f"logits (N, {len(dp_model['classes'])}) over classes {dp_model['classes']}"},
-            "parameters": dp_model["parameters"], "framework": "PyTorch + Opacus; artifacts in ONNX", "pretrained_base": "none",
+            "parameters": dp_model["parameters"], "framework": "PyTorch + Opacus; artifacts in each target's runtime format (targets[].runtime)", "pretrained_base": _pretrained_base(dp_model),
         },
         "intended_use": {"primary_uses": [spec.card.intended_use] if spec.card.intended_use else [], "out_of_scope": spec.card.out_of_scope},
         "factors": {"evaluated": "per-class accuracy over the declared classes", "classes": dp_model["classes"],

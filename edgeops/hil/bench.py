@@ -12,19 +12,21 @@ from edgeops.hil.runner import BenchmarkError, run_isolated
 from edgeops.spec import PipelineSpec, TargetSpec
 
 
-def cuda_available() -> tuple[bool, str]:
-    import onnxruntime as ort
+def cuda_available(runtime: str) -> tuple[bool, str]:
+    """Whether this host can run `runtime` on a CUDA device, and what was found (or why not)."""
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
 
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        return True, "onnxruntime CUDAExecutionProvider"
-    try:
-        import torch
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return True, "onnxruntime CUDAExecutionProvider"
+        return False, (f"no CUDA device for ONNX Runtime: onnxruntime {ort.__version__} here has no CUDAExecutionProvider "
+                       f"(providers: {', '.join(ort.get_available_providers())})")
+    import torch
 
-        if torch.cuda.is_available():
-            return True, f"torch CUDA ({torch.cuda.get_device_name(0)})"
-    except Exception:
-        pass
-    return False, "no CUDA device: onnxruntime has no CUDAExecutionProvider and torch.cuda.is_available() is False"
+    if torch.cuda.is_available():
+        return True, f"torch CUDA ({torch.cuda.get_device_name(0)})"
+    return False, (f"no CUDA device: torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none, a CPU wheel'}) "
+                   "reports torch.cuda.is_available() False")
 
 
 def benchmark_target(spec: PipelineSpec, target: TargetSpec, compressed: dict, ref: dict, max_seconds: float = 5.0) -> dict:
@@ -35,25 +37,31 @@ def benchmark_target(spec: PipelineSpec, target: TargetSpec, compressed: dict, r
     y = np.array([index[int(v)] for v in test[ref["label"]]], dtype=np.int64)
     base = {"target": target.name, "device_name": device.name, "device_kind": device.kind, "artifact_sha256": compressed["sha256"],
             "batch_sizes": target.batch_sizes}
+    power_meter = device.power_meter.model_dump() if device.power_meter else None
     if device.kind == "cuda":
-        present, why = cuda_available()
+        present, why = cuda_available(target.runtime)
         if not present:
             return {**base, "measured": False, "reason": why}
-        # A CUDA target with a CUDA provider: not reachable on this project's machines; kept explicit rather than faked.
-        return {**base, "measured": False, "reason": f"{why} found, but the CUDA benchmark path is not implemented yet"}
-    if target.runtime != "onnxruntime":
+        result = run_isolated(compressed["artifact_path"], x, y, target.batch_sizes, 1, None, compressed.get("macs"),
+                              max_seconds=max_seconds, power_meter=power_meter, runtime=target.runtime, accelerator="cuda")
+        return {**base, "measured": True, "accelerator": why, **result}
+    if target.runtime == "torch":
+        if device.kind != "local":
+            return {**base, "measured": False, "reason": "the device agent runs ONNX Runtime only; torch artifacts are benchmarked "
+                                                          "on local and cuda devices"}
+        result = run_isolated(compressed["artifact_path"], x, y, target.batch_sizes, device.threads, device.cores,
+                              compressed.get("macs"), max_seconds=max_seconds, power_meter=power_meter, runtime="torch")
+    elif target.runtime != "onnxruntime":
         from edgeops import runtimes
 
         if device.kind != "local":
             return {**base, "measured": False, "reason": f"the device agent runs ONNX Runtime only; {target.runtime} artifacts are "
                                                           "benchmarked on local devices, in the runtime's tool environment"}
         result = runtimes.benchmark(target.runtime, Path(compressed["artifact_path"]), x, y, target.batch_sizes, device.threads,
-                                    device.cores, compressed.get("macs"), max_seconds=max_seconds,
-                                    power_meter=device.power_meter.model_dump() if device.power_meter else None)
+                                    device.cores, compressed.get("macs"), max_seconds=max_seconds, power_meter=power_meter)
     elif device.kind == "local":
         result = run_isolated(compressed["artifact_path"], x, y, target.batch_sizes, device.threads, device.cores,
-                              compressed.get("macs"), max_seconds=max_seconds,
-                              power_meter=device.power_meter.model_dump() if device.power_meter else None)
+                              compressed.get("macs"), max_seconds=max_seconds, power_meter=power_meter)
     else:
         from edgeops.hil.client import AgentClient
 
@@ -71,11 +79,14 @@ def latency_memory_outcomes(record: dict, target: TargetSpec) -> dict[str, tuple
     if not record.get("measured"):
         return {"latency": (None, record["reason"]), "memory": (None, record["reason"])}
     p95 = record["latency"]["1"]["p95_ms"] if "1" in record["latency"] else min(v["p95_ms"] for v in record["latency"].values() if "p95_ms" in v)
-    memory = record["peak_rss_beyond_baseline_kb"]
+    # On a GPU the model lives in device memory: the budget applies to that, not to the host process.
+    on_gpu = "device_memory_peak_beyond_baseline_kb" in record
+    memory = record["device_memory_peak_beyond_baseline_kb"] if on_gpu else record["peak_rss_beyond_baseline_kb"]
+    where = "GPU memory allocated" if on_gpu else "peak memory"
     outcomes = {
         "latency": (budgets.max_latency_p95_ms is None or p95 <= budgets.max_latency_p95_ms,
                     f"p95 {p95:.4f} ms at batch 1" + (f" (budget {budgets.max_latency_p95_ms:g} ms)" if budgets.max_latency_p95_ms else ", no budget")),
         "memory": (budgets.max_peak_memory_kb is None or memory <= budgets.max_peak_memory_kb,
-                   f"peak memory {memory} KB beyond baseline" + (f" (budget {budgets.max_peak_memory_kb:g} KB)" if budgets.max_peak_memory_kb else ", no budget")),
+                   f"{where} {memory} KB beyond baseline" + (f" (budget {budgets.max_peak_memory_kb:g} KB)" if budgets.max_peak_memory_kb else ", no budget")),
     }
     return outcomes

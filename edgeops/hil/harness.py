@@ -167,6 +167,12 @@ def matmul_peak_gflops(seconds: float = 0.5, size: int = 256, threads: int = 1) 
     return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
 
 
+def _optional(session, method: str, default=None):
+    """A session's accelerator-specific measurement (edgeops.runtimes.torch_runtime on CUDA), where it has one."""
+    function = getattr(session, method, None)
+    return function() if function is not None else default
+
+
 def _reset_peak_rss() -> bool:
     """Linux: writing 5 to clear_refs resets VmHWM, so the peak can be measured from a baseline."""
     try:
@@ -233,7 +239,8 @@ def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None
     start = time.perf_counter()
     session = open_session(model_path, threads)
     load_ms = (time.perf_counter() - start) * 1000
-    facts.update(runtime=session.runtime, runtime_version=session.version)
+    facts.update(runtime=session.runtime, runtime_version=session.version, **_optional(session, "device_facts", {}))
+    _optional(session, "reset_device_memory")
     meter = RaplMeter()
     hook = PowerFileMeter(**power_meter) if power_meter else None
     load_before = os.getloadavg()
@@ -277,7 +284,8 @@ def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None
         predictions = np.concatenate([session.run(np.ascontiguousarray(inputs[i:i + chunk], dtype=np.float32)).argmax(1)
                                       for i in range(0, len(inputs), chunk)])
         accuracy = float((predictions == labels).mean())
-    peak_gflops = matmul_peak_gflops(threads=threads)
+    device_memory_kb = _optional(session, "device_memory_peak_kb")
+    peak_gflops = _optional(session, "peak_gflops") or matmul_peak_gflops(threads=threads)
     record = {
         "load_ms": load_ms, "latency": results, "accuracy_on_device": accuracy, "n_eval": int(len(inputs)),
         "peak_rss_beyond_baseline_kb": max(0, peak_rss - baseline_rss) // 1024, "baseline_rss_kb": baseline_rss // 1024,
@@ -285,8 +293,11 @@ def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None
         "energy": energy, "device": {**facts, "threads": threads, "cores_pinned": cores or "not pinned", "provider": session.provider,
                                       "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
                                       "cpu_steal_share": (steal / total) if total > 0 else 0.0},
-        "roofline": {"device_peak_gflops_fp32_matmul": peak_gflops, "macs": macs},
+        "roofline": {"device_peak_gflops": peak_gflops, "macs": macs, "peak_probe": "fp32 256x256 matmul, ONNX Runtime CPU"},
     }
+    if device_memory_kb is not None:  # an accelerator's own memory (CUDA: peak allocated beyond the loaded model)
+        record["device_memory_peak_beyond_baseline_kb"] = device_memory_kb
+        record["roofline"]["peak_probe"] = f"4096x4096 matmul in the artifact's precision, {session.runtime} on {session.provider}"
     if macs and "1" in results:
         record["roofline"]["achieved_gflops_batch1"] = results["1"]["achieved_gflops"]
         record["roofline"]["fraction_of_peak_batch1"] = results["1"]["achieved_gflops"] / peak_gflops

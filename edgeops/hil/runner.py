@@ -23,14 +23,17 @@ class BenchmarkError(EdgeopsError):
 
 def run_isolated(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray | None, batch_sizes: list[int], threads: int = 1,
                  cores: list[int] | None = None, macs: int | None = None, timeout_s: float = 300.0, max_seconds: float = 10.0,
-                 min_runs: int = 200, power_meter: dict | None = None) -> dict:
+                 min_runs: int = 200, power_meter: dict | None = None, runtime: str = "onnxruntime", accelerator: str = "cpu") -> dict:
+    """`runtime`: onnxruntime (.onnx) or torch (.safetensors, edgeops.runtimes.torch_runtime); `accelerator`: cpu or
+    cuda (ONNX Runtime's CUDAExecutionProvider, or torch on the GPU)."""
     with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as folder:
         folder = Path(folder)
         np.save(folder / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
         if labels is not None:
             np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64), allow_pickle=False)
         request = {"model_path": str(model_path), "batch_sizes": batch_sizes, "threads": threads, "cores": cores, "macs": macs,
-                   "max_seconds": max_seconds, "min_runs": min_runs, "folder": str(folder), "power_meter": power_meter}
+                   "max_seconds": max_seconds, "min_runs": min_runs, "folder": str(folder), "power_meter": power_meter,
+                   "runtime": runtime, "accelerator": accelerator}
         (folder / "request.json").write_text(json.dumps(request))
         try:
             completed = subprocess.run([sys.executable, "-m", "edgeops.hil.runner", str(folder / "request.json")],
@@ -51,9 +54,16 @@ def _child(request_file: str) -> None:
     folder = Path(request["folder"])
     inputs = np.load(folder / "inputs.npy", allow_pickle=False)
     labels = np.load(folder / "labels.npy", allow_pickle=False) if (folder / "labels.npy").exists() else None
+    open_session = None
+    if request["runtime"] == "torch":
+        from edgeops.runtimes.torch_runtime import TorchSession
+
+        TorchSession.preload()
+        open_session = lambda path, threads: TorchSession(path, threads, request["accelerator"])  # noqa: E731
+    provider = "CUDAExecutionProvider" if request["accelerator"] == "cuda" else "CPUExecutionProvider"
     result = run_benchmark(request["model_path"], inputs, labels, request["batch_sizes"], request["threads"], request["cores"],
                            macs=request["macs"], max_seconds=request["max_seconds"], min_runs=request["min_runs"],
-                           power_meter=request.get("power_meter"))
+                           power_meter=request.get("power_meter"), provider=provider, open_session=open_session)
     (folder / "result.json").write_text(json.dumps(result))
 
 

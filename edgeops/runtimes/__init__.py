@@ -45,7 +45,7 @@ TOOL_RUNTIMES = {
     "executorch": ToolRuntime("executorch", ".pte", "ExecuTorch 1.5 (XNNPACK delegate)", "deploy/runtimes/executorch.txt"),
     "litert": ToolRuntime("litert", ".tflite", "LiteRT 2.3 (XNNPACK delegate)", "deploy/runtimes/litert.txt"),
 }
-ARTIFACT_SUFFIX = {"onnxruntime": ".onnx", **{name: rt.suffix for name, rt in TOOL_RUNTIMES.items()}}
+ARTIFACT_SUFFIX = {"onnxruntime": ".onnx", "torch": ".safetensors", **{name: rt.suffix for name, rt in TOOL_RUNTIMES.items()}}
 
 
 class RuntimeNotInstalled(CompressionError):
@@ -128,7 +128,12 @@ def export(name: str, model, out: Path, timeout_s: float = 600.0) -> dict:
 
 
 def predict(name: str, artifact: Path, x: np.ndarray, timeout_s: float = 300.0) -> np.ndarray:
-    """Logits of the artifact on its own runtime (float64, like compression.onnx_logits)."""
+    """Logits of the artifact on its own runtime (float64, like compression.onnx_logits). torch runs here, on the CPU
+    (it is edgeops' own dependency); the others in their tool environments."""
+    if name == "torch":
+        from edgeops.runtimes.torch_runtime import predict as torch_predict
+
+        return torch_predict(artifact, x)
     with tempfile.TemporaryDirectory(prefix=f"edgeops-{name}-predict-") as folder:
         folder = Path(folder)
         np.save(folder / "inputs.npy", np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)

@@ -68,8 +68,9 @@ def main() -> None:
             return time.perf_counter() - start
         return epoch
 
-    timers = {"non-private SGD": plain_epoch_timer(), "DP-SGD (opacus hooks)": dp_epoch_timer("hooks"),
-              "DP-SGD (opacus functorch)": dp_epoch_timer("functorch")}
+    declared = spec.training.grad_sample_mode
+    timers = {"non-private SGD": plain_epoch_timer(), **{f"DP-SGD (opacus {mode}{', declared' if mode == declared else ''})": dp_epoch_timer(mode)
+                                                         for mode in ("ew", "hooks", "functorch")}}
     for timer in timers.values():
         timer()  # warm-up epoch
     samples = {name: [] for name in timers}

@@ -226,7 +226,8 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors_in), batch_size=plan.batch_size, generator=sampling)
     engine = PrivacyEngine(accountant=plan.accountant)
     model, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=plan.noise_multiplier,
-                                                   max_grad_norm=plan.max_grad_norm, poisson_sampling=True, noise_generator=noise)
+                                                   max_grad_norm=plan.max_grad_norm, poisson_sampling=True, noise_generator=noise,
+                                                   grad_sample_mode=spec.training.grad_sample_mode)
     hard_loss = nn.CrossEntropyLoss()
 
     def criterion(logits, labels, teacher=None):
@@ -281,7 +282,7 @@ def train_dp(spec: PipelineSpec, data: TrainingData, plan: DpPlan, workdir: Path
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise TrainingError(f"parameters became non-finite at epoch {epoch + 1}: lower training.learning_rate "
                                 f"(now {base_lr:g}); nothing was released")
-        val = evaluate_logits(predict_logits(ema.module if ema is not None else model, data.x_val), data.y_val, len(data.classes))["accuracy"]
+        val = evaluate_logits(predict_logits(ema.module if ema is not None else model._module, data.x_val), data.y_val, len(data.classes))["accuracy"]
         curves["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
         curves["val_accuracy"].append(val)
         curves["epsilon"].append(float(engine.get_epsilon(plan.delta)))

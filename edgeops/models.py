@@ -150,7 +150,9 @@ def save_weights(model: nn.Module, path: Path, metadata: dict | None = None) -> 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    # one entry: safetensors writes its metadata map in a per-process hash order, so several entries would make the
+    # same weights' file bytes differ from run to run
+    save_file(state, str(tmp), metadata={"edgeops": json.dumps({k: str(v) for k, v in (metadata or {}).items()}, sort_keys=True)})
     tmp.replace(path)
     return weights_sha256(model)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-ARCHITECTURE_KEY = "edgeops.architecture"
-PRECISION_KEY = "edgeops.precision"
+# One metadata entry holding JSON: safetensors writes its metadata map in hash order, which differs between
+# processes, so two entries made the same artifact's bytes (and sha256) differ from run to run.
+METADATA_KEY = "edgeops"
 
 
 def save_artifact(model, path: Path, precision: str = "fp32") -> None:
@@ -26,27 +27,35 @@ def save_artifact(model, path: Path, precision: str = "fp32") -> None:
     if dtype_of[precision] == "half":
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={ARCHITECTURE_KEY: json.dumps(describe_architecture(model)), PRECISION_KEY: precision})
+    save_file(state, str(path), metadata={METADATA_KEY: json.dumps({"architecture": describe_architecture(model), "precision": precision},
+                                                                  sort_keys=True)})
 
 
 def load_artifact(path: str | Path, device: str = "cpu"):
     """The network, on `device`, in the artifact's precision. Strict loading: a rebuilt shape that differs is an error."""
     import torch
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from edgeops.models import build_from_architecture
 
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if ARCHITECTURE_KEY not in metadata:
-        raise ValueError(f"{path}: not an edgeops torch artifact (no {ARCHITECTURE_KEY} in its safetensors metadata)")
-    model = build_from_architecture(json.loads(metadata[ARCHITECTURE_KEY]))
-    precision = metadata.get(PRECISION_KEY, "fp32")
+    metadata = read_metadata(path)
+    model = build_from_architecture(metadata["architecture"])
+    precision = metadata["precision"]
     if precision == "fp16":
         model = model.half()
     model.load_state_dict(load_file(str(path)), strict=True)
     return model.to(device).eval(), (torch.float16 if precision == "fp16" else torch.float32)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The artifact's architecture and precision, or a ValueError naming the file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if METADATA_KEY not in metadata:
+        raise ValueError(f"{path}: not an edgeops torch artifact (no {METADATA_KEY!r} entry in its safetensors metadata)")
+    return json.loads(metadata[METADATA_KEY])
 
 
 class TorchSession:

@@ -15,7 +15,7 @@ from edgeops.errors import SpecError
 from edgeops.hil.bench import benchmark_target, cuda_available, latency_memory_outcomes
 from edgeops.hil.runner import run_isolated
 from edgeops.ledger import Budget
-from edgeops.runtimes.torch_runtime import ARCHITECTURE_KEY, PRECISION_KEY, TorchSession, load_artifact
+from edgeops.runtimes.torch_runtime import TorchSession, load_artifact, read_metadata, save_artifact
 from edgeops.spec import TargetSpec, load_declaration
 from test_compression import train_dp_model
 
@@ -48,9 +48,9 @@ def test_fp16_artifact_is_half_precision_safetensors_that_rebuilds_and_keeps_par
     record = build(trained, "half", [{"step": "fp16"}], device="gpu")
     assert record["artifact_path"].endswith(".safetensors") and record["precision"] == "fp16"
     with safe_open(record["artifact_path"], framework="pt") as handle:
-        metadata = handle.metadata()
         dtypes = {handle.get_tensor(k).dtype for k in handle.keys()}
-    assert metadata[PRECISION_KEY] == "fp16" and ARCHITECTURE_KEY in metadata
+    metadata = read_metadata(record["artifact_path"])
+    assert metadata["precision"] == "fp16" and metadata["architecture"]["n_features"] == 64
     assert dtypes == {torch.float16}
     assert record["size_bytes"] < 0.6 * record["float_size_bytes"]
     outcomes = budget_outcomes(record, TargetSpec.model_validate({"name": "half", "device": "gpu", "recipe": [{"step": "fp16"}]}))
@@ -64,6 +64,22 @@ def test_pruned_float_torch_target_reloads_its_pruned_shape(trained):
     assert dtype == torch.float32
     assert sum(p.numel() for p in model.parameters()) == record["parameters"] < trained[1]["parameters"]
     assert record["parity_relative"] < 1e-4
+
+
+def test_the_same_model_gives_the_same_bytes_in_another_process(trained, tmp_path):
+    """safetensors orders its metadata map by hash, per process: the artifact keeps one entry so its sha256 is stable
+    (the scale-out test compares artifact hashes across workers)."""
+    import subprocess
+    import sys
+
+    record = build(trained, "stable", [{"step": "fp16"}], device="gpu")
+    model, _ = load_artifact(record["artifact_path"])
+    save_artifact(model.float(), tmp_path / "here.safetensors", "fp16")
+    code = ("import sys; from edgeops.runtimes.torch_runtime import load_artifact, save_artifact; "
+            "m, _ = load_artifact(sys.argv[1]); save_artifact(m.float(), __import__('pathlib').Path(sys.argv[2]), 'fp16')")
+    for index in range(2):
+        subprocess.run([sys.executable, "-c", code, record["artifact_path"], str(tmp_path / f"there{index}.safetensors")], check=True)
+        assert (tmp_path / f"there{index}.safetensors").read_bytes() == (tmp_path / "here.safetensors").read_bytes()
 
 
 def test_an_artifact_without_architecture_metadata_is_refused(tmp_path):

@@ -211,11 +211,13 @@ def _is_default(op_type: str, attribute) -> bool:
 
 
 def strip_for_device(path: str) -> None:
-    """Make the file carry only what a runtime needs; inputs, outputs and computation are unchanged. On a
-    6k-parameter model the rest was over half of the int8 file: exporter provenance (doc strings, stack traces, node,
-    graph and value metadata), intermediate shapes, long tensor names, opset imports no node uses, attributes written
-    out at their default values, all-zero zero points of DequantizeLinear (optional; 0 is the default), and per-feature
-    constants whose values are all equal (the declared bounds), which broadcast the same as one scalar."""
+    """Make the file carry only what a runtime needs; inputs, outputs and computation are unchanged. Removed:
+    exporter provenance (doc strings, stack traces, node, graph and value metadata), intermediate shapes, long tensor
+    names, opset imports no node uses, attributes written out at their default values, all-zero zero points of
+    DequantizeLinear (optional; 0 is the default); per-feature constants whose values are all equal (the declared
+    bounds) become one scalar where that broadcasts the same. With float int8 biases, this took the earlier
+    6k-parameter digits CNN's int8 file from 11,079 to 8,219 bytes (benchmarks/results/compression.md before and at
+    commit f911c52)."""
     import onnx
     from onnx import numpy_helper
 

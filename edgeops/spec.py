@@ -516,7 +516,7 @@ class PipelineSpec(Frozen):
             raise ValueError(f"training.pretrain.source: {self.training.pretrain.source} draws 8x8 digits 0-9; this dataset has "
                              f"image_shape {self.dataset.image_shape} and classes {self.dataset.classes}")
         for index, target in enumerate(self.targets):
-            if not digits_shaped and any(getattr(getattr(s, "calibration", None), "source", "") == "synthetic_digits" for s in target.recipe):
+            if not digits_shaped and any(isinstance(s, Int8Step) and s.calibration.source == "synthetic_digits" for s in target.recipe):
                 raise ValueError(f"targets.{index}.recipe: calibration source synthetic_digits draws 8x8 digits 0-9; this dataset has "
                                  f"image_shape {self.dataset.image_shape} and classes {self.dataset.classes}")
             device = devices.get(target.device)

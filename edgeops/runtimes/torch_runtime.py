@@ -22,9 +22,8 @@ def save_artifact(model, path: Path, precision: str = "fp32") -> None:
 
     from edgeops.models import describe_architecture
 
-    dtype_of = {"fp32": None, "fp16": "half"}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if dtype_of[precision] == "half":
+    if precision == "fp16":
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={METADATA_KEY: json.dumps({"architecture": describe_architecture(model), "precision": precision},
@@ -75,10 +74,10 @@ class TorchSession:
             raise RuntimeError("no CUDA device: torch.cuda.is_available() is False")
         torch.set_num_threads(threads)
         self._torch = torch
-        self.device = device
+        self.device, self.on_gpu = device, device.startswith("cuda")
         self.model, self.dtype = load_artifact(path, device)
         self.version = torch.__version__
-        self.provider = f"CUDA ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else "CPU (eager)"
+        self.provider = f"CUDA ({torch.cuda.get_device_name(device)})" if self.on_gpu else "CPU (eager)"
         self.max_batch = None
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -89,23 +88,23 @@ class TorchSession:
 
     # The harness asks a session for these where they exist: on a GPU, host RSS and a CPU matmul say nothing.
     def device_facts(self) -> dict:
-        return cuda_facts(self.device) if self.device.startswith("cuda") else {}
+        return cuda_facts(self.device) if self.on_gpu else {}
 
     def reset_device_memory(self) -> None:
-        if self.device.startswith("cuda"):
+        if self.on_gpu:
             self._torch.cuda.synchronize(self.device)
             self._torch.cuda.reset_peak_memory_stats(self.device)
             self._memory_baseline = self._torch.cuda.memory_allocated(self.device)
 
     def device_memory_peak_kb(self) -> int | None:
-        if not self.device.startswith("cuda"):
+        if not self.on_gpu:
             return None
         self._torch.cuda.synchronize(self.device)
         return max(0, self._torch.cuda.max_memory_allocated(self.device) - self._memory_baseline) // 1024
 
     def peak_gflops(self, seconds: float = 0.5, size: int = 4096) -> float | None:
         """The roofline ceiling on the GPU: a dense matmul in the artifact's precision, timed with CUDA events."""
-        if not self.device.startswith("cuda"):
+        if not self.on_gpu:
             return None
         torch = self._torch
         a = torch.randn(size, size, device=self.device, dtype=self.dtype)

@@ -30,6 +30,23 @@ def train_dp_model(declaration, root, budget: Budget):
     return dp_model, ledger
 
 
+def trained_tiny_digits(tmp_path_factory, name: str, extra_devices: tuple = ()):
+    """A small DP CNN on the digits (tiny profile, 3 epochs), trained once for a test module: yields
+    (declaration, dp_model, ledger, root)."""
+    from conftest import Project, tiny_digits
+
+    monkeypatch = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp(name)
+    project = Project(root / "project", monkeypatch)
+    spec = tiny_digits()
+    spec["training"]["epochs"] = 3
+    spec["devices"].extend(extra_devices)
+    declaration = load_declaration(project.declare(spec))
+    dp_model, ledger = train_dp_model(declaration, root, Budget(20, 1e-5))
+    yield declaration, dp_model, ledger, root
+    monkeypatch.undo()
+
+
 @pytest.fixture
 def trained(project, tmp_path):
     spec = table_declaration()

@@ -20,18 +20,9 @@ from edgeops.spec import TargetSpec, load_declaration
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small DP CNN on the digits (the default family: conv, pool, reshape), trained once for the module."""
-    from conftest import Project
-    from test_compression import train_dp_model
+    from test_compression import trained_tiny_digits
 
-    monkeypatch = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("runtimes")
-    project = Project(root / "project", monkeypatch)
-    spec = tiny_digits()
-    spec["training"]["epochs"] = 3
-    declaration = load_declaration(project.declare(spec))
-    dp_model, ledger = train_dp_model(declaration, root, Budget(20, 1e-5))
-    yield declaration, dp_model, ledger, root
-    monkeypatch.undo()
+    yield from trained_tiny_digits(tmp_path_factory, "runtimes")
 
 
 def target(name: str, runtime: str, recipe: list | None = None) -> TargetSpec:

@@ -14,28 +14,17 @@ from edgeops.compression import budget_outcomes, build_target
 from edgeops.errors import SpecError
 from edgeops.hil.bench import benchmark_target, cuda_available, latency_memory_outcomes
 from edgeops.hil.runner import run_isolated
-from edgeops.ledger import Budget
 from edgeops.runtimes.torch_runtime import TorchSession, load_artifact, read_metadata, save_artifact
 from edgeops.spec import TargetSpec, load_declaration
-from test_compression import train_dp_model
+from test_compression import trained_tiny_digits
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: torch.cuda.is_available() is False")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import Project
-
-    monkeypatch = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("torch-runtime")
-    project = Project(root / "project", monkeypatch)
-    spec = tiny_digits()
-    spec["training"]["epochs"] = 3
-    spec["devices"].append({"name": "gpu", "kind": "cuda"})
-    declaration = load_declaration(project.declare(spec))
-    dp_model, _ = train_dp_model(declaration, root, Budget(20, 1e-5))
-    yield declaration, dp_model, root
-    monkeypatch.undo()
+    for declaration, dp_model, _, root in trained_tiny_digits(tmp_path_factory, "torch-runtime", ({"name": "gpu", "kind": "cuda"},)):
+        yield declaration, dp_model, root
 
 
 def build(trained, name: str, recipe: list[dict], device: str = "local_cpu") -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+PRETRAINED_CACHE = ROOT / ".edgeops" / "benchmarks" / "pretrained"  # under the ignored state folder
 
 
 def machine_facts() -> dict:
@@ -44,12 +45,13 @@ def train_and_build_targets(declaration, data, ref, work: Path, seed: int | None
     from edgeops.compression import build_target
     from edgeops.ledger import Budget, PrivacyLedger
     from edgeops.models import export_onnx, save_weights, weights_sha256
-    from edgeops.training import plan_dp_training, pretrain_on_public, train_dp
+    from edgeops.training import cached_pretraining, plan_dp_training, train_dp
 
     spec = declaration.spec
     if seed is not None:
         spec = spec.model_copy(update={"training": spec.training.model_copy(update={"seed": seed})})
-    initial = pretrain_on_public(spec, data)[0] if spec.training.pretrain else None
+    # the public pre-training does not depend on the DP seed: one fit per configuration, kept between scripts
+    initial = cached_pretraining(spec, data, PRETRAINED_CACHE)[0] if spec.training.pretrain else None
     model = train_dp(spec, data, plan_dp_training(spec, data), work / "train", initial_model=initial)["model"]
     export_onnx(model, len(data.features), work / "float.onnx")
     save_weights(model, work / "model.safetensors")

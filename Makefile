@@ -33,8 +33,11 @@ $(RUNTIMES_DIR)/%/.ready: deploy/runtimes/%.txt
 run: $(STAMP)
 	$(BIN)/edgeops run
 
+# Two pytest-xdist workers (CI's machine has 2 cores). --dist loadfile keeps each test file on one worker, so a
+# module's shared pipeline run happens once. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ui: $(STAMP)
 	$(BIN)/python -m edgeops.ui

@@ -67,7 +67,8 @@ def main() -> None:
             label = {k: v for k, v in setting.items() if k != "pretrain"}
             rows.append({"model": f"dp-sgd eps={epsilon:g}", "setting": start + (f" {label}" if label else "") + shape,
                          "noise_multiplier": round(plan.noise_multiplier, 3), "test_accuracy_median": statistics.median(accuracies),
-                         "min": min(accuracies), "max": max(accuracies), "train_s_median": statistics.median(seconds)})
+                         "min": min(accuracies), "max": max(accuracies), "train_s_median": statistics.median(seconds),
+                         "per_seed": " ".join(f"{a:.4f}" for a in accuracies)})
             print(rows[-1], flush=True)
     for _pretrained_model, record in pretrained.values():
         rows.append({"model": "public pre-training only (no private data, no DP-SGD)", "setting": f"{record['samples']} synthetic digits, "

@@ -309,7 +309,7 @@ def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict,
         run_id = record["mlflow_run_id"]
         entry.update({
             "sha256": record["sha256"], "registered_model": record.get("registered_model"), "registered_version": record.get("registered_version"),
-            "size_kb": {**evidence.metric(run_id, "size_bytes"), "unit": "bytes"}, "parameters": evidence.metric(run_id, "parameters"),
+            "size_bytes": {**evidence.metric(run_id, "size_bytes"), "unit": "bytes"}, "parameters": evidence.metric(run_id, "parameters"),
             "macs": evidence.metric(run_id, "macs"), "accuracy": evidence.metric(run_id, "accuracy", required=False),
             "accuracy_drop_points": evidence.metric(run_id, "accuracy_drop_points", required=False), "privacy": record["privacy"],
             "per_class_drop": {c: round(record["float_per_class_accuracy"][c] - record["per_class_accuracy"][c], 4)
@@ -332,7 +332,7 @@ def build_card(declaration: Declaration, cards_dir: Path, client, dataset: dict,
             entry["not_measured_reason"] = bench.get("reason", "benchmark did not run for this artifact")
             entry["energy"] = "not measured"
         card["quantitative_analyses"]["per_class"][target_spec.name] = record.get("per_class_accuracy")
-        card["quantitative_analyses"]["per_target"].append({k: entry.get(k) for k in ("name", "accuracy", "accuracy_drop_points", "size_kb", "latency_p50_ms", "latency_p95_ms", "memory_kb")})
+        card["quantitative_analyses"]["per_target"].append({k: entry.get(k) for k in ("name", "accuracy", "accuracy_drop_points", "size_bytes", "latency_p50_ms", "latency_p95_ms", "memory_kb")})
         targets.append(entry)
     card["targets"] = targets
     measured_energy = any(t.get("energy") == "measured" for t in targets)

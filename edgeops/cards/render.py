@@ -28,7 +28,7 @@ def pareto_png(card: dict) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(t["name"], t["latency_p50_ms"]["value"], t["accuracy"]["value"], t["size_kb"]["value"] / 1024)
+    points = [(t["name"], t["latency_p50_ms"]["value"], t["accuracy"]["value"], t["size_bytes"]["value"] / 1024)
               for t in card["targets"] if t.get("latency_p50_ms") and t.get("accuracy")]
     if not points:
         return None
@@ -83,7 +83,7 @@ def to_markdown(card: dict) -> str:
     for t in card["targets"]:
         recipe = " + ".join(step["step"] for step in t["recipe"]) or "float"
         checks = ", ".join(f"{k}: {v['status']}" for k, v in t["checks"].items())
-        lines.append(f"| {t['name']} | {t['device']} | {recipe} | {_v(t.get('size_kb'))} | {_v(t.get('accuracy'))} | {_v(t.get('accuracy_drop_points'))} | "
+        lines.append(f"| {t['name']} | {t['device']} | {recipe} | {_v(t.get('size_bytes'))} | {_v(t.get('accuracy'))} | {_v(t.get('accuracy_drop_points'))} | "
                      f"{_v(t.get('latency_p50_ms'))} / {_v(t.get('latency_p95_ms'))} | {_v(t.get('memory_kb'))} | {t.get('energy', 'not measured')} | {checks} |")
     adversarial = card.get("robustness", {}).get("adversarial")
     if adversarial:

@@ -9,12 +9,11 @@ The declared hyperparameters were chosen on the validation split; this table rep
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import tempfile
 from pathlib import Path
 
-from _common import digits_training_data, write_table
+from _common import PRETRAINED_CACHE, digits_training_data, write_table
 
 
 def main() -> None:
@@ -23,7 +22,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
 
-    from edgeops.training import evaluate_logits, plan_dp_training, predict_logits, pretrain_on_public, train_dp, train_nonprivate
+    from edgeops.training import cached_pretraining, evaluate_logits, plan_dp_training, predict_logits, train_dp, train_nonprivate
 
     declaration, data, _ = digits_training_data()
     spec = declaration.spec
@@ -55,10 +54,8 @@ def main() -> None:
                 # the pre-trained weights are the same for every seed (the pre-training has its own seed): DP-SGD varies
                 initial = None
                 if candidate.training.pretrain:
-                    key = candidate.model.model_dump_json() + candidate.training.pretrain.model_dump_json()
-                    if key not in pretrained:
-                        pretrained[key] = pretrain_on_public(candidate, data)
-                    initial = copy.deepcopy(pretrained[key][0])
+                    initial, record = cached_pretraining(candidate, data, PRETRAINED_CACHE)  # a fresh copy on every call
+                    pretrained[record["weights_sha256"]] = record
                 result = train_dp(candidate, data, plan, Path(tempfile.mkdtemp()), initial_model=initial)
                 accuracies.append(evaluate_logits(predict_logits(result["model"], data.x_test), data.y_test, len(data.classes))["accuracy"])
                 seconds.append(result["seconds"])
@@ -70,7 +67,7 @@ def main() -> None:
                          "min": min(accuracies), "max": max(accuracies), "train_s_median": statistics.median(seconds),
                          "per_seed": " ".join(f"{a:.4f}" for a in accuracies)})
             print(rows[-1], flush=True)
-    for _pretrained_model, record in pretrained.values():
+    for record in pretrained.values():
         rows.append({"model": "public pre-training only (no private data, no DP-SGD)", "setting": f"{record['samples']} synthetic digits, "
                      f"{record['epochs']} epochs, seed {record['seed']}", "test_accuracy_median": record["test_accuracy_before_dp"],
                      "train_s_median": record["seconds"]})

@@ -217,8 +217,8 @@ def _int8(step: Int8Step, model: WorkingModel, ctx: CompressionContext) -> Worki
     # Conv and Gemm only, and float logits out: quantizing the final logits to 8 bits flipped near-ties
     # (measured: same size, one more wrong test image in 360). Biases stay float: an int32 bias needs its own
     # per-channel scale and DequantizeLinear node (about 440 of 8,670 bytes on the 6k-parameter digits CNN, in a
-    # development run), and ONNX Runtime still
-    # fuses each Conv into QLinearConv, quantizing the bias itself when the session loads (checked in its optimized graph).
+    # development run), and ONNX Runtime still fuses each Conv into QLinearConv, quantizing the bias itself when the
+    # session loads (checked in its optimized graph).
     quantize_static(str(prepared), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=step.per_channel,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "Gemm", "MatMul"],
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "OpTypesToExcludeOutputQuantization": ["Gemm"],

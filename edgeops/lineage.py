@@ -47,6 +47,14 @@ RUN_ROLE_TAG = "edgeops.run_role"                      # "pipeline_run" on paren
 ROLE_PIPELINE_RUN, ROLE_STAGE = "pipeline_run", "stage"
 PIPELINE_RUN_DAGSTER_TAG = "edgeops/pipeline_run"      # Dagster run tag set by `edgeops run`: its Dagster runs share a parent
 LOGGED_MODEL_TYPE = "edgeops-target"                   # model_type of each target's MLflow LoggedModel
+# MLflow 3.17's UI picks GenAI or model-training pages from a global toggle (browser storage, GenAI by default) or
+# this URL parameter; the experiment tag above is what the API and other clients read.
+UI_MODEL_TRAINING_QUERY = "workflowType=machine_learning"
+
+
+def experiment_ui_url(ui_base: str, experiment_id: str, page: str = "runs") -> str:
+    """An experiment's runs (or "models") page in MLflow's UI, opened in its model-training view."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/{page}?{UI_MODEL_TRAINING_QUERY}"
 
 
 def _timed(method):
@@ -188,12 +196,18 @@ class Lineage:
         return experiment.experiment_id
 
     def _parents(self, experiment: str, key: str) -> list:
-        return self.client.search_runs([experiment], f"tags.`{PIPELINE_RUN_TAG}` = '{key}' and tags.`{RUN_ROLE_TAG}` = '{ROLE_PIPELINE_RUN}'",
-                                       order_by=["attributes.start_time ASC"], max_results=50)
+        """The pipeline run's parents, the elected one first: oldest, then smallest run id (every process sorts alike)."""
+        found = self.client.search_runs([experiment], f"tags.`{PIPELINE_RUN_TAG}` = '{key}' and tags.`{RUN_ROLE_TAG}` = '{ROLE_PIPELINE_RUN}'",
+                                        max_results=50)
+        return sorted(found, key=lambda run: (run.info.start_time, run.info.run_id))
+
+    def _children(self, experiment: str, parent: str) -> list:
+        return self.client.search_runs([experiment], f"tags.`{PARENT_RUN_TAG}` = '{parent}'", max_results=1000)
 
     def parent_run(self, experiment: str, pipeline: str, key: str, title: str) -> str:
-        """The pipeline run's parent MLflow run, created by the first stage that asks. Two stages that race (parallel
-        processes) may both create one; each then keeps the oldest and the newer one is deleted, so all nest under one."""
+        """The pipeline run's parent MLflow run, created by the first stage that asks. Stages that race (parallel
+        processes) may each create one: each keeps the elected one and deletes its own, and a stage that elected too
+        early moves under the elected parent when it ends (_settle_parent)."""
         found = self._parents(experiment, key)
         if found:
             parent = found[0]
@@ -202,16 +216,22 @@ class Lineage:
             return parent.info.run_id
         mine = self.client.create_run(experiment, run_name=title, tags={"edgeops.pipeline": pipeline, PIPELINE_RUN_TAG: key,
                                                                         RUN_ROLE_TAG: ROLE_PIPELINE_RUN}).info.run_id
-        oldest = self._parents(experiment, key)[0].info.run_id
-        if oldest != mine:
+        elected = self._parents(experiment, key)[0].info.run_id
+        if elected != mine:
             self.client.delete_run(mine)
-        return oldest
+        return elected
 
-    def _close_parent(self, experiment: str, parent: str) -> None:
-        """Close the parent when no stage under it is still running: FAILED if any stage failed. Each stage closes
-        its own run before it looks, so the last one to finish always sees every sibling closed."""
-        children = self.client.search_runs([experiment], f"tags.`{PARENT_RUN_TAG}` = '{parent}'", max_results=1000)
-        states = {child.info.status for child in children}
+    def _settle_parent(self, experiment: str, parent: str, key: str, run_id: str) -> None:
+        """At the end of a stage: nest it under the elected parent (if a race left it under another, that parent is
+        deleted once empty), then close the parent when no stage under it is still running: FAILED if any failed.
+        Each stage closes its own run before it looks, so the last one to finish sees every sibling closed."""
+        elected = self._parents(experiment, key)[0].info.run_id
+        if elected != parent:
+            self.client.set_tag(run_id, PARENT_RUN_TAG, elected)
+            if not self._children(experiment, parent):
+                self.client.delete_run(parent)
+            parent = elected
+        states = {child.info.status for child in self._children(experiment, parent)}
         if "RUNNING" not in states and "SCHEDULED" not in states:
             self.client.set_terminated(parent, "FAILED" if states & {"FAILED", "KILLED"} else "FINISHED")
 
@@ -248,7 +268,7 @@ class Lineage:
             try:
                 self.client.set_terminated(run_id, "FAILED")
                 if parent:
-                    self._close_parent(experiment, parent)
+                    self._settle_parent(experiment, parent, pipeline_run, run_id)
             except Exception:  # noqa: BLE001 - the server is gone: the run stays open there, and the stage's own error is what counts
                 pass
             if isinstance(err, Exception) and _unreachable(err):
@@ -258,7 +278,7 @@ class Lineage:
         try:
             self.client.set_terminated(run_id, "FINISHED")
             if parent:
-                self._close_parent(experiment, parent)
+                self._settle_parent(experiment, parent, pipeline_run, run_id)
         except Exception as err:
             if _unreachable(err):
                 raise self._outage(stage, "at the end of", err) from None

@@ -9,7 +9,8 @@ Run structure. A pipeline run is one `edgeops run` invocation for one pipeline (
 tag PIPELINE_RUN_DAGSTER_TAG), or else one Dagster run (a sensor's, the automation's, or one launched from the UI).
 Its parent MLflow run is found or created by the first stage that needs it, keyed by the tag PIPELINE_RUN_TAG, and
 each stage's run names it in `mlflow.parentRunId`, so MLflow's UI shows the stages nested under it. The parent is
-closed when its last running stage ends (FAILED if a stage failed) and reopened if a later stage starts.
+closed when its last running stage ends (naming any failed stage in FAILED_STAGES_TAG) and reopened if a later
+stage starts.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ PARENT_RUN_TAG = "mlflow.parentRunId"                  # MLflow's own nesting ta
 PIPELINE_RUN_TAG = "edgeops.pipeline_run"              # on the parent and every stage run: which pipeline run
 RUN_ROLE_TAG = "edgeops.run_role"                      # "pipeline_run" on parents, "stage" on stage runs
 ROLE_PIPELINE_RUN, ROLE_STAGE = "pipeline_run", "stage"
+FAILED_STAGES_TAG = "edgeops.failed_stages"            # on a parent: its stage runs that failed
 PIPELINE_RUN_DAGSTER_TAG = "edgeops/pipeline_run"      # Dagster run tag set by `edgeops run`: its Dagster runs share a parent
 LOGGED_MODEL_TYPE = "edgeops-target"                   # model_type of each target's MLflow LoggedModel
 # MLflow 3.17's UI picks GenAI or model-training pages from a global toggle (browser storage, GenAI by default) or
@@ -223,7 +225,7 @@ class Lineage:
 
     def _settle_parent(self, experiment: str, parent: str, key: str, run_id: str) -> None:
         """At the end of a stage: nest it under the elected parent (if a race left it under another, that parent is
-        deleted once empty), then close the parent when no stage under it is still running: FAILED if any failed.
+        deleted once empty), then close the parent when no stage under it is still running.
         Each stage closes its own run before it looks, so the last one to finish sees every sibling closed."""
         elected = self._parents(experiment, key)[0].info.run_id
         if elected != parent:
@@ -231,9 +233,14 @@ class Lineage:
             if not self._children(experiment, parent):
                 self.client.delete_run(parent)
             parent = elected
-        states = {child.info.status for child in self._children(experiment, parent)}
-        if "RUNNING" not in states and "SCHEDULED" not in states:
-            self.client.set_terminated(parent, "FAILED" if states & {"FAILED", "KILLED"} else "FINISHED")
+        children = self._children(experiment, parent)
+        if not any(child.info.status in ("RUNNING", "SCHEDULED") for child in children):
+            failed = sorted(child.info.run_name for child in children if child.info.status in ("FAILED", "KILLED"))
+            if failed:
+                self.client.set_tag(parent, FAILED_STAGES_TAG, ", ".join(failed)[:MAX_PARAM_CHARS])
+            # FINISHED even when a stage failed (a target that misses its budget is part of a complete pipeline run):
+            # the failed stages are the runs nested under it, and listed in FAILED_STAGES_TAG.
+            self.client.set_terminated(parent, "FINISHED")
 
     def _outage(self, stage: str, when: str, err: BaseException) -> LineageUnavailable:
         detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__

@@ -133,13 +133,9 @@ def page(browser, served, request):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(60_000)
+    # Dagster's first-visit community sign-up dialog covers the page, late on a busy machine: dismissed whenever it shows.
+    page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
     page.goto(f"{base}/asset-groups")
-    skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit community sign-up dialog covers the page
-    try:
-        skip.wait_for(timeout=5_000)
-        skip.click()
-    except Exception:  # noqa: BLE001 - shown once per instance: absent is fine
-        pass
     yield page
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{request.node.name}.png"), full_page=True)
@@ -261,10 +257,10 @@ def test_the_card_prints_to_pdf_with_the_summary_first_and_no_cut_rows(page, ser
     SHOTS.mkdir(parents=True, exist_ok=True)
     (SHOTS / "model-card.pdf").write_bytes(pdf)
     pages = _pdf_pages(pdf)
-    first = pages[0]
+    first = "".join(pages[0].split())  # words wrap differently on paper: compare without whitespace
     for text in ("Summary", "What it is for", "Privacy guarantee", "differentially private", "Targets: 1 passed, 1 failed, 0 not measured",
-                 "cpu_float", "cpu_int8", "size: ", "Review", "pending"):
-        assert text in first, (text, first[:1500])
+                 "cpu_float", "cpu_int8", "size: 1.0 KB (budget 0.5 KB)", "Review", "pending"):
+        assert "".join(text.split()) in first, (text, pages[0][:1500])
     everything = "\n".join(pages)
     assert "**" not in everything and "```" not in everything  # no Markdown syntax printed literally
     assert "Out of scope" not in everything  # the test declaration has no out-of-scope uses: no empty line for them
@@ -332,11 +328,13 @@ def test_mlflow_models_view_lists_each_target_with_its_measured_numbers(page, se
     assert version == [{"name": "tabular-cpu_float", "version": "1"}]
     assert client.get_model_version("tabular-cpu_float", "1").tags["edgeops.mlflow_model_id"] == models["cpu_float"].model_id
 
-    page.set_viewport_size({"width": 2400, "height": 1000})
+    page.set_viewport_size({"width": 3800, "height": 700})  # the grid draws only the columns in view: all of them, then
     page.goto(experiment_ui_url(mlflow_served, experiment.experiment_id, "models"))
     page.get_by_text("cpu_int8", exact=True).first.wait_for()
     page.get_by_text("cpu_float", exact=True).first.wait_for()
     _close_assistant(page)
-    for column in ("latency_b1_p95_ms", "size_bytes", "epsilon", "accuracy"):
+    for column in ("accuracy", "accuracy_on_device", "size_bytes", "epsilon", "delta", "latency_b1_p50_ms", "latency_b1_p95_ms",
+                   "peak_rss_beyond_baseline_kb"):
         page.get_by_text(column, exact=True).first.wait_for()
+    page.get_by_text("tabular-test", exact=False).first.wait_for()  # the dataset the accuracy was measured on
     page.get_by_text("tabular-cpu_float", exact=False).first.wait_for()  # the registered version it became

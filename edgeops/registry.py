@@ -15,6 +15,7 @@ from edgeops.spec import Declaration, TargetSpec
 
 MODEL_ID_VERSION_TAG = "edgeops.mlflow_model_id"   # on a registered version: its target's LoggedModel
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"         # on a LoggedModel: MLflow's own list of its registered versions
+ON_DEVICE_TAG = "edgeops.on_device"                 # on a LoggedModel: where its on-device numbers were measured, or why not
 
 
 def registered_name(pipeline: str, target: str) -> str:
@@ -134,14 +135,14 @@ def log_on_device_metrics(run, compressed: dict, bench: dict, dataset_ref: dict,
     if not model_id:
         return
     if not bench.get("measured"):
-        run.client.set_logged_model_tags(model_id, {"edgeops.on_device": f"not measured: {bench.get('reason', 'see the benchmark run')}"[:500]})
+        run.client.set_logged_model_tags(model_id, {ON_DEVICE_TAG: f"not measured: {bench.get('reason', 'see the benchmark run')}"[:500]})
         return
     batch1 = bench["latency"].get("1", {})
     name, digest, _ = evaluation_dataset(dataset_ref, pipeline)
     run.log_metrics({"accuracy_on_device": bench.get("accuracy_on_device")}, model_id=model_id, dataset=(name, digest))
     run.log_metrics({"latency_b1_p50_ms": batch1.get("p50_ms"), "latency_b1_p95_ms": batch1.get("p95_ms"),
                      "peak_rss_beyond_baseline_kb": bench.get("peak_rss_beyond_baseline_kb")}, model_id=model_id)
-    run.client.set_logged_model_tags(model_id, {"edgeops.on_device": f"measured on device {bench.get('device_name', '?')} ({bench.get('device_kind', '?')})"[:500]})
+    run.client.set_logged_model_tags(model_id, {ON_DEVICE_TAG: f"measured on device {bench.get('device_name', '?')} ({bench.get('device_kind', '?')})"[:500]})
 
 
 def tag_version(client, record: dict, tags: dict) -> None:

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 import urllib.request
 from pathlib import Path
 
@@ -210,7 +211,8 @@ def _pdf_pages(pdf: bytes) -> list[str]:
 
     from pypdf import PdfReader
 
-    return [page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages]
+    # NFKC: the PDF's fonts set "ff", "fi" as ligature glyphs, which extract as single characters
+    return [unicodedata.normalize("NFKC", page.extract_text() or "") for page in PdfReader(io.BytesIO(pdf)).pages]
 
 
 def rows_split_across_pages(pages: list[str], rows: list[tuple[str, str]]) -> list[tuple[str, str]]:

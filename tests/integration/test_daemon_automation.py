@@ -54,6 +54,7 @@ def _wait(what: str, predicate, limit_s: float, ui: subprocess.Popen, log_path):
     pytest.fail(f"{what}: not within {limit_s:.0f} s; `make ui` log:\n{log_path.read_text()[-4000:]}")
 
 
+@pytest.mark.timeout(1800)  # a first pipeline run, then five daemon runs, each a fresh process: 15 min under a load average of 20
 def test_a_dropped_batch_is_reported_and_drift_retrains_through_the_daemon(tmp_path, monkeypatch):
     import dagster as dg
 

@@ -26,8 +26,8 @@ import pytest
 from conftest import Project, stop_process_group, table_declaration, table_frame
 
 DRIFT_REPORT_GOAL_S = 90   # the goal, printed against the measured time
-DRIFT_REPORT_LIMIT_S = 180  # the failure bound: each run is a fresh process that imports Evidently (84 s of 124 s on this
-                            # 2-core machine under a load average of 14; most of the run on an idle one)
+DRIFT_REPORT_LIMIT_S = 300  # the failure bound: each run is a fresh process that imports Evidently (84 s of 124 s on this
+                            # 2-core machine under a load average of 14); the report step alone took 144 s under 20
 SENSOR_PICKUP_LIMIT_S = 30  # drop to run requested: the sensor's interval (3 s here) plus the daemon's tick
 AUTOMATION_LIMIT_S = 420    # retrain, compression, benchmark and card: four runs of the daemon, each a fresh process
 

@@ -27,7 +27,7 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
                           "the target's declared device in a separate process; device facts and a roofline point recorded.")
     def hil_benchmark(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dataset: dict):
         from edgeops.hil.bench import benchmark_target, latency_memory_outcomes
-        from edgeops.registry import tag_version
+        from edgeops.registry import log_on_device_metrics, tag_version
 
         target = spec.target(context.partition_key)
         with edgeops_failure(), lineage.stage_run(context, declaration, "hil_benchmark") as run:
@@ -45,6 +45,7 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
                                  if isinstance(v, (int, float)) and not isinstance(v, bool)} | {"accuracy_on_device": record["accuracy_on_device"] or 0.0,
                                                                    "peak_rss_beyond_baseline_kb": record["peak_rss_beyond_baseline_kb"]})
             run.log_params({"device": target.device, "measured": record.get("measured"), "reason": record.get("reason", "")})
+            log_on_device_metrics(run, compressed, record, dataset, spec.name)
             run.set_tags({"edgeops.target": target.name, "edgeops.artifact_sha256": compressed["sha256"]})
             outcomes = latency_memory_outcomes(record, target)
             tag_version(run.client, compressed, {f"edgeops.check.{name}": "not_measured" if ok is None else "passed" if ok else "failed"

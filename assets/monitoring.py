@@ -1,12 +1,35 @@
 """Monitoring stage: one drift report per incoming batch (dynamic partitions), a sensor that registers complete new
-batches on arrival, a schedule that re-checks, and a retraining sensor that respects the privacy budget."""
+batches on arrival, a schedule that re-checks, and a retraining sensor that respects the privacy budget.
 
+Every sensor and schedule here is declared RUNNING: Dagster starts undeclared ones STOPPED, and a user who starts the
+daemon (`make ui`) expects the monitoring the README describes to run. `dagster sensor stop NAME -w workspace.yaml`
+turns one off on an instance; that choice is kept in the instance and wins over the declared default."""
+
+import os
 import time
 
 import dagster as dg
 
 from assets.common import AssetFactoryContext, edgeops_failure
 from assets.resources import MlflowLineage
+
+
+SENSOR_INTERVAL_ENV = "EDGEOPS_SENSOR_INTERVAL_S"
+
+
+def sensor_interval(default: int) -> int:
+    """Seconds between sensor evaluations: the declared default, or EDGEOPS_SENSOR_INTERVAL_S when the definitions
+    load (a test or a demo shortens it; read here, never at import time)."""
+    raw = os.environ.get(SENSOR_INTERVAL_ENV)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{SENSOR_INTERVAL_ENV}={raw!r}: expected a whole number of seconds") from None
+    if value < 1:
+        raise ValueError(f"{SENSOR_INTERVAL_ENV}={raw!r}: expected at least 1 second")
+    return value
 
 
 def batches_partitions(ctx: AssetFactoryContext) -> dg.DynamicPartitionsDefinition:
@@ -82,7 +105,8 @@ def build_monitoring_automation(ctx: AssetFactoryContext) -> tuple[list, list]:
             context.instance.add_dynamic_partitions(partitions_name, fresh)
         return [dg.RunRequest(run_key=batch, partition_key=batch) for batch in fresh]
 
-    @dg.sensor(name=f"{spec.name}_incoming_batches", job=job, minimum_interval_seconds=30,
+    @dg.sensor(name=f"{spec.name}_incoming_batches", job=job, minimum_interval_seconds=sensor_interval(30),
+               default_status=dg.DefaultSensorStatus.RUNNING,
                description=f"On arrival: registers each complete new file in {spec.incoming_folder()} as a batch partition (keyed by "
                            "content hash, so a file seen twice runs once) and requests its drift report.")
     def incoming(context: dg.SensorEvaluationContext):
@@ -90,6 +114,7 @@ def build_monitoring_automation(ctx: AssetFactoryContext) -> tuple[list, list]:
         return requests or dg.SkipReason(f"no new complete batch in {spec.incoming_folder()}")
 
     @dg.schedule(name=f"{spec.name}_drift_recheck", cron_schedule=spec.monitoring.schedule, job=job,
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
                  description="Scheduled re-check: registers batches the sensor has not seen and re-runs the five newest drift reports "
                              "against the current model.")
     def recheck(context: dg.ScheduleEvaluationContext):
@@ -103,7 +128,8 @@ def build_monitoring_automation(ctx: AssetFactoryContext) -> tuple[list, list]:
         upstream = [ctx.key(n) for n in ("raw_dataset", "validated_dataset", "dp_model", "dp_baseline", "nonprivate_reference", "privacy_audit")]
         retrain_job = dg.define_asset_job(f"{spec.name}_retrain_job", selection=dg.AssetSelection.assets(*upstream))
 
-        @dg.sensor(name=f"{spec.name}_retrain_on_drift", job=retrain_job, minimum_interval_seconds=60,
+        @dg.sensor(name=f"{spec.name}_retrain_on_drift", job=retrain_job, minimum_interval_seconds=sensor_interval(60),
+                   default_status=dg.DefaultSensorStatus.RUNNING,
                    description="On a drift report that flags drift: requests retraining (data, DP training, audit) if the privacy ledger "
                                "has budget left for it; compression, benchmarks and card follow by automation conditions.")
         def retrain(context: dg.SensorEvaluationContext):
@@ -124,4 +150,16 @@ def build_monitoring_automation(ctx: AssetFactoryContext) -> tuple[list, list]:
                 return dg.SkipReason(f"drift detected, but retraining needs epsilon {needed:g} and only {left:g} is left in the ledger")
             return dg.RunRequest(run_key=f"retrain-{flagged[-1].storage_id}")
         sensors.append(retrain)
+    sensors.append(automation_sensor(ctx))
     return sensors, [recheck]
+
+
+def automation_sensor(ctx: AssetFactoryContext) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates this pipeline's automation conditions (compression, benchmarks and card after a retrain). Declared
+    here, RUNNING, because Dagster's implicit default_automation_condition_sensor starts STOPPED."""
+    spec = ctx.declaration.spec
+    return dg.AutomationConditionSensorDefinition(
+        f"{spec.name}_automation", target=dg.AssetSelection.key_prefixes([spec.name]),
+        default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=sensor_interval(30),
+        description=f"Runs {spec.name}'s assets whose automation condition is due: after a new DP model, each target's compression, "
+                    "benchmarks and robustness, then the card, once every upstream blocking check passed.")

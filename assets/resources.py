@@ -30,6 +30,10 @@ class MlflowLineage(dg.ConfigurableResource):
 
     @contextmanager
     def stage_run(self, context: dg.AssetExecutionContext, declaration: Declaration, stage: str) -> Iterator:
+        """The stage's MLflow run, nested under its pipeline run: the `edgeops run` invocation that launched this
+        Dagster run (its PIPELINE_RUN_DAGSTER_TAG), else this Dagster run itself."""
+        from edgeops.lineage import PIPELINE_RUN_DAGSTER_TAG
+
         partition = context.partition_key if context.has_partition_key else ""
         tags = {
             "dagster.run_id": context.run.run_id,
@@ -39,8 +43,15 @@ class MlflowLineage(dg.ConfigurableResource):
             "edgeops.code_version": __version__,
         }
         name = f"{stage}[{partition}]" if partition else stage
+        pipeline_run = context.run.tags.get(PIPELINE_RUN_DAGSTER_TAG)
+        if pipeline_run:
+            title = f"{declaration.spec.name} · edgeops run {pipeline_run.split('@')[-1]}"
+        else:
+            pipeline_run = context.run.run_id
+            origin = context.run.tags.get("dagster/sensor_name") or context.run.tags.get("dagster/schedule_name") or context.run.job_name
+            title = f"{declaration.spec.name} · {origin} · dagster run {context.run.run_id[:8]}"
         started = time.perf_counter()
-        with self._lineage().run(declaration.spec.name, name, tags) as run:
+        with self._lineage().run(declaration.spec.name, name, tags, pipeline_run=pipeline_run, pipeline_run_title=title) as run:
             yield run
         elapsed = time.perf_counter() - started
         context.add_output_metadata({"mlflow_run_id": run.run_id, "mlflow_run": dg.MetadataValue.url(run.ui_url),

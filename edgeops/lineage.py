@@ -1,8 +1,16 @@
-"""Lineage in MLflow: one experiment per pipeline, one run per stage execution, every artifact with its sha256.
+"""Lineage in MLflow: one experiment per pipeline, one parent run per pipeline run with one nested run per stage
+execution, every artifact with its sha256.
 
-Uses an explicit MlflowClient (no fluent global state), so stages running side by side never share a run, and
-every run is closed FINISHED or FAILED. The tracking URI and artifact root are configuration: sqlite by default,
-an MLflow server URL works the same.
+Uses an explicit MlflowClient (no fluent global state), so stages running side by side, in other processes or on
+other machines (Celery), never share a run, and every run is closed FINISHED or FAILED. The tracking URI and
+artifact root are configuration: sqlite by default, an MLflow server URL works the same.
+
+Run structure. A pipeline run is one `edgeops run` invocation for one pipeline (its Dagster runs carry the Dagster
+tag PIPELINE_RUN_DAGSTER_TAG), or else one Dagster run (a sensor's, the automation's, or one launched from the UI).
+Its parent MLflow run is found or created by the first stage that needs it, keyed by the tag PIPELINE_RUN_TAG, and
+each stage's run names it in `mlflow.parentRunId`, so MLflow's UI shows the stages nested under it. The parent is
+closed when its last running stage ends (naming any failed stage in FAILED_STAGES_TAG) and reopened if a later
+stage starts.
 """
 
 from __future__ import annotations
@@ -30,6 +38,25 @@ def _unreachable(err: BaseException) -> bool:
                      texts=("Max retries exceeded", "Connection refused", "Connection aborted", "Failed to establish"))
 
 MAX_PARAM_CHARS = 6000
+
+# Names this module writes to MLflow and Dagster; readers import them from here.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"          # MLflow 3's UI opens an experiment on its runs only with this
+EXPERIMENT_KIND_MODEL_TRAINING = "custom_model_development"  # (the other value, genai_development, opens traces)
+PARENT_RUN_TAG = "mlflow.parentRunId"                  # MLflow's own nesting tag
+PIPELINE_RUN_TAG = "edgeops.pipeline_run"              # on the parent and every stage run: which pipeline run
+RUN_ROLE_TAG = "edgeops.run_role"                      # "pipeline_run" on parents, "stage" on stage runs
+ROLE_PIPELINE_RUN, ROLE_STAGE = "pipeline_run", "stage"
+FAILED_STAGES_TAG = "edgeops.failed_stages"            # on a parent: its stage runs that failed
+PIPELINE_RUN_DAGSTER_TAG = "edgeops/pipeline_run"      # Dagster run tag set by `edgeops run`: its Dagster runs share a parent
+LOGGED_MODEL_TYPE = "edgeops-target"                   # model_type of each target's MLflow LoggedModel
+# MLflow 3.17's UI picks GenAI or model-training pages from a global toggle (browser storage, GenAI by default) or
+# this URL parameter; the experiment tag above is what the API and other clients read.
+UI_MODEL_TRAINING_QUERY = "workflowType=machine_learning"
+
+
+def experiment_ui_url(ui_base: str, experiment_id: str, page: str = "runs") -> str:
+    """An experiment's runs (or "models") page in MLflow's UI, opened in its model-training view."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/{page}?{UI_MODEL_TRAINING_QUERY}"
 
 
 def _timed(method):
@@ -61,11 +88,15 @@ class LineageRun:
             self.client.log_batch(self.run_id, params=items[start:start + 100])
 
     @_timed
-    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+    def log_metrics(self, metrics: dict, step: int = 0, model_id: str | None = None, dataset: tuple[str, str] | None = None) -> None:
+        """With model_id, the metrics also belong to that LoggedModel (MLflow's Models view shows them); with
+        dataset = (name, digest), they are recorded as measured on that dataset."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, step) for k, v in metrics.items() if v is not None]
+        name, digest = dataset or (None, None)
+        items = [Metric(str(k), float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
+                 for k, v in metrics.items() if v is not None]
         for start in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[start:start + 500])
 
@@ -109,8 +140,33 @@ class LineageRun:
         self.set_tags({f"dataset.{name}.sha256": digest})
 
 
+    @_timed
+    def log_target_model(self, *, name: str, model_dir: str | Path, params: dict, tags: dict, metrics: dict,
+                         dataset: tuple[str, str, str]) -> str:
+        """One on-device artifact as an MLflow 3 LoggedModel produced by this run: its files, params and tags, its
+        metrics on dataset = (name, digest, source), which is also logged as this run's evaluation input. Returns the
+        model id. Only files are logged (ONNX, safetensors, .pte, .tflite): no pickle flavour."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput
+
+        dataset_name, digest, source = dataset
+        model = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id, model_type=LOGGED_MODEL_TYPE,
+                                                tags={str(k): str(v)[:MAX_PARAM_CHARS] for k, v in tags.items()},
+                                                params={str(k): str(v)[:MAX_PARAM_CHARS] for k, v in params.items()})
+        try:
+            self.client.log_model_artifacts(model.model_id, str(model_dir))
+            self.client.log_inputs(self.run_id, datasets=[DatasetInput(Dataset(dataset_name, digest, "local", json.dumps({"uri": source})),
+                                                                       tags=[InputTag("mlflow.data.context", "evaluation")])])
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)])
+            self.log_metrics(metrics, model_id=model.model_id, dataset=(dataset_name, digest))
+        except BaseException:
+            self.client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        self.client.finalize_logged_model(model.model_id, "READY")
+        return model.model_id
+
+
 class Lineage:
-    """Opens MLflow runs for stages of a pipeline."""
+    """Opens MLflow runs for stages of a pipeline, nested under the pipeline run's parent run."""
 
     def __init__(self, tracking_uri: str, artifact_root: str, ui_url: str | None = None):
         self.tracking_uri = tracking_uri
@@ -128,15 +184,63 @@ class Lineage:
 
     def experiment_id(self, pipeline: str) -> str:
         experiment = self.client.get_experiment_by_name(pipeline)
-        if experiment is not None:
-            return experiment.experiment_id
-        try:
-            return self.client.create_experiment(pipeline, artifact_location=f"{self.artifact_root}/{pipeline}")
-        except Exception:  # a concurrent stage created it first
-            experiment = self.client.get_experiment_by_name(pipeline)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
+        if experiment is None:
+            try:
+                return self.client.create_experiment(pipeline, artifact_location=f"{self.artifact_root}/{pipeline}",
+                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_MODEL_TRAINING})
+            except Exception:  # a concurrent stage created it first
+                experiment = self.client.get_experiment_by_name(pipeline)
+                if experiment is None:
+                    raise
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND_MODEL_TRAINING:
+            # Created before the tag existed (or by hand): without it MLflow 3's UI opens on traces, not on the runs.
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_MODEL_TRAINING)
+        return experiment.experiment_id
+
+    def _parents(self, experiment: str, key: str) -> list:
+        """The pipeline run's parents, the elected one first: oldest, then smallest run id (every process sorts alike)."""
+        found = self.client.search_runs([experiment], f"tags.`{PIPELINE_RUN_TAG}` = '{key}' and tags.`{RUN_ROLE_TAG}` = '{ROLE_PIPELINE_RUN}'",
+                                        max_results=50)
+        return sorted(found, key=lambda run: (run.info.start_time, run.info.run_id))
+
+    def _children(self, experiment: str, parent: str) -> list:
+        return self.client.search_runs([experiment], f"tags.`{PARENT_RUN_TAG}` = '{parent}'", max_results=1000)
+
+    def parent_run(self, experiment: str, pipeline: str, key: str, title: str) -> str:
+        """The pipeline run's parent MLflow run, created by the first stage that asks. Stages that race (parallel
+        processes) may each create one: each keeps the elected one and deletes its own, and a stage that elected too
+        early moves under the elected parent when it ends (_settle_parent)."""
+        found = self._parents(experiment, key)
+        if found:
+            parent = found[0]
+            if parent.info.status != "RUNNING":
+                self.client.update_run(parent.info.run_id, status="RUNNING")  # a later stage of the same pipeline run
+            return parent.info.run_id
+        mine = self.client.create_run(experiment, run_name=title, tags={"edgeops.pipeline": pipeline, PIPELINE_RUN_TAG: key,
+                                                                        RUN_ROLE_TAG: ROLE_PIPELINE_RUN}).info.run_id
+        elected = self._parents(experiment, key)[0].info.run_id
+        if elected != mine:
+            self.client.delete_run(mine)
+        return elected
+
+    def _settle_parent(self, experiment: str, parent: str, key: str, run_id: str) -> None:
+        """At the end of a stage: nest it under the elected parent (if a race left it under another, that parent is
+        deleted once empty), then close the parent when no stage under it is still running.
+        Each stage closes its own run before it looks, so the last one to finish sees every sibling closed."""
+        elected = self._parents(experiment, key)[0].info.run_id
+        if elected != parent:
+            self.client.set_tag(run_id, PARENT_RUN_TAG, elected)
+            if not self._children(experiment, parent):
+                self.client.delete_run(parent)
+            parent = elected
+        children = self._children(experiment, parent)
+        if not any(child.info.status in ("RUNNING", "SCHEDULED") for child in children):
+            failed = sorted(child.info.run_name for child in children if child.info.status in ("FAILED", "KILLED"))
+            if failed:
+                self.client.set_tag(parent, FAILED_STAGES_TAG, ", ".join(failed)[:MAX_PARAM_CHARS])
+            # FINISHED even when a stage failed (a target that misses its budget is part of a complete pipeline run):
+            # the failed stages are the runs nested under it, and listed in FAILED_STAGES_TAG.
+            self.client.set_terminated(parent, "FINISHED")
 
     def _outage(self, stage: str, when: str, err: BaseException) -> LineageUnavailable:
         detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
@@ -145,11 +249,19 @@ class Lineage:
                                   "once the server is back")
 
     @contextmanager
-    def run(self, pipeline: str, stage: str, tags: dict | None = None) -> Iterator[LineageRun]:
+    def run(self, pipeline: str, stage: str, tags: dict | None = None, pipeline_run: str | None = None,
+            pipeline_run_title: str | None = None) -> Iterator[LineageRun]:
+        """One stage's MLflow run; nested under the parent run of `pipeline_run` (a key naming the pipeline run) when
+        given, top-level otherwise."""
         start = time.perf_counter()
+        parent = None
         try:
             experiment = self.experiment_id(pipeline)
-            run = self.client.create_run(experiment, run_name=stage, tags={"edgeops.pipeline": pipeline, "edgeops.stage": stage, **(tags or {})})
+            run_tags = {"edgeops.pipeline": pipeline, "edgeops.stage": stage, RUN_ROLE_TAG: ROLE_STAGE, **(tags or {})}
+            if pipeline_run:
+                parent = self.parent_run(experiment, pipeline, pipeline_run, pipeline_run_title or f"{pipeline} pipeline run")
+                run_tags |= {PARENT_RUN_TAG: parent, PIPELINE_RUN_TAG: pipeline_run}
+            run = self.client.create_run(experiment, run_name=stage, tags=run_tags)
         except Exception as err:
             if _unreachable(err):
                 raise self._outage(stage, "before", err) from None
@@ -162,6 +274,8 @@ class Lineage:
         except BaseException as err:
             try:
                 self.client.set_terminated(run_id, "FAILED")
+                if parent:
+                    self._settle_parent(experiment, parent, pipeline_run, run_id)
             except Exception:  # noqa: BLE001 - the server is gone: the run stays open there, and the stage's own error is what counts
                 pass
             if isinstance(err, Exception) and _unreachable(err):
@@ -170,6 +284,8 @@ class Lineage:
         start = time.perf_counter()
         try:
             self.client.set_terminated(run_id, "FINISHED")
+            if parent:
+                self._settle_parent(experiment, parent, pipeline_run, run_id)
         except Exception as err:
             if _unreachable(err):
                 raise self._outage(stage, "at the end of", err) from None

@@ -22,11 +22,20 @@ def main() -> None:
     processes = [
         subprocess.Popen([os.path.join(bin_dir, "dagster"), "dev", "-w", str(settings.root / "workspace.yaml"), "-h", "127.0.0.1", "-p", dagster_port],
                          cwd=settings.root, env=env, start_new_session=True),
+        # One worker: a single user on loopback; MLflow's default of four costs start-up time and memory on a small box.
         subprocess.Popen([os.path.join(bin_dir, "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-                          "--default-artifact-root", settings.mlflow_artifact_root, "--host", "127.0.0.1", "--port", mlflow_port],
+                          "--default-artifact-root", settings.mlflow_artifact_root, "--host", "127.0.0.1", "--port", mlflow_port,
+                          "--workers", "1"],
                          cwd=settings.root, env=env, start_new_session=True),
     ]
-    print(f"Dagster UI: http://127.0.0.1:{dagster_port}    MLflow UI: http://127.0.0.1:{mlflow_port}    (Ctrl-C stops both)", flush=True)
+    from edgeops.lineage import UI_MODEL_TRAINING_QUERY
+
+    print(f"Dagster UI: http://127.0.0.1:{dagster_port}    MLflow UI: http://127.0.0.1:{mlflow_port}/#/experiments?{UI_MODEL_TRAINING_QUERY}"
+          "    (Ctrl-C stops both)\n"
+          "The Dagster daemon runs with them: every pipeline's sensors (<pipeline>_incoming_batches, <pipeline>_retrain_on_drift, "
+          "<pipeline>_automation for the automation conditions), report_run_failures and the <pipeline>_drift_recheck schedule are on "
+          "by default. `dagster sensor stop NAME -w workspace.yaml` turns one off (`dagster sensor list -w workspace.yaml` shows them).",
+          flush=True)
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(1)

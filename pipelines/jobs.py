@@ -72,7 +72,7 @@ def build_release_jobs(settings: Settings) -> list:
 
 
 def build_failure_sensor(settings: Settings):
-    @dg.run_failure_sensor(name="report_run_failures", description="Writes every failed run (failing steps and messages) to "
+    @dg.run_failure_sensor(name="report_run_failures", default_status=dg.DefaultSensorStatus.RUNNING, description="Writes every failed run (failing steps and messages) to "
                            "<state>/failures.jsonl and the Dagster log; a failed run never moves a registry alias.")
     def report_run_failures(context: dg.RunFailureSensorContext):
         steps = [{"step": e.step_key, "message": e.event_specific_data.error.message.strip()[:500] if e.event_specific_data.error else ""}

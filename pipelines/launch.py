@@ -6,11 +6,14 @@ stages that gather every target (cards). A failed group stops that pipeline; oth
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import uuid
 from dataclasses import dataclass, field
 
 import dagster as dg
 
+from edgeops.lineage import PIPELINE_RUN_DAGSTER_TAG
 from edgeops.progress import advance
 from edgeops.settings import Settings
 from pipelines.instance import ensure_instance
@@ -88,6 +91,9 @@ def run_pipelines(settings: Settings, pipeline: str | None = None, select: list[
             wanted = {k for k in wanted if k.path[-1] in select or k.to_user_string() in select}
         before_keys = [k for k in wanted if k not in partitioned and k not in after]
         report = PipelineRunReport(name)
+        # One pipeline run in MLflow for this invocation: every Dagster run below nests its stages under one parent.
+        started = dt.datetime.now().isoformat(timespec="seconds")
+        pipeline_tags = {**(tags or {}), PIPELINE_RUN_DAGSTER_TAG: f"{uuid.uuid4().hex[:12]}@{started}"}
         groups: list[tuple[list, str | None]] = [(before_keys, None)]
         partition_keys = sorted({p for a in assets if a.key in partitioned and a.key in wanted for p in a.partitions_def.get_partition_keys()})
         groups += [([k for k in wanted if k in partitioned], p) for p in partition_keys]
@@ -96,7 +102,7 @@ def run_pipelines(settings: Settings, pipeline: str | None = None, select: list[
         for index, (keys, partition) in enumerate(groups):
             # Per target, its compression, benchmark and robustness run as one Dagster run: the bar counts those runs.
             advance(f"{name}: dagster runs", index, len(groups), f"running {partition or 'shared stages'}")
-            result = _execute(defs, settings, instance, assets, checks, keys, partition, tags or {})
+            result = _execute(defs, settings, instance, assets, checks, keys, partition, pipeline_tags)
             failures = [e for e in result.all_events if e.is_step_failure]
             failed = [e.step_key for e in failures]
             skipped = [e.step_key for e in result.all_events if e.is_step_skipped]

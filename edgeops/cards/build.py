@@ -393,7 +393,7 @@ def generate_card(declaration: Declaration, settings, run, inputs: dict, dagster
                       inputs["nonprivate_reference"], inputs["privacy_audit"], inputs["compressed"], inputs["benchmarks"], dagster_run_id,
                       drift_reports, inputs.get("robustness"))
     card["mlflow_run_id"] = run.run_id
-    folder = write_card(card, settings.model_cards_dir, settings.home)
+    folder = write_card(card, settings.model_cards_dir, settings.home, mlflow_ui=run.ui_url.split("/#/")[0])
     seconds = time.perf_counter() - started
     for name in ("card.json", "card.sig.json", "card.md", "card.html", "card.mct.json", "pareto.png"):
         if (folder / name).exists():

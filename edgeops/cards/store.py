@@ -41,7 +41,7 @@ def validate_card_schema(card: dict, cards_dir: Path) -> None:
         raise CardError(f"card does not match model_cards/card.schema.json at {'/'.join(map(str, err.absolute_path))}: {err.message}") from None
 
 
-def write_card(card: dict, cards_dir: Path, home: Path, key_file: str | None = None) -> Path:
+def write_card(card: dict, cards_dir: Path, home: Path, key_file: str | None = None, mlflow_ui: str | None = None) -> Path:
     from edgeops.cards.render import pareto_png, to_html, to_markdown, to_mct, validate_mct
 
     key = signing_key(home, key_file)
@@ -60,7 +60,7 @@ def write_card(card: dict, cards_dir: Path, home: Path, key_file: str | None = N
     validate_mct(mct, cards_dir)
     chart = pareto_png(card)
     markdown = to_markdown(card)
-    files = {"card.json": json.dumps(card, indent=1, default=str), "card.md": markdown, "card.html": to_html(card, markdown, chart),
+    files = {"card.json": json.dumps(card, indent=1, default=str), "card.md": markdown, "card.html": to_html(card, chart, [], mlflow_ui),
              "card.mct.json": json.dumps(mct, indent=1)}
     for name, text in files.items():
         tmp = folder / f".{name}.tmp"
@@ -73,7 +73,22 @@ def write_card(card: dict, cards_dir: Path, home: Path, key_file: str | None = N
     (folder / "signing_key.pub").write_bytes(public_pem(key.public_key()))
     if not (folder / "history.json").exists():
         (folder / "history.json").write_text("[]")
+    if mlflow_ui:
+        (folder / "render.json").write_text(json.dumps({"mlflow_ui": mlflow_ui}))  # for re-rendering after a review
     return folder
+
+
+def render_html(folder: Path) -> None:
+    """card.html again from card.json and the signed history, so the page shows the review state (card.json is
+    signed before any review and always says pending; the HTML is a view and is not signed)."""
+    from edgeops.cards.render import to_html
+
+    card = json.loads((folder / "card.json").read_text())
+    chart = (folder / "pareto.png").read_bytes() if (folder / "pareto.png").exists() else None
+    options = json.loads((folder / "render.json").read_text()) if (folder / "render.json").exists() else {}
+    tmp = folder / ".card.html.tmp"
+    tmp.write_text(to_html(card, chart, _history(folder), options.get("mlflow_ui")))
+    tmp.replace(folder / "card.html")
 
 
 def _trusted_public_key(home: Path, public_key_file: str | None):
@@ -219,6 +234,7 @@ def review_card(path: str | Path, home: Path, reviewer: str, decision: str, comm
     if problems:
         raise CardError("cannot review a card that does not verify:\n  " + "\n  ".join(problems))
     entry = append_history(folder, home, {"kind": "review", "reviewer": reviewer, "decision": decision, "comment": comment})
+    render_html(folder)
     card = json.loads((folder / "card.json").read_text())
     if client is not None:
         from mlflow.entities import RunTag

@@ -66,7 +66,10 @@ def test_mlflow_has_runs_datasets_and_registered_versions(finished):
     assert all(r.info.status == "FINISHED" for r in runs if r.data.tags.get("edgeops.stage") != "compressed_model")
     validated = [r for r in runs if r.info.run_name == "validated_dataset"][0]
     assert {d.dataset.name for d in validated.inputs.dataset_inputs} == {"digits-train", "digits-validation", "digits-test"}
-    assert all(r.data.tags.get("dagster.run_id") for r in runs)
+    stages = [r for r in runs if r.data.tags.get("edgeops.stage")]
+    assert all(r.data.tags.get("dagster.run_id") for r in stages)
+    parents = {r.info.run_id for r in runs if r.data.tags.get("edgeops.run_role") == "pipeline_run"}
+    assert len(parents) == 1 and {r.data.tags.get("mlflow.parentRunId") for r in stages} == parents  # one `edgeops run`: one parent
     version = client.get_model_version("digits-mobile_int8", "1")
     assert len(version.tags["edgeops.sha256"]) == 64 and version.tags["edgeops.dataset_digest"]
 

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 export GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 DAGSTER_DISABLE_TELEMETRY=true TQDM_DISABLE=1
 
-.PHONY: install run test ui clean runtimes
+.PHONY: install run test lint ui clean runtimes
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -38,6 +38,12 @@ run: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# ruff (lint and format, configured in pyproject.toml) over the whole tree, and mypy with the pydantic plugin on edgeops/.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ui: $(STAMP)
 	$(BIN)/python -m edgeops.ui

@@ -6,61 +6,111 @@ import dagster as dg
 from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
 from assets.compression import target_partitions
 from assets.resources import MlflowLineage
+from edgeops.lineage import STAGE_BENCHMARK, STAGE_ROBUSTNESS, STAGE_TRAINABILITY, artifact_tags
+from edgeops.records import DpModel, benchmark_metrics
+from edgeops.report import NOT_MEASURED, not_measured_description
 
 
 def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
     declaration, spec = ctx.declaration, ctx.declaration.spec
     key = ctx.key("hil_benchmark")
-    checks = {"latency": "Latency p95 at batch 1 within budgets.max_latency_p95_ms, measured on the declared device.",
-              "memory": "Peak resident memory beyond the runtime's baseline within budgets.max_peak_memory_kb."}
+    checks = {
+        "latency": "Latency p95 at batch 1 within budgets.max_latency_p95_ms, measured on the declared device.",
+        "memory": "Peak resident memory beyond the runtime's baseline within budgets.max_peak_memory_kb.",
+    }
     devices = sorted({t.device for t in spec.targets})
 
-    @dg.asset(key=key, group_name=ctx.group("benchmarking"), owners=spec.owners, kinds={"onnx", "mlflow"},
-              partitions_def=target_partitions(ctx), code_version=declaration.sha256[:12],
-              automation_condition=follows_upstream(),
-              ins={"compressed": dg.AssetIn(ctx.key("compressed_model")), "dataset": dg.AssetIn(ctx.key("validated_dataset"))},
-              # Pools are per asset, not per partition: with one device the pool is that device's; with several, all of
-              # this pipeline's benchmarks share one pool (stricter than per device, never two on one device at once).
-              pool=f"edgeops_device_{devices[0]}" if len(devices) == 1 else f"edgeops_benchmarks_{spec.name}",
-              check_specs=[dg.AssetCheckSpec(f"{name}_budget", asset=key, blocking=True, description=text) for name, text in checks.items()],
-              description="Latency percentiles, throughput, peak memory, energy (RAPL where readable) and accuracy, measured on "
-                          "the target's declared device in a separate process; device facts and a roofline point recorded.")
+    @dg.asset(
+        key=key,
+        group_name=ctx.group("benchmarking"),
+        owners=spec.owners,
+        kinds={"onnx", "mlflow"},
+        partitions_def=target_partitions(ctx),
+        code_version=declaration.sha256[:12],
+        automation_condition=follows_upstream(ctx),
+        ins={
+            "compressed": dg.AssetIn(ctx.key("compressed_model")),
+            "dataset": dg.AssetIn(ctx.key("validated_dataset")),
+        },
+        # Pools are per asset, not per partition: with one device the pool is that device's; with several, all of
+        # this pipeline's benchmarks share one pool (stricter than per device, never two on one device at once).
+        pool=f"edgeops_device_{devices[0]}" if len(devices) == 1 else f"edgeops_benchmarks_{spec.name}",
+        check_specs=[
+            dg.AssetCheckSpec(f"{name}_budget", asset=key, blocking=True, description=text)
+            for name, text in checks.items()
+        ],
+        description="Latency percentiles, throughput, peak memory, energy (RAPL where readable) and accuracy, measured "
+        "on the target's declared device in a separate process; device facts and a roofline point recorded.",
+    )
     def hil_benchmark(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dataset: dict):
         from edgeops.hil.bench import benchmark_target, latency_memory_outcomes
         from edgeops.registry import log_on_device_metrics, tag_version
 
         target = spec.target(context.partition_key)
-        with edgeops_failure(), lineage.stage_run(context, declaration, "hil_benchmark") as run:
-            record = benchmark_target(spec, target, compressed, dataset)
+        with edgeops_failure(), lineage.stage_run(context, declaration, STAGE_BENCHMARK) as run:
+            record = benchmark_target(spec, target, compressed, dataset, root=declaration.root)
             record["mlflow_run_id"] = run.run_id
             if record.get("measured") and "p50_ms" in record["latency"].get("1", {}):
                 batch1 = record["latency"]["1"]
-                context.log.info(f"{target.name} on {target.device}: p50 {batch1['p50_ms']:.4f} ms, p95 {batch1['p95_ms']:.4f} ms at batch 1 "
-                                 f"({batch1['runs']} runs); accuracy on the device {record['accuracy_on_device']}")
+                context.log.info(
+                    f"{target.name} on {target.device}: p50 {batch1['p50_ms']:.4f} ms, p95 {batch1['p95_ms']:.4f} ms "
+                    f"at batch 1 ({batch1['runs']} runs); accuracy on the device {record['accuracy_on_device']}"
+                )
             else:
-                context.log.info(f"{target.name} on {target.device}: not measured: {record.get('reason', 'see the record')}")
+                context.log.info(
+                    f"{target.name} on {target.device}: not measured: {record.get('reason', 'see the record')}"
+                )
             run.log_json(record, "benchmark/record.json")
             if record.get("measured"):
-                run.log_metrics({f"latency_b{b}_{k}": v for b, stats in record["latency"].items() for k, v in stats.items()
-                                 if isinstance(v, (int, float)) and not isinstance(v, bool)} | {"accuracy_on_device": record["accuracy_on_device"] or 0.0,
-                                                                   "peak_rss_beyond_baseline_kb": record["peak_rss_beyond_baseline_kb"]})
-            run.log_params({"device": target.device, "measured": record.get("measured"), "reason": record.get("reason", "")})
+                run.log_metrics(benchmark_metrics(record))
+            run.log_params(
+                {"device": target.device, "measured": record.get("measured"), "reason": record.get("reason", "")}
+            )
             log_on_device_metrics(run, compressed, record, dataset, spec.name)
-            run.set_tags({"edgeops.target": target.name, "edgeops.artifact_sha256": compressed["sha256"]})
+            run.set_tags(artifact_tags(target.name, compressed["sha256"]))
             outcomes = latency_memory_outcomes(record, target)
-            tag_version(run.client, compressed, {f"edgeops.check.{name}": "not_measured" if ok is None else "passed" if ok else "failed"
-                                                 for name, (ok, _) in outcomes.items()})
+            tag_version(
+                run.client,
+                compressed,
+                {
+                    f"edgeops.check.{name}": "not_measured" if ok is None else "passed" if ok else "failed"
+                    for name, (ok, _) in outcomes.items()
+                },
+            )
         metadata = {"measured": bool(record.get("measured"))}
         if record.get("measured"):
             metadata["latency"] = dg.MetadataValue.table(
-                [dg.TableRecord({"batch": int(b), **{k: round(float(v), 5) for k, v in s.items() if k in
-                                                     ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")}})
-                 for b, s in record["latency"].items() if s.get("measured", True)],
-                schema=dg.TableSchema(columns=[dg.TableColumn("batch", "int")] + [dg.TableColumn(c, "float") for c in
-                                               ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")]))
-            metadata.update({"accuracy_on_device": record["accuracy_on_device"], "peak_memory_kb": record["peak_rss_beyond_baseline_kb"],
-                             "energy": record["energy"].get("reason") or "measured", "device": dg.MetadataValue.json(record["device"]),
-                             "roofline": dg.MetadataValue.json(record["roofline"])})
+                [
+                    dg.TableRecord(
+                        {
+                            "batch": int(b),
+                            **{
+                                k: round(float(v), 5)
+                                for k, v in s.items()
+                                if k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
+                            },
+                        }
+                    )
+                    for b, s in record["latency"].items()
+                    if s.get("measured", True)
+                ],
+                schema=dg.TableSchema(
+                    columns=[dg.TableColumn("batch", "int")]
+                    + [
+                        dg.TableColumn(c, "float")
+                        for c in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
+                    ]
+                ),
+            )
+            metadata.update(
+                {
+                    "accuracy_on_device": record["accuracy_on_device"],
+                    "peak_memory_kb": record["peak_rss_beyond_baseline_kb"],
+                    "energy": record["energy"].get("reason") or "measured",
+                    "device": dg.MetadataValue.json(record["device"]),
+                    "roofline": dg.MetadataValue.json(record["roofline"]),
+                }
+            )
             unmeasured = {b: s["reason"] for b, s in record["latency"].items() if not s.get("measured", True)}
             if unmeasured:
                 metadata["batches_not_measured"] = dg.MetadataValue.json(unmeasured)
@@ -69,10 +119,17 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
         yield dg.Output(record, metadata=metadata)
         for name, (passed, text) in outcomes.items():
             if passed is None:
-                yield dg.AssetCheckResult(check_name=f"{name}_budget", passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                          description=f"{target.name}: not measured: {text}")
+                yield dg.AssetCheckResult(
+                    check_name=f"{name}_budget",
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=not_measured_description(f"{text} (target {target.name})"),
+                    metadata={"outcome": NOT_MEASURED},
+                )
             else:
-                yield dg.AssetCheckResult(check_name=f"{name}_budget", passed=passed, description=f"{target.name} on {target.device}: {text}")
+                yield dg.AssetCheckResult(
+                    check_name=f"{name}_budget", passed=passed, description=f"{target.name} on {target.device}: {text}"
+                )
 
     assets = [hil_benchmark]
     if spec.personalization.enabled:
@@ -85,27 +142,40 @@ def build_robustness_asset(ctx: AssetFactoryContext):
     declaration, spec = ctx.declaration, ctx.declaration.spec
     budgets = ", ".join(f"{e:g}" for e in spec.robustness.epsilons)
 
-    @dg.asset(key=ctx.key("robustness"), group_name=ctx.group("benchmarking"), owners=spec.owners, kinds={"pytorch", "onnx", "mlflow"},
-              partitions_def=target_partitions(ctx), code_version=declaration.sha256[:12], automation_condition=follows_upstream(),
-              ins={"compressed": dg.AssetIn(ctx.key("compressed_model")), "dp_model": dg.AssetIn(ctx.key("dp_model")),
-                   "dataset": dg.AssetIn(ctx.key("validated_dataset"))},
-              description=f"FGSM and PGD ({spec.robustness.pgd_steps} steps) at L-infinity budgets {budgets} of each feature's span: "
-                          "crafted on the float DP model, replayed on this target's artifact; accuracy on the attacked test rows.")
-    def robustness(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dp_model: dict, dataset: dict) -> dict:
+    @dg.asset(
+        key=ctx.key("robustness"),
+        group_name=ctx.group("benchmarking"),
+        owners=spec.owners,
+        kinds={"pytorch", "onnx", "mlflow"},
+        partitions_def=target_partitions(ctx),
+        code_version=declaration.sha256[:12],
+        automation_condition=follows_upstream(ctx),
+        ins={
+            "compressed": dg.AssetIn(ctx.key("compressed_model")),
+            "dp_model": dg.AssetIn(ctx.key("dp_model")),
+            "dataset": dg.AssetIn(ctx.key("validated_dataset")),
+        },
+        description=f"FGSM and PGD ({spec.robustness.pgd_steps} steps) at L-infinity budgets {budgets} of each "
+        "feature's span: "
+        "crafted on the float DP model, replayed on this target's artifact; accuracy on the attacked test rows.",
+    )
+    def robustness(
+        context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dp_model: DpModel, dataset: dict
+    ) -> dict:
         from edgeops.robustness import measure_robustness, metric_names
 
         target = spec.target(context.partition_key)
         if not spec.robustness.enabled:
             context.add_output_metadata({"skipped": "robustness.enabled is false"})
             return {"skipped": "robustness.enabled is false", "target": target.name}
-        with edgeops_failure(), lineage.stage_run(context, declaration, "robustness") as run:
+        with edgeops_failure(), lineage.stage_run(context, declaration, STAGE_ROBUSTNESS) as run:
             record = measure_robustness(spec, dp_model, compressed, dataset)
             metrics = {"clean_accuracy": record["clean_accuracy"]}
             for budget in record["budgets"]:
                 fgsm, pgd = metric_names(budget["epsilon_fraction_of_span"])
                 metrics |= {fgsm: budget["fgsm_accuracy"], pgd: budget["pgd_accuracy"]}
             run.log_metrics(metrics)
-            run.set_tags({"edgeops.target": target.name, "edgeops.artifact_sha256": compressed["sha256"]})
+            run.set_tags(artifact_tags(target.name, compressed["sha256"]))
             record.update(mlflow_run_id=run.run_id, artifact_sha256=compressed["sha256"], target=target.name)
         context.add_output_metadata(metrics)
         return record
@@ -118,35 +188,81 @@ def build_trainability_asset(ctx: AssetFactoryContext):
     key = ctx.key("trainability")
     settings = spec.personalization
 
-    @dg.asset(key=key, group_name=ctx.group("benchmarking"), owners=spec.owners, kinds={"onnx", "mlflow"},
-              partitions_def=target_partitions(ctx), code_version=declaration.sha256[:12], automation_condition=follows_upstream(),
-              ins={"compressed": dg.AssetIn(ctx.key("compressed_model")), "dataset": dg.AssetIn(ctx.key("validated_dataset"))},
-              check_specs=[dg.AssetCheckSpec("fine_tunable_within_budget", asset=key, blocking=False,
-                                             description=f"Last-layer fine-tuning ({settings.steps} steps) within {settings.max_seconds:g} s and "
-                                                         f"{settings.max_extra_memory_mb:g} MB, winning back >= {settings.min_recovery:.0%} of "
-                                                         "the accuracy lost to the declared local shift.")],
-              description="On-device personalization measured per target: the device agent's fine-tuning code run on this target's "
-                          "artifact against simulated local data (the test split under personalization.local_shift).")
+    @dg.asset(
+        key=key,
+        group_name=ctx.group("benchmarking"),
+        owners=spec.owners,
+        kinds={"onnx", "mlflow"},
+        partitions_def=target_partitions(ctx),
+        code_version=declaration.sha256[:12],
+        automation_condition=follows_upstream(ctx),
+        ins={
+            "compressed": dg.AssetIn(ctx.key("compressed_model")),
+            "dataset": dg.AssetIn(ctx.key("validated_dataset")),
+        },
+        check_specs=[
+            dg.AssetCheckSpec(
+                "fine_tunable_within_budget",
+                asset=key,
+                blocking=False,
+                description=f"Last-layer fine-tuning ({settings.steps} steps) within {settings.max_seconds:g} s and "
+                f"{settings.max_extra_memory_mb:g} MB, winning back >= {settings.min_recovery:.0%} of "
+                "the accuracy lost to the declared local shift.",
+            )
+        ],
+        description="On-device personalization measured per target: the device agent's fine-tuning code run on this "
+        "target's artifact against simulated local data (the test split under personalization.local_shift).",
+    )
     def trainability(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dataset: dict):
         from edgeops.personalization import measure_trainability
 
         target = spec.target(context.partition_key)
-        with edgeops_failure(), lineage.stage_run(context, declaration, "trainability") as run:
+        with edgeops_failure(), lineage.stage_run(context, declaration, STAGE_TRAINABILITY) as run:
             record = measure_trainability(declaration, target, compressed["artifact_path"], dataset)
             run.log_json(record, "personalization/trainability.json")
-            run.set_tags({"edgeops.target": target.name, "edgeops.artifact_sha256": compressed["sha256"]})
+            run.set_tags(artifact_tags(target.name, compressed["sha256"]))
             if record.get("checks"):
-                run.log_metrics({"accuracy_shifted_before": record["accuracy_shifted_before"], "accuracy_shifted_after": record["accuracy_shifted_after"],
-                                 "recovery": record["recovery"], "finetune_seconds": record["total_seconds"],
-                                 "finetune_extra_memory_mb": record["extra_memory_mb"], "finetune_step_p95_ms": record["step_latency_ms"]["p95"]})
-        metadata = {k: record[k] for k in ("measured", "trainable", "reason", "accuracy_shifted_before", "accuracy_shifted_after", "recovery",
-                                           "total_seconds", "extra_memory_mb") if k in record}
+                run.log_metrics(
+                    {
+                        "accuracy_shifted_before": record["accuracy_shifted_before"],
+                        "accuracy_shifted_after": record["accuracy_shifted_after"],
+                        "recovery": record["recovery"],
+                        "finetune_seconds": record["total_seconds"],
+                        "finetune_extra_memory_mb": record["extra_memory_mb"],
+                        "finetune_step_p95_ms": record["step_latency_ms"]["p95"],
+                    }
+                )
+        metadata = {
+            k: record[k]
+            for k in (
+                "measured",
+                "trainable",
+                "reason",
+                "accuracy_shifted_before",
+                "accuracy_shifted_after",
+                "recovery",
+                "total_seconds",
+                "extra_memory_mb",
+            )
+            if k in record
+        }
         yield dg.Output(record, metadata=metadata)
         if not record["measured"]:
-            yield dg.AssetCheckResult(check_name="fine_tunable_within_budget", passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                      description=f"{target.name}: not measured: {record['reason']}")
+            yield dg.AssetCheckResult(
+                check_name="fine_tunable_within_budget",
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=not_measured_description(f"{record['reason']} (target {target.name})"),
+                metadata={"outcome": NOT_MEASURED},
+            )
         else:
-            detail = "; ".join(f"{k}: {v['detail']}" for k, v in record.get("checks", {}).items()) or record.get("reason", "")
-            yield dg.AssetCheckResult(check_name="fine_tunable_within_budget", passed=record["trainable"], description=f"{target.name}: {detail}")
+            detail = "; ".join(f"{k}: {v['detail']}" for k, v in record.get("checks", {}).items()) or record.get(
+                "reason", ""
+            )
+            yield dg.AssetCheckResult(
+                check_name="fine_tunable_within_budget",
+                passed=record["trainable"],
+                description=f"{target.name}: {detail}",
+            )
 
     return trainability

@@ -45,14 +45,22 @@ def inline_image(path, caption: str, max_bytes: int = 200_000) -> dg.MetadataVal
     data = Path(path).read_bytes()
     if len(data) > max_bytes:
         return dg.MetadataValue.path(str(path))
-    return dg.MetadataValue.md(f"![{caption}](data:image/png;base64,{base64.b64encode(data).decode()})\n\n{caption} ({path})")
+    return dg.MetadataValue.md(
+        f"![{caption}](data:image/png;base64,{base64.b64encode(data).decode()})\n\n{caption} ({path})"
+    )
 
 
 def per_class_table(per_class: dict) -> dg.MetadataValue:
     """Per-class test accuracy as a Dagster table (sortable in the UI), one row per class."""
-    rows = [dg.TableRecord({"class": str(label), "accuracy": None if value is None else round(float(value), 4)})  # None: no test rows
-            for label, value in per_class.items()]
-    return dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=[dg.TableColumn("class", "string"), dg.TableColumn("accuracy", "float")]))
+    rows = [
+        dg.TableRecord(
+            {"class": str(label), "accuracy": None if value is None else round(float(value), 4)}
+        )  # None: no test rows
+        for label, value in per_class.items()
+    ]
+    return dg.MetadataValue.table(
+        rows, schema=dg.TableSchema(columns=[dg.TableColumn("class", "string"), dg.TableColumn("accuracy", "float")])
+    )
 
 
 def records_table(rows: list[dict]) -> dg.MetadataValue:
@@ -66,16 +74,42 @@ def records_table(rows: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def check_result(outcome, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR, extra_metadata: dict | None = None) -> dg.AssetCheckResult:
-    metadata = {"summary": outcome.summary, "counts": dg.MetadataValue.json(outcome.counts), "examples": records_table(outcome.examples),
-                **(extra_metadata or {})}
+def check_result(
+    outcome, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR, extra_metadata: dict | None = None
+) -> dg.AssetCheckResult:
+    metadata = {
+        "summary": outcome.summary,
+        "counts": dg.MetadataValue.json(outcome.counts),
+        "examples": records_table(outcome.examples),
+        **(extra_metadata or {}),
+    }
     for name, url in (outcome.links or {}).items():
         if url:
             metadata[name] = dg.MetadataValue.url(url)
-    return dg.AssetCheckResult(passed=bool(outcome.passed), severity=severity, description=outcome.summary, metadata=metadata)
+    return dg.AssetCheckResult(
+        passed=bool(outcome.passed), severity=severity, description=outcome.summary, metadata=metadata
+    )
 
 
-def follows_upstream() -> dg.AutomationCondition:
+# The stages that rebuild themselves after a new DP model (see follows_upstream).
+AUTOMATED_STAGES = ("compressed_model", "hil_benchmark", "robustness", "trainability", "model_card")
+
+
+def follows_upstream(ctx: AssetFactoryContext) -> dg.AutomationCondition:
     """Downstream of the DP model: re-materialize when an upstream asset updates (e.g. a retrain after drift), only
-    once every upstream blocking check passed. Evaluated by the Dagster daemon (`make ui` runs one)."""
-    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    once every upstream blocking check passed. Evaluated by the Dagster daemon (`make ui` runs one).
+
+    `eager()` alone races when a dependency is itself due: after a retrain, the card (unpartitioned) and the target's
+    compression (partitioned by target, so never in the same run) were requested on the same tick, the card was built
+    from the old benchmark, and the benchmark's later update was forgotten when the card's own run finished (the card's
+    `since_last_handled` resets on its update). So a stage also waits while an automated dependency still awaits its
+    own rebuild; it is then requested once, after that dependency updates."""
+    automated = dg.AssetSelection.assets(*(ctx.key(stage) for stage in AUTOMATED_STAGES))
+    dependency_due = dg.AutomationCondition.any_deps_updated().since_last_handled().with_label("awaits its own rebuild")
+    return (
+        dg.AutomationCondition.eager()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+        & ~dg.AutomationCondition.any_deps_match(dependency_due)
+        .allow(automated)
+        .with_label("no automated dependency awaits its rebuild")
+    )

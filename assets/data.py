@@ -1,6 +1,5 @@
 """Data stage: raw_dataset (load, split, store by digest) with blocking checks, then validated_dataset."""
 
-
 import time
 
 import dagster as dg
@@ -13,22 +12,36 @@ def build_data_assets(ctx: AssetFactoryContext) -> list:
     declaration, spec = ctx.declaration, ctx.declaration.spec
     raw_key = ctx.key("raw_dataset")
 
-    @dg.asset(key=raw_key, group_name=ctx.group("data"), owners=spec.owners, kinds={"pandas", "mlflow"},
-              description=f"{spec.dataset.source}: loaded, split ({spec.dataset.split.train:g}/{spec.dataset.split.validation:g}/"
-                          f"{spec.dataset.split.test:g}, seed {spec.dataset.split.seed}) and stored by content digest.",
-              code_version=declaration.sha256[:12])
+    @dg.asset(
+        key=raw_key,
+        group_name=ctx.group("data"),
+        owners=spec.owners,
+        kinds={"pandas", "mlflow"},
+        description=f"{spec.dataset.source}: loaded, split "
+        f"({spec.dataset.split.train:g}/{spec.dataset.split.validation:g}/"
+        f"{spec.dataset.split.test:g}, seed {spec.dataset.split.seed}) and stored by content digest.",
+        code_version=declaration.sha256[:12],
+    )
     def raw_dataset(context: dg.AssetExecutionContext, lineage: MlflowLineage) -> dict:
         from edgeops.data import ingest
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "raw_dataset") as run:
             ref = ingest(declaration, ctx.settings.pipeline_dir(spec.name) / "datasets", run)
-        context.add_output_metadata({
-            "digest": ref["digest"],
-            "rows": dg.MetadataValue.table(
-                [dg.TableRecord({"split": n, "rows": s["rows"], "sha256": s["digest"][:16]}) for n, s in ref["splits"].items()],
-                schema=dg.TableSchema(columns=[dg.TableColumn("split"), dg.TableColumn("rows", "int"), dg.TableColumn("sha256")])),
-            "load_problems": len(ref["problems"]),
-        })
+        context.add_output_metadata(
+            {
+                "digest": ref["digest"],
+                "rows": dg.MetadataValue.table(
+                    [
+                        dg.TableRecord({"split": n, "rows": s["rows"], "sha256": s["digest"][:16]})
+                        for n, s in ref["splits"].items()
+                    ],
+                    schema=dg.TableSchema(
+                        columns=[dg.TableColumn("split"), dg.TableColumn("rows", "int"), dg.TableColumn("sha256")]
+                    ),
+                ),
+                "load_problems": len(ref["problems"]),
+            }
+        )
         return ref
 
     checks = []
@@ -43,23 +56,31 @@ def build_data_assets(ctx: AssetFactoryContext) -> list:
     for check_name, description in descriptions.items():
         checks.append(_make_check(ctx, raw_key, check_name, description))
 
-    @dg.asset(key=ctx.key("validated_dataset"), group_name=ctx.group("data"), owners=spec.owners, kinds={"great_expectations", "mlflow"},
-              ins={"raw": dg.AssetIn(raw_key)}, code_version=declaration.sha256[:12],
-              description="The dataset after every blocking check passed: the only data later stages read. Without declared "
-                          "feature bounds, also per-feature bounds from DP quantiles (diffprivlib), charged to the ledger.")
+    @dg.asset(
+        key=ctx.key("validated_dataset"),
+        group_name=ctx.group("data"),
+        owners=spec.owners,
+        kinds={"great_expectations", "mlflow"},
+        ins={"raw": dg.AssetIn(raw_key)},
+        code_version=declaration.sha256[:12],
+        description="The dataset after every blocking check passed: the only data later stages read. Without declared "
+        "feature bounds, also per-feature bounds from DP quantiles (diffprivlib), charged to the ledger.",
+    )
     def validated_dataset(context: dg.AssetExecutionContext, lineage: MlflowLineage, raw: dict) -> dict:
         from edgeops.ledger import ledger_for
-        from edgeops.privacy import run_statistics_stage
+        from edgeops.privacy.feature_statistics import run_statistics_stage
         from edgeops.validation import accept_dataset
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "validated_dataset") as run:
             ref = accept_dataset(raw, declaration, run)
             ledger = ledger_for(ctx.settings.pipeline_dir(spec.name), spec.privacy.epsilon, spec.privacy.delta)
-            statistics = run_statistics_stage(spec, ref, ledger, context.run.run_id)
+            statistics = run_statistics_stage(spec, ref, ledger, context.run.run_id, warn=context.log.warning)
             if statistics:
                 ref["dp_statistics"] = statistics
                 run.log_json(statistics, "privacy/dp_statistics.json")
-                run.log_params({"dp_statistics.epsilon": statistics["epsilon"], "dp_statistics.mechanism": statistics["mechanism"]})
+                run.log_params(
+                    {"dp_statistics.epsilon": statistics["epsilon"], "dp_statistics.mechanism": statistics["mechanism"]}
+                )
         metadata = {"digest": ref["digest"], "checks": dg.MetadataValue.json(ref["checks"])}
         if statistics:
             metadata["dp_feature_bounds"] = dg.MetadataValue.json(statistics["feature_bounds"])
@@ -79,7 +100,9 @@ def _make_check(ctx: AssetFactoryContext, raw_key: dg.AssetKey, check_name: str,
 
         started = time.perf_counter()
         with edgeops_failure():
-            outcome = run_check(check_name, raw_dataset, declaration, ctx.settings.pipeline_dir(declaration.spec.name) / "gx")
+            outcome = run_check(
+                check_name, raw_dataset, declaration, ctx.settings.pipeline_dir(declaration.spec.name) / "gx"
+            )
         return check_result(outcome, extra_metadata={"stage_seconds": round(time.perf_counter() - started, 4)})
 
     return _check

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from assets.common import AssetFactoryContext
 from assets.benchmarking import build_benchmark_assets
+from assets.common import AssetFactoryContext
 from assets.compression import build_compression_assets
 from assets.data import build_data_assets
 from assets.governance import build_governance_assets
@@ -12,7 +12,14 @@ from assets.training import build_training_assets
 from edgeops.settings import Settings
 from edgeops.spec import Declaration
 
-STAGE_BUILDERS = [build_data_assets, build_training_assets, build_compression_assets, build_benchmark_assets, build_governance_assets, build_monitoring_assets]
+STAGE_BUILDERS = [
+    build_data_assets,
+    build_training_assets,
+    build_compression_assets,
+    build_benchmark_assets,
+    build_governance_assets,
+    build_monitoring_assets,
+]
 
 
 def build_pipeline_assets(declaration: Declaration, settings: Settings) -> list:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import dagster as dg
 
 from edgeops import __version__
+from edgeops.lineage import STAGE_DP_MODEL
+from edgeops.records import DpModel, Record
 from edgeops.spec import Declaration
 
 
@@ -42,21 +44,41 @@ class MlflowLineage(dg.ConfigurableResource):
             "edgeops.spec_sha256": declaration.sha256,
             "edgeops.code_version": __version__,
         }
-        name = f"{stage}[{partition}]" if partition else stage
         pipeline_run = context.run.tags.get(PIPELINE_RUN_DAGSTER_TAG)
         if pipeline_run:
             title = f"{declaration.spec.name} · edgeops run {pipeline_run.split('@')[-1]}"
         else:
             pipeline_run = context.run.run_id
-            origin = context.run.tags.get("dagster/sensor_name") or context.run.tags.get("dagster/schedule_name") or context.run.job_name
+            origin = (
+                context.run.tags.get("dagster/sensor_name")
+                or context.run.tags.get("dagster/schedule_name")
+                or context.run.job_name
+            )
             title = f"{declaration.spec.name} · {origin} · dagster run {context.run.run_id[:8]}"
         started = time.perf_counter()
-        with self._lineage().run(declaration.spec.name, name, tags, pipeline_run=pipeline_run, pipeline_run_title=title) as run:
+        with self._lineage().run(
+            declaration.spec.name,
+            stage,
+            tags,
+            pipeline_run=pipeline_run,
+            pipeline_run_title=title,
+            partition=partition or None,
+        ) as run:
             yield run
         elapsed = time.perf_counter() - started
-        context.add_output_metadata({"mlflow_run_id": run.run_id, "mlflow_run": dg.MetadataValue.url(run.ui_url),
-                                     "stage_seconds": round(elapsed - run.mlflow_seconds, 4), "lineage_seconds": round(run.mlflow_seconds, 4)},
-                                    output_name="result")
+        context.add_output_metadata(
+            {
+                "mlflow_run_id": run.run_id,
+                "mlflow_run": dg.MetadataValue.url(run.ui_url),
+                "stage_seconds": round(elapsed - run.mlflow_seconds, 4),
+                "lineage_seconds": round(run.mlflow_seconds, 4),
+            },
+            output_name="result",
+        )
+
+
+# the assets whose output is a typed record (edgeops.records): stored as its JSON, handed downstream validated
+RECORD_OF_ASSET: dict[str, type[Record]] = {STAGE_DP_MODEL: DpModel, "federated_model": DpModel}
 
 
 class JsonIOManager(dg.ConfigurableIOManager):
@@ -77,20 +99,28 @@ class JsonIOManager(dg.ConfigurableIOManager):
         path = self._path(context.asset_key, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
+        tmp.write_text(json.dumps(obj.to_json() if isinstance(obj, Record) else obj, indent=1, default=str))
         tmp.replace(path)
 
     def load_input(self, context: dg.InputContext):
         key = context.asset_key
+        record = RECORD_OF_ASSET.get(key.path[-1])
+
+        def read(path: Path):
+            stored = json.loads(path.read_text())
+            return record.model_validate(stored) if record else stored
+
         if context.has_asset_partitions and not context.has_partition_key:
             found = {}
             for partition in context.asset_partition_keys:
                 path = self._path(key, partition)
                 if path.exists():
-                    found[partition] = json.loads(path.read_text())
+                    found[partition] = read(path)
             return found
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = self._path(key, partition)
         if not path.exists():
-            raise dg.Failure(f"{key.to_user_string()} has not been materialized yet{f' for {partition}' if partition else ''}")
-        return json.loads(path.read_text())
+            raise dg.Failure(
+                f"{key.to_user_string()} has not been materialized yet{f' for {partition}' if partition else ''}"
+            )
+        return read(path)

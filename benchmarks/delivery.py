@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import ROOT, digits_training_data, train_and_build_targets, write_table
 
 TOKEN = "benchmark-token-" + "x" * 16
@@ -51,9 +50,30 @@ class Agent:
     def __init__(self, work: Path, target: str, trust: Path):
         self.home, self.port = work / f"agent-{target}", free_port()
         env = {**os.environ, "EDGEOPS_AGENT_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen([sys.executable, "-m", "edgeops.cli", "agent", "serve", "--port", str(self.port), "--home", str(self.home),
-                                         "--target", target, "--trust", str(trust), "--self-signed-tls", "--probation", "20"],
-                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgeops.cli",
+                "agent",
+                "serve",
+                "--port",
+                str(self.port),
+                "--home",
+                str(self.home),
+                "--target",
+                target,
+                "--trust",
+                str(trust),
+                "--self-signed-tls",
+                "--probation",
+                "20",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         from edgeops.hil.client import AgentClient
 
         cert = self.home / "tls" / "agent-cert.pem"
@@ -73,34 +93,57 @@ class Agent:
         self.process.wait(timeout=20)
 
 
-def bundle_for(declaration, target: str, artifact: bytes, version: int, signer, recipient) -> bytes:
-    """What `edgeops release promote` and `release rollout` build, for a stand-in registry version."""
+def bundle_for(declaration, target: str, artifact: bytes, version: int, signer, recipient, home: Path) -> bytes:
+    """What `edgeops release promote` and `release rollout` build, for a stand-in registry version: signed, with the
+    artifact's OpenSSF model signature (the agent refuses a bundle without one). Built before any timer starts."""
+    import hashlib
     from types import SimpleNamespace
 
-    from edgeops import bundle
+    from edgeops import bundle, oms
     from edgeops.delivery import bundle_inputs
 
+    digest = hashlib.sha256(artifact).hexdigest()[:16]
+    artifact_path, signature_path = home / "oms" / f"{digest}.artifact", home / "oms" / f"{digest}.sig"
+    if not signature_path.exists():
+        artifact_path.parent.mkdir(parents=True, exist_ok=True)
+        artifact_path.write_bytes(artifact)
+        oms.sign(artifact_path, signature_path, home)
     version_record = SimpleNamespace(name=f"{declaration.spec.name}-{target}", version=version, tags={})
-    return bundle.build(artifact, signing_key=signer, recipient=recipient, **bundle_inputs(declaration, target, version_record))
+    return bundle.build(
+        artifact,
+        signing_key=signer,
+        recipient=recipient,
+        oms_signature=signature_path.read_text(),
+        oms_public_key=oms.public_key_pem(home),
+        **bundle_inputs(declaration, target, version_record),
+    )
 
 
 def measure_activation(agent: Agent, declaration, target: str, artifact: bytes, signer, repeats: int) -> dict:
     client_seconds, agent_seconds = [], []
     for version in range(1, repeats + 2):
-        blob = bundle_for(declaration, target, artifact, version, signer, agent.key)
+        blob = bundle_for(declaration, target, artifact, version, signer, agent.key, agent.home.parent)
         started = time.perf_counter()
         result = agent.client.install(blob)
         elapsed = time.perf_counter() - started
         if version > 1:  # the first install warms the agent's imports and the TLS session
             client_seconds.append(elapsed)
             agent_seconds.append(result["seconds"])
-    return {"target": target, "bundle_kb": round(len(blob) / 1024, 1), "installs": repeats,
-            "activation_s_median": statistics.median(client_seconds), "activation_s_max": max(client_seconds),
-            "agent_side_s_median": statistics.median(agent_seconds), "goal_s": 1.0,
-            "met": statistics.median(client_seconds) <= 1.0}
+    return {
+        "target": target,
+        "bundle_kb": round(len(blob) / 1024, 1),
+        "installs": repeats,
+        "activation_s_median": statistics.median(client_seconds),
+        "activation_s_max": max(client_seconds),
+        "agent_side_s_median": statistics.median(agent_seconds),
+        "goal_s": 1.0,
+        "met": statistics.median(client_seconds) <= 1.0,
+    }
 
 
-def measure_rollback(agent: Agent, declaration, target: str, artifact: bytes, signer, x_live: np.ndarray, repeats: int) -> list[dict]:
+def measure_rollback(
+    agent: Agent, declaration, target: str, artifact: bytes, signer, x_live: np.ndarray, repeats: int
+) -> list[dict]:
     import httpx
 
     from edgeops.faults import fails_on_live_inputs
@@ -111,7 +154,9 @@ def measure_rollback(agent: Agent, declaration, target: str, artifact: bytes, si
     version = 100
     for attempt in range(repeats):
         version += 2
-        agent.client.install(bundle_for(declaration, target, artifact, version, signer, agent.key))  # a good production version
+        agent.client.install(
+            bundle_for(declaration, target, artifact, version, signer, agent.key, agent.home.parent)
+        )  # a good production version
         failures, answered, versions = [], 0, []
         stop = threading.Event()
 
@@ -120,7 +165,10 @@ def measure_rollback(agent: Agent, declaration, target: str, artifact: bytes, si
             with httpx.Client(verify=agent.cert, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http:
                 row = 0
                 while not stop.is_set():
-                    response = http.post(f"{agent.url}/v1/infer", json={"inputs": x_live[row % len(x_live):row % len(x_live) + 1].tolist()})
+                    response = http.post(
+                        f"{agent.url}/v1/infer",
+                        json={"inputs": x_live[row % len(x_live) : row % len(x_live) + 1].tolist()},
+                    )
                     row += 1
                     if response.status_code != 200 or not np.isfinite(response.json()["outputs"]).all():
                         failures.append(response.status_code)
@@ -132,7 +180,7 @@ def measure_rollback(agent: Agent, declaration, target: str, artifact: bytes, si
         worker.start()
         time.sleep(0.3)
         started = time.time()
-        agent.client.install(bundle_for(declaration, target, bad, version + 1, signer, agent.key))
+        agent.client.install(bundle_for(declaration, target, bad, version + 1, signer, agent.key, agent.home.parent))
         rolled_back_at = None
         while time.time() - started < 10:
             status = agent.client.status()
@@ -143,10 +191,17 @@ def measure_rollback(agent: Agent, declaration, target: str, artifact: bytes, si
         time.sleep(0.3)
         stop.set()
         worker.join()
-        rows.append({"attempt": attempt, "rolled_back": rolled_back_at is not None,
-                     "update_to_rollback_s": (rolled_back_at - started) if rolled_back_at else None,
-                     "requests_answered": answered, "requests_failed": len(failures),
-                     "answered_by_bad_version": versions.count(version + 1), "active_after": agent.client.status()["active_version"]})
+        rows.append(
+            {
+                "attempt": attempt,
+                "rolled_back": rolled_back_at is not None,
+                "update_to_rollback_s": (rolled_back_at - started) if rolled_back_at else None,
+                "requests_answered": answered,
+                "requests_failed": len(failures),
+                "answered_by_bad_version": versions.count(version + 1),
+                "active_after": agent.client.status()["active_version"],
+            }
+        )
     return rows
 
 
@@ -169,24 +224,39 @@ def main() -> None:
         try:
             activation.append(measure_activation(agent, declaration, target, artifact, signer, args.repeats))
             if target == "mobile_int8":
-                rollback = measure_rollback(agent, declaration, target, artifact, signer, data.x_test[:200], max(3, args.repeats // 2))
+                rollback = measure_rollback(
+                    agent, declaration, target, artifact, signer, data.x_test[:200], max(3, args.repeats // 2)
+                )
         finally:
             agent.stop()
     seconds = [r["update_to_rollback_s"] for r in rollback if r["rolled_back"]]
-    summary = {"target": "mobile_int8 (bad update)", "attempts": len(rollback), "rolled_back": sum(r["rolled_back"] for r in rollback),
-               "update_to_rollback_s_median": statistics.median(seconds) if seconds else None,
-               "update_to_rollback_s_max": max(seconds) if seconds else None, "goal_s": 2.0,
-               "requests_failed_total": sum(r["requests_failed"] for r in rollback),
-               "met": bool(seconds) and len(seconds) == len(rollback) and max(seconds) <= 2.0 and not sum(r["requests_failed"] for r in rollback)}
-    notes = ["Activation: client-side wall time of POST /v1/bundles over TLS on loopback: signature, payload hash, X25519 decryption, "
-             "artifact hash, target/version checks, model load, smoke test (parity on 8 synthetic inputs, latency p95), atomic swap. "
-             f"Median of {args.repeats} installs after one warm-up install; each install is a new version.",
-             "Rollback: a client thread sends single-row inference requests (real test digits) over one keep-alive TLS connection "
-             "throughout; the update's artifact returns NaN on real inputs; update_to_rollback_s = the agent's auto_rollback event "
-             "time minus the moment the update was sent. A failing request = non-200 or non-finite outputs.",
-             "Agent: `edgeops agent serve --self-signed-tls` in its own process, 1 intra-op thread. Shared 2-core machine."]
+    summary = {
+        "target": "mobile_int8 (bad update)",
+        "attempts": len(rollback),
+        "rolled_back": sum(r["rolled_back"] for r in rollback),
+        "update_to_rollback_s_median": statistics.median(seconds) if seconds else None,
+        "update_to_rollback_s_max": max(seconds) if seconds else None,
+        "goal_s": 2.0,
+        "requests_failed_total": sum(r["requests_failed"] for r in rollback),
+        "met": bool(seconds)
+        and len(seconds) == len(rollback)
+        and max(seconds) <= 2.0
+        and not sum(r["requests_failed"] for r in rollback),
+    }
+    notes = [
+        "Activation: client-side wall time of POST /v1/bundles over TLS on loopback: signature, payload hash, X25519 "
+        "decryption, "
+        "artifact hash, target/version checks, model load, smoke test (parity on 8 synthetic inputs, latency p95), "
+        f"atomic swap. Median of {args.repeats} installs after one warm-up install; each install is a new version.",
+        "Rollback: a client thread sends single-row inference requests (real test digits) over one keep-alive TLS "
+        "connection "
+        "throughout; the update's artifact returns NaN on real inputs; update_to_rollback_s = the agent's "
+        "auto_rollback event "
+        "time minus the moment the update was sent. A failing request = non-200 or non-finite outputs.",
+        "Agent: `edgeops agent serve --self-signed-tls` in its own process, 1 intra-op thread. Shared 2-core machine.",
+    ]
     write_table("delivery", activation, notes[::2])
-    write_table("delivery_rollback", [summary] + rollback, notes[1:])
+    write_table("delivery_rollback", [summary, *rollback], notes[1:])
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ run one thread; the first epoch of each is a warm-up and not counted.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
 import torch
-from torch import nn
-
 from _common import digits_training_data, write_table
+from torch import nn
 
 
 def main() -> None:
@@ -47,6 +47,7 @@ def main() -> None:
                 criterion(model(xb), yb).backward()
                 optimizer.step()
             return time.perf_counter() - start
+
         return epoch
 
     def dp_epoch_timer(mode: str):
@@ -54,8 +55,14 @@ def main() -> None:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch)
         model, optimizer, loader = PrivacyEngine(accountant="prv").make_private(
-            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=plan.noise_multiplier,
-            max_grad_norm=plan.max_grad_norm, poisson_sampling=True, grad_sample_mode=mode)
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=plan.max_grad_norm,
+            poisson_sampling=True,
+            grad_sample_mode=mode,
+        )
         criterion = nn.CrossEntropyLoss()
 
         def epoch() -> float:
@@ -66,22 +73,45 @@ def main() -> None:
                     criterion(model(xb), yb).backward()
                 optimizer.step()
             return time.perf_counter() - start
+
         return epoch
 
     declared = spec.training.grad_sample_mode
-    timers = {"non-private SGD": plain_epoch_timer(), **{f"DP-SGD (opacus {mode}{', declared' if mode == declared else ''})": dp_epoch_timer(mode)
-                                                         for mode in ("ew", "hooks", "functorch")}}
+    timers = {
+        "non-private SGD": plain_epoch_timer(),
+        **{
+            f"DP-SGD (opacus {mode}{', declared' if mode == declared else ''})": dp_epoch_timer(mode)
+            for mode in ("ew", "hooks", "functorch")
+        },
+    }
     for timer in timers.values():
         timer()  # warm-up epoch
     samples = {name: [] for name in timers}
     for _ in range(args.repeats):
-        for name, timer in timers.items():  # interleaved: A B C A B C ...
+        for name, timer in random.sample(
+            list(timers.items()), len(timers)
+        ):  # interleaved, a new random order each round
             samples[name].append(timer())
     base = statistics.median(samples["non-private SGD"])
-    rows = [{"loop": name, "epoch_s_median": statistics.median(v), "epoch_s_min": min(v), "epoch_s_max": max(v),
-             "ratio_to_non_private": statistics.median(v) / base, "repeats": len(v)} for name, v in samples.items()]
-    write_table("dp_epoch_time", rows, [f"digits CNN {spec.model.channels}, batch {batch}, {len(data.y_train)} training rows, 1 thread",
-                                        "interleaved epochs after one warm-up each; goal: DP <= 2x non-private"])
+    rows = [
+        {
+            "loop": name,
+            "epoch_s_median": statistics.median(v),
+            "epoch_s_min": min(v),
+            "epoch_s_max": max(v),
+            "ratio_to_non_private": statistics.median(v) / base,
+            "repeats": len(v),
+        }
+        for name, v in samples.items()
+    ]
+    write_table(
+        "dp_epoch_time",
+        rows,
+        [
+            f"digits CNN {spec.model.channels}, batch {batch}, {len(data.y_train)} training rows, 1 thread",
+            "interleaved epochs (random order each round) after one warm-up each; goal: DP <= 2x non-private",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -20,17 +20,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from _common import digits_training_data, write_table
+from _common import declared_dp_record, digits_training_data, write_table
 
 
 def matmul_model(size: int) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((size, size)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["features", "w"], ["logits"])], "mm",
-                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", size])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", size])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["logits"])],
+        "mm",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", size])],
+        [weight],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
@@ -43,7 +46,7 @@ def busy(stop_at: float) -> None:
 def main() -> None:
     import onnxruntime as ort
 
-    from edgeops.hil.harness import time_session
+    from edgeops.hil.harness import OnnxSession, time_session
     from edgeops.hil.runner import run_isolated
 
     rows, notes = [], []
@@ -51,29 +54,44 @@ def main() -> None:
     # Artifacts: the default pipeline's float and int8 targets, built fresh.
     declaration, data, ref = digits_training_data()
     from edgeops.compression import build_target
-    from edgeops.models import export_onnx, save_weights, weights_sha256
-    from edgeops.training import plan_dp_training, train_dp
 
-    model = train_dp(declaration.spec, data, plan_dp_training(declaration.spec, data), work / "train")["model"]
-    export_onnx(model, 64, work / "float.onnx")
-    save_weights(model, work / "w.safetensors")
-    dp_model = {"ref": ref, "weights_path": str(work / "w.safetensors"), "onnx_path": str(work / "float.onnx"), "weights_sha256": weights_sha256(model)}
-    paths = {name: build_target(declaration, declaration.spec.target(name), dp_model, work / name)["artifact_path"]
-             for name in ("float_baseline", "mobile_int8")}
+    # with the declared public pre-training, as the pipeline trains it
+    dp_model, _ = declared_dp_record(declaration, data, ref, work)
+    paths = {
+        name: build_target(declaration, declaration.spec.target(name), dp_model, work / name)["artifact_path"]
+        for name in ("float_baseline", "mobile_int8")
+    }
     x, y = data.x_test, data.y_test
 
     # 1. Repeatability: the same benchmark 5 times (fresh process each), pinned to core 0.
-    p50s = [run_isolated(paths["float_baseline"], x, y, [1], cores=[0], max_seconds=3, min_runs=2000)["latency"]["1"]["p50_ms"] for _ in range(5)]
+    p50s = [
+        run_isolated(paths["float_baseline"], x, y, batch_sizes=[1], cores=[0], max_seconds=3, min_runs=2000)[
+            "latency"
+        ]["1"]["p50_ms"]
+        for _ in range(5)
+    ]
     cv = statistics.stdev(p50s) / statistics.mean(p50s)
-    rows.append({"measure": "p50 CV over 5 repeats (float, batch 1, core 0)", "value": round(100 * cv, 2), "unit": "%", "goal": "<= 3",
-                 "met": cv <= 0.03, "detail": [round(v * 1000, 2) for v in p50s]})
+    rows.append(
+        {
+            "measure": "p50 CV over 5 repeats (float, batch 1, core 0)",
+            "value": round(100 * cv, 2),
+            "unit": "%",
+            "goal": "<= 3",
+            "met": cv <= 0.03,
+            "detail": [round(v * 1000, 2) for v in p50s],
+        }
+    )
 
     # 2. int8/float ratio, idle then with core 1 busy (benchmark pinned to core 0), 5 times each.
     def ratios() -> list[float]:
         out = []
         for _ in range(5):
-            f = run_isolated(paths["float_baseline"], x, y, [1], cores=[0], max_seconds=2, min_runs=1000)["latency"]["1"]["p50_ms"]
-            q = run_isolated(paths["mobile_int8"], x, y, [1], cores=[0], max_seconds=2, min_runs=1000)["latency"]["1"]["p50_ms"]
+            f = run_isolated(paths["float_baseline"], x, y, batch_sizes=[1], cores=[0], max_seconds=2, min_runs=1000)[
+                "latency"
+            ]["1"]["p50_ms"]
+            q = run_isolated(paths["mobile_int8"], x, y, batch_sizes=[1], cores=[0], max_seconds=2, min_runs=1000)[
+                "latency"
+            ]["1"]["p50_ms"]
             out.append(q / f)
         return out
 
@@ -85,17 +103,36 @@ def main() -> None:
     loader.terminate()
     spread = (max(loaded) - min(loaded)) / statistics.median(loaded) / 2
     shift = statistics.median(loaded) / statistics.median(idle) - 1
-    rows.append({"measure": "int8/float p50 ratio, other core busy: half-spread over 5 runs", "value": round(100 * spread, 2), "unit": "%",
-                 "goal": "<= 5", "met": spread <= 0.05, "detail": f"busy {[round(r, 3) for r in loaded]}, idle {[round(r, 3) for r in idle]}"})
-    rows.append({"measure": "median ratio shift, busy vs idle", "value": round(100 * shift, 2), "unit": "%", "goal": "(reported)", "met": "",
-                 "detail": ""})
+    rows.append(
+        {
+            "measure": "int8/float p50 ratio, other core busy: half-spread over 5 runs",
+            "value": round(100 * spread, 2),
+            "unit": "%",
+            "goal": "<= 5",
+            "met": spread <= 0.05,
+            "detail": f"busy {[round(r, 3) for r in loaded]}, idle {[round(r, 3) for r in idle]}",
+        }
+    )
+    rows.append(
+        {
+            "measure": "median ratio shift, busy vs idle",
+            "value": round(100 * shift, 2),
+            "unit": "%",
+            "goal": "(reported)",
+            "met": "",
+            "detail": "",
+        }
+    )
 
-    # 3. Harness overhead per inference on a ~100 us model: per-call timing (the harness) vs one timer around a tight loop.
+    # 3. Harness overhead per inference on a ~100 us model:
+    # per-call timing (the harness) vs one timer around a tight loop.
     size = 512
     model_bytes = matmul_model(size)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    (work / "matmul.onnx").write_bytes(model_bytes)
+    harness_session = OnnxSession(str(work / "matmul.onnx"), threads=1)  # what the harness times: run(x) -> logits
     batch = np.random.default_rng(1).standard_normal((1, size)).astype(np.float32)
     feed = {"features": batch}
     for _ in range(500):
@@ -107,12 +144,20 @@ def main() -> None:
             session.run(None, feed)
         raw.append((time.perf_counter() - start) / 500 * 1e6)
         start = time.perf_counter()
-        samples = time_session(session, batch, warmup=0, min_runs=500, max_seconds=0.0001)
+        samples = time_session(harness_session, batch, warmup=0, min_runs=500, max_seconds=0.0001)
         timed.append((time.perf_counter() - start) / len(samples) * 1e6)
     raw_us, timed_us = statistics.median(raw), statistics.median(timed)
     overhead = (timed_us - raw_us) / raw_us
-    rows.append({"measure": f"harness overhead per inference ({size}x{size} matmul, {raw_us:.0f} us per call)", "value": round(100 * overhead, 2),
-                 "unit": "%", "goal": "<= 5", "met": overhead <= 0.05, "detail": f"tight loop {raw_us:.1f} us, harness {timed_us:.1f} us"})
+    rows.append(
+        {
+            "measure": f"harness overhead per inference ({size}x{size} matmul, {raw_us:.0f} us per call)",
+            "value": round(100 * overhead, 2),
+            "unit": "%",
+            "goal": "<= 5",
+            "met": overhead <= 0.05,
+            "detail": f"tight loop {raw_us:.1f} us, harness {timed_us:.1f} us",
+        }
+    )
 
     # 4. Agent round trip on loopback, excluding the benchmark: HTTP + auth + upload + sha256 + child process.
     import httpx
@@ -144,11 +189,30 @@ def main() -> None:
         children.append(result["agent"]["benchmark_wall_s"] * 1000)
     server.should_exit = True
     rtt = statistics.median(trips)
-    rows.append({"measure": "agent round trip on loopback, excluding the benchmark (upload, auth, sha256, response)", "value": round(rtt, 2),
-                 "unit": "ms", "goal": "<= 50", "met": rtt <= 50, "detail": f"GET /v1/health median {statistics.median(facts_rtt):.2f} ms"})
-    rows.append({"measure": "benchmark in its child process (spawn, imports, session, timing)", "value": round(statistics.median(children), 1),
-                 "unit": "ms", "goal": "(reported)", "met": "", "detail": "isolation cost: paid once per benchmark, not per inference"})
-    notes.append("harness = edgeops.hil.harness.time_session (perf_counter_ns around each call); runs in a fresh process per benchmark")
+    rows.append(
+        {
+            "measure": "agent round trip on loopback, excluding the benchmark (upload, auth, sha256, response)",
+            "value": round(rtt, 2),
+            "unit": "ms",
+            "goal": "<= 50",
+            "met": rtt <= 50,
+            "detail": f"GET /v1/health median {statistics.median(facts_rtt):.2f} ms",
+        }
+    )
+    rows.append(
+        {
+            "measure": "benchmark in its child process (spawn, imports, session, timing)",
+            "value": round(statistics.median(children), 1),
+            "unit": "ms",
+            "goal": "(reported)",
+            "met": "",
+            "detail": "isolation cost: paid once per benchmark, not per inference",
+        }
+    )
+    notes.append(
+        "harness = edgeops.hil.harness.time_session (perf_counter_ns around each call); runs in a fresh process per "
+        "benchmark"
+    )
     write_table("hil_harness", rows, notes)
 
 

@@ -26,8 +26,8 @@ def one_run() -> dict:
     os.environ["EDGEOPS_ROOT"] = str(ROOT)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     from edgeops.settings import Settings
-    from pipelines.launch import run_pipelines
     from pipelines.instance import ensure_instance
+    from pipelines.launch import run_pipelines
 
     settings = Settings.resolve()
     start = time.perf_counter()
@@ -49,8 +49,14 @@ def one_run() -> dict:
                 stage += float(metadata["stage_seconds"].value) if "stage_seconds" in metadata else 0.0
                 card_seconds += float(metadata["generation_seconds"].value) if "generation_seconds" in metadata else 0.0
                 lineage += float(metadata["lineage_seconds"].value) if "lineage_seconds" in metadata else 0.0
-    return {"wall_s": wall, "stage_s": stage, "lineage_s": lineage, "orchestration_s": wall - stage - lineage,
-            "runs": sum(len(r.runs) for r in reports), "card_generation_s": card_seconds}
+    return {
+        "wall_s": wall,
+        "stage_s": stage,
+        "lineage_s": lineage,
+        "orchestration_s": wall - stage - lineage,
+        "runs": sum(len(r.runs) for r in reports),
+        "card_generation_s": card_seconds,
+    }
 
 
 def main() -> None:
@@ -63,13 +69,27 @@ def main() -> None:
         overhead = (sample["lineage_s"] + sample["orchestration_s"]) / sample["wall_s"]
         rows.append({**{k: round(v, 2) for k, v in sample.items()}, "orchestration+lineage_share": round(overhead, 3)})
     median_share = statistics.median(r["orchestration+lineage_share"] for r in rows)
-    rows.append({"wall_s": statistics.median(r["wall_s"] for r in rows), "stage_s": statistics.median(r["stage_s"] for r in rows),
-                 "lineage_s": statistics.median(r["lineage_s"] for r in rows), "orchestration_s": statistics.median(r["orchestration_s"] for r in rows),
-                 "runs": "median", "card_generation_s": statistics.median(r["card_generation_s"] for r in rows),
-                 "orchestration+lineage_share": median_share})
-    write_table("pipeline_overhead", rows, ["default pipeline (digits, 4 targets), embedded profile: sqlite Dagster + MLflow, in-process executor",
-                                            f"fresh state folder per repeat; goal: orchestration + lineage < 20% (median: {median_share:.1%})",
-                                            "card_generation_s: building, rendering and signing the model card from MLflow records (verification runs after; goal <= 5 s, issue 7)"])
+    rows.append(
+        {
+            "wall_s": statistics.median(r["wall_s"] for r in rows),
+            "stage_s": statistics.median(r["stage_s"] for r in rows),
+            "lineage_s": statistics.median(r["lineage_s"] for r in rows),
+            "orchestration_s": statistics.median(r["orchestration_s"] for r in rows),
+            "runs": "median",
+            "card_generation_s": statistics.median(r["card_generation_s"] for r in rows),
+            "orchestration+lineage_share": median_share,
+        }
+    )
+    write_table(
+        "pipeline_overhead",
+        rows,
+        [
+            "default pipeline (digits, 4 targets), embedded profile: sqlite Dagster + MLflow, in-process executor",
+            f"fresh state folder per repeat; goal: orchestration + lineage < 20% (median: {median_share:.1%})",
+            "card_generation_s: building, rendering and signing the model card from MLflow records (verification runs "
+            "after; goal <= 5 s, issue 7)",
+        ],
+    )
 
 
 if __name__ == "__main__":

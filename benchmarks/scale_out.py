@@ -19,11 +19,12 @@ import uuid
 from pathlib import Path
 
 import yaml
-
 from _common import ROOT, write_table
 
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import tiny_digits  # noqa: E402 - the same tiny profile the tests use
+import contextlib
+
+from helpers import tiny_digits
 
 BIN = Path(sys.executable).parent
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
@@ -47,12 +48,20 @@ def project(root: Path) -> dict:
     (root / "workspace.yaml").write_text((ROOT / "workspace.yaml").read_text())
     (root / "pipelines" / "digits.yaml").write_text(yaml.safe_dump(tiny_digits(), sort_keys=False))
     home = root / ".edgeops"
-    return {**os.environ, "EDGEOPS_ROOT": str(root), "EDGEOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        "EDGEOPS_ROOT": str(root),
+        "EDGEOPS_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def timed_run(env: dict, root: Path) -> float:
     started = time.perf_counter()
-    completed = subprocess.run([str(BIN / "edgeops"), "run", "--no-progress"], cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+    completed = subprocess.run(
+        [str(BIN / "edgeops"), "run", "--no-progress"], cwd=root, env=env, capture_output=True, text=True, timeout=1800
+    )
     seconds = time.perf_counter() - started
     if completed.returncode != 0:
         raise SystemExit(f"run failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-2000:]}")
@@ -75,27 +84,73 @@ def distributed_round(work: Path) -> float:
     admin_sql(f'CREATE DATABASE "{mlflow_db}"')
     home = Path(env["EDGEOPS_HOME"])
     (home / "dagster").mkdir(parents=True)
-    (home / "dagster" / "dagster.yaml").write_text((ROOT / "deploy" / "profiles" / "celery" / "dagster.yaml").read_text())
+    (home / "dagster" / "dagster.yaml").write_text(
+        (ROOT / "deploy" / "profiles" / "celery" / "dagster.yaml").read_text()
+    )
     port = 5600 + int(suffix[:3], 16) % 300
     artifacts = (root / "artifacts").as_uri()
-    env.update(EDGEOPS_DAGSTER_PG_URL=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{dagster_db}", EDGEOPS_EXECUTOR="celery",
-               EDGEOPS_MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}", EDGEOPS_MLFLOW_ARTIFACT_ROOT=artifacts, EDGEOPS_CELERY_BROKER=BROKER)
-    with Connection(BROKER) as connection:  # tasks a killed earlier run left behind would reach these workers
-        try:
-            connection.default_channel.queue_purge("dagster")
-        except (Exception,):  # noqa: BLE001 - no such queue yet
-            pass
-    processes = [subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"postgresql+psycopg2://postgres@127.0.0.1:5432/{mlflow_db}",
-                                   "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                  env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    processes += [subprocess.Popen([str(BIN / "celery"), "-A", "dagster_celery.app", "worker", "--concurrency", "1", "-n",
-                                    f"bench{i}-{suffix}@%h", "-l", "warning"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True) for i in (1, 2)]
+    env.update(
+        EDGEOPS_DAGSTER_PG_URL=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{dagster_db}",
+        EDGEOPS_EXECUTOR="celery",
+        EDGEOPS_MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
+        EDGEOPS_MLFLOW_ARTIFACT_ROOT=artifacts,
+        EDGEOPS_CELERY_BROKER=BROKER,
+    )
+    # tasks a killed earlier run left behind would reach these workers
+    with Connection(BROKER) as connection, contextlib.suppress(Exception):
+        connection.default_channel.queue_purge("dagster")
+    processes = [
+        subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"postgresql+psycopg2://postgres@127.0.0.1:5432/{mlflow_db}",
+                "--default-artifact-root",
+                artifacts,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
+    processes += [
+        subprocess.Popen(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "dagster_celery.app",
+                "worker",
+                "--concurrency",
+                "1",
+                "-n",
+                f"bench{i}-{suffix}@%h",
+                "-l",
+                "warning",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for i in (1, 2)
+    ]
     try:
         import httpx
 
         deadline = time.time() + 120
-        while True:  # services up before the clock starts: the comparison is of running the pipeline, not of booting servers
+        while (
+            True
+        ):  # services up before the clock starts: the comparison is of running the pipeline, not of booting servers
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                     break
@@ -126,16 +181,37 @@ def main() -> None:
         for measure in order:
             (embedded if measure is embedded_round else distributed).append(measure(work))
     ratio = statistics.median(distributed) / statistics.median(embedded)
-    rows = [{"profile": "embedded (sqlite, in-process)", "median_s": round(statistics.median(embedded), 1), "runs_s": [round(v, 1) for v in embedded]},
-            {"profile": "postgres + celery (2 workers, MLflow server on PostgreSQL)", "median_s": round(statistics.median(distributed), 1),
-             "runs_s": [round(v, 1) for v in distributed]},
-            {"profile": "ratio distributed / embedded", "median_s": round(ratio, 2), "runs_s": f"goal <= 1.5: {'met' if ratio <= 1.5 else 'NOT MET'}"}]
-    write_table("scale_out", rows, [
-        f"`edgeops run` of the tiny default profile (tests/conftest.py tiny_digits), {args.rounds} interleaved rounds, each on a fresh "
-        "state folder and fresh databases; wall time of the command, services already up (their start is not counted).",
-        "Both profiles do the same work (the scale-out test checks the same hashes and check outcomes); the distributed one "
-        "sends each step to a celery worker through RabbitMQ and every event and MLflow call over the network to PostgreSQL.",
-    ])
+    rows = [
+        {
+            "profile": "embedded (sqlite, in-process)",
+            "median_s": round(statistics.median(embedded), 1),
+            "runs_s": [round(v, 1) for v in embedded],
+        },
+        {
+            "profile": "postgres + celery (2 workers, MLflow server on PostgreSQL)",
+            "median_s": round(statistics.median(distributed), 1),
+            "runs_s": [round(v, 1) for v in distributed],
+        },
+        {
+            "profile": "ratio distributed / embedded",
+            "median_s": round(ratio, 2),
+            "runs_s": f"goal <= 1.5: {'met' if ratio <= 1.5 else 'NOT MET'}",
+        },
+    ]
+    write_table(
+        "scale_out",
+        rows,
+        [
+            f"`edgeops run` of the tiny default profile (tests/helpers.py tiny_digits), {args.rounds} interleaved "
+            "rounds, each on a fresh "
+            "state folder and fresh databases; wall time of the command, services already up (their start is not "
+            "counted).",
+            "Both profiles do the same work (the scale-out test checks the same hashes and check outcomes); the "
+            "distributed one "
+            "sends each step to a celery worker through RabbitMQ and every event and MLflow call over the network to "
+            "PostgreSQL.",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -10,12 +10,16 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from edgeops.errors import DataError
 from edgeops.spec import DatasetSpec, Declaration
+
+if TYPE_CHECKING:
+    from edgeops.lineage import LineageRun
 
 ROW_ID = "row_id"
 SPLITS = ("train", "validation", "test")
@@ -29,7 +33,7 @@ class LoadedData:
     features: list[str]
     label: str
     source: str
-    problems: list[dict] = field(default_factory=list)  # {"row", "column", "value", "issue"}
+    problems: list[dict[str, Any]] = field(default_factory=list)  # {"row", "column", "value", "issue"}
     row_names: dict[int, str] = field(default_factory=dict)  # row id -> file, for image folders
 
 
@@ -62,18 +66,22 @@ def load_image_folder(folder: Path, spec: DatasetSpec) -> tuple[pd.DataFrame, di
 
     if not folder.is_dir():
         raise DataError(str(folder), "image folder not found")
-    channels, height, width = spec.image_shape  # type: ignore[misc]
-    rows, names = [], {}
+    if spec.image_shape is None:
+        raise DataError(str(folder), "an image folder needs dataset.image_shape (channels, height, width)")
+    channels, height, width = spec.image_shape
+    rows: list[list[float | str]] = []
+    names: dict[int, str] = {}
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         for image_path in sorted(p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             try:
                 with Image.open(image_path) as image:
-                    image = image.convert("L" if channels == 1 else "RGB")
-                    pixels = np.asarray(image, dtype=np.float64)
+                    pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float64)
             except (UnidentifiedImageError, OSError) as err:
                 raise DataError(str(image_path), f"not a readable image: {err}") from None
             if pixels.shape[:2] != (height, width):
-                raise DataError(str(image_path), f"image is {pixels.shape[1]}x{pixels.shape[0]}, declared {width}x{height}")
+                raise DataError(
+                    str(image_path), f"image is {pixels.shape[1]}x{pixels.shape[0]}, declared {width}x{height}"
+                )
             pixels = pixels.reshape(height, width, -1).transpose(2, 0, 1).reshape(-1)
             names[len(rows)] = str(image_path.relative_to(folder))
             rows.append([*pixels, label_dir.name])
@@ -107,7 +115,7 @@ def load_source(declaration: Declaration) -> LoadedData:
 
     excluded = {spec.label, ROW_ID} | ({spec.split.column} if spec.split.column else set())
     features = list(spec.features) if spec.features else [c for c in raw.columns if c not in excluded]
-    problems: list[dict] = []
+    problems: list[dict[str, Any]] = []
     frame = pd.DataFrame({ROW_ID: np.arange(len(raw), dtype=np.int64)})
     for column in features:
         if column not in raw.columns:
@@ -123,11 +131,17 @@ def load_source(declaration: Declaration) -> LoadedData:
     for column in raw.columns:
         if column not in features and column not in excluded:
             problems.append({"row": None, "column": column, "value": None, "issue": "column not declared"})
-    return LoadedData(frame=frame, features=features, label=spec.label, source=source,
-                      problems=problems[:MAX_PROBLEMS_KEPT], row_names=row_names)
+    return LoadedData(
+        frame=frame,
+        features=features,
+        label=spec.label,
+        source=source,
+        problems=problems[:MAX_PROBLEMS_KEPT],
+        row_names=row_names,
+    )
 
 
-def add_numeric_column(frame: pd.DataFrame, values: pd.Series, column: str, problems: list[dict]) -> None:
+def add_numeric_column(frame: pd.DataFrame, values: pd.Series, column: str, problems: list[dict[str, Any]]) -> None:
     if pd.api.types.is_numeric_dtype(values):
         frame[column] = values.astype(np.float64).to_numpy()
         return
@@ -135,42 +149,49 @@ def add_numeric_column(frame: pd.DataFrame, values: pd.Series, column: str, prob
     numbers = pd.to_numeric(text, errors="coerce")
     blank = text.isin(["", "nan", "NaN", "NA", "null", "None"])
     for row in np.flatnonzero(numbers.isna().to_numpy() & ~blank.to_numpy())[:MAX_PROBLEMS_KEPT]:
-        problems.append({"row": int(row), "column": column, "value": str(values.iloc[row])[:80], "issue": "not a number"})
+        problems.append(
+            {"row": int(row), "column": column, "value": str(values.iloc[row])[:80], "issue": "not a number"}
+        )
     frame[column] = numbers.astype(np.float64).to_numpy()
 
 
 # ---------------------------------------------------------------- split and digests
-def split_frame(data: LoadedData, spec: DatasetSpec) -> tuple[dict[str, pd.DataFrame], dict]:
+def split_frame(data: LoadedData, spec: DatasetSpec) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """A seeded, stratified split (or the source's own split column). Returns the splits and notes."""
     from sklearn.model_selection import train_test_split
 
     frame = data.frame
-    notes: dict = {"dropped_duplicates": 0, "stratified": True}
+    notes: dict[str, Any] = {"dropped_duplicates": 0, "stratified": True}
     if spec.split.column:
         splits = {name: frame[frame[spec.split.column] == name].drop(columns=[spec.split.column]) for name in SPLITS}
         unknown = sorted(set(frame[spec.split.column]) - set(SPLITS))
         if unknown:
-            raise DataError(data.source, f"split column has values other than {SPLITS}: {unknown[:5]}", column=spec.split.column)
+            raise DataError(
+                data.source, f"split column has values other than {SPLITS}: {unknown[:5]}", column=spec.split.column
+            )
         notes["stratified"] = False
         return {k: v.reset_index(drop=True) for k, v in splits.items()}, notes
     if spec.split.deduplicate:
         before = len(frame)
-        frame = frame.drop_duplicates(subset=data.features + [data.label], keep="first")
+        frame = frame.drop_duplicates(subset=[*data.features, data.label], keep="first")
         notes["dropped_duplicates"] = before - len(frame)
     labels = frame[data.label].fillna(-1)
     seed = spec.split.seed
     holdout = spec.split.validation + spec.split.test
     try:
         train, rest = train_test_split(frame, test_size=holdout, random_state=seed, stratify=labels)
-        validation, test = train_test_split(rest, test_size=spec.split.test / holdout, random_state=seed,
-                                            stratify=rest[data.label].fillna(-1))
+        validation, test = train_test_split(
+            rest, test_size=spec.split.test / holdout, random_state=seed, stratify=rest[data.label].fillna(-1)
+        )
     except ValueError:
         # Too few rows of some class to stratify: split at random, and say so.
         notes["stratified"] = False
         train, rest = train_test_split(frame, test_size=holdout, random_state=seed)
         validation, test = train_test_split(rest, test_size=spec.split.test / holdout, random_state=seed)
-    ordered = {name: part.sort_values(ROW_ID).reset_index(drop=True) for name, part in
-               zip(SPLITS, (train, validation, test))}
+    ordered = {
+        name: part.sort_values(ROW_ID).reset_index(drop=True)
+        for name, part in zip(SPLITS, (train, validation, test), strict=False)
+    }
     return ordered, notes
 
 
@@ -192,7 +213,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def store_splits(data: LoadedData, splits: dict[str, pd.DataFrame], notes: dict, out_root: Path) -> dict:
+def store_splits(
+    data: LoadedData, splits: dict[str, pd.DataFrame], notes: dict[str, Any], out_root: Path
+) -> dict[str, Any]:
     """Write the splits under a folder named by their combined digest (never overwriting other data).
 
     Returns the dataset reference that downstream stages read: paths, digests, row counts, problems.
@@ -208,7 +231,12 @@ def store_splits(data: LoadedData, splits: dict[str, pd.DataFrame], notes: dict,
             tmp = path.with_suffix(".tmp")
             part.to_parquet(tmp, index=False)
             tmp.replace(path)  # atomic: a killed run never leaves half a file under the final name
-        split_refs[name] = {"path": str(path), "digest": digests[name], "rows": int(len(part)), "file_sha256": file_sha256(path)}
+        split_refs[name] = {
+            "path": str(path),
+            "digest": digests[name],
+            "rows": len(part),
+            "file_sha256": file_sha256(path),
+        }
     ref = {
         "digest": combined,
         "source": data.source,
@@ -223,21 +251,32 @@ def store_splits(data: LoadedData, splits: dict[str, pd.DataFrame], notes: dict,
     return ref
 
 
-def read_split(ref: dict, name: str) -> pd.DataFrame:
+def read_split(ref: dict[str, Any], name: str) -> pd.DataFrame:
     return pd.read_parquet(ref["splits"][name]["path"])
 
 
-def to_arrays(frame: pd.DataFrame, ref: dict) -> tuple[np.ndarray, np.ndarray]:
+def to_arrays(frame: pd.DataFrame, ref: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return frame[ref["features"]].to_numpy(dtype=np.float32), frame[ref["label"]].to_numpy().astype(np.int64)
 
 
-def ingest(declaration: Declaration, out_root: Path, run) -> dict:
+def ingest(declaration: Declaration, out_root: Path, run: LineageRun) -> dict[str, Any]:
     """Stage 1: load the declared source, split it, store the splits by digest and log them to MLflow."""
     data = load_source(declaration)
     splits, notes = split_frame(data, declaration.spec.dataset)
     ref = store_splits(data, splits, notes, out_root)
-    run.log_params({"source": data.source, "n_features": len(data.features), "split_seed": declaration.spec.dataset.split.seed,
-                    "stratified": notes["stratified"], "dropped_duplicates": notes["dropped_duplicates"]})
-    run.log_metrics({f"rows_{name}": split["rows"] for name, split in ref["splits"].items()} | {"load_problems": len(data.problems)})
-    run.set_tags({"dataset.digest": ref["digest"]})
+    run.log_params(
+        {
+            "source": data.source,
+            "n_features": len(data.features),
+            "split_seed": declaration.spec.dataset.split.seed,
+            "stratified": notes["stratified"],
+            "dropped_duplicates": notes["dropped_duplicates"],
+        }
+    )
+    run.log_metrics(
+        {f"rows_{name}": split["rows"] for name, split in ref["splits"].items()} | {"load_problems": len(data.problems)}
+    )
+    from edgeops.lineage import DATASET_DIGEST_TAG
+
+    run.set_tags({DATASET_DIGEST_TAG: ref["digest"]})
     return ref

@@ -45,8 +45,26 @@ class CompressionError(EdgeopsError):
     """A target's recipe cannot be built."""
 
 
-def caused_by(err: BaseException | None, types: tuple[type, ...] = (), names: set[str] = frozenset(), errnos: set[int] = frozenset(),
-              texts: tuple[str, ...] = ()) -> bool:
+class FederatedError(EdgeopsError):
+    """Federated training cannot go on: the data cannot be partitioned, or a round has too few usable client updates."""
+
+
+class CardError(EdgeopsError):
+    """A model card cannot be built, read, verified or reviewed (missing evidence, bad mapping rules or
+    attestations)."""
+
+
+class ReleaseError(EdgeopsError):
+    """A version cannot be promoted or rolled back, or a registered version's record is missing or inconsistent."""
+
+
+def caused_by(
+    err: BaseException | None,
+    types: tuple[type, ...] = (),
+    names: set[str] | frozenset[str] = frozenset(),
+    errnos: set[int] | frozenset[int] = frozenset(),
+    texts: tuple[str, ...] = (),
+) -> bool:
     """Whether an error or anything in its cause/context chain matches: an exception type, a class name (for libraries
     not imported here), an OSError errno, or a text in its message. Libraries wrap the root cause (SQLAlchemy around
     sqlite3, MLflow around requests around urllib3), so the chain is where it is found."""
@@ -63,3 +81,7 @@ def caused_by(err: BaseException | None, types: tuple[type, ...] = (), names: se
 
 class StateFolderError(EdgeopsError):
     """The state folder (EDGEOPS_HOME) cannot be used: not writable by this user, or its filesystem is (nearly) full."""
+
+
+class ProjectError(EdgeopsError):
+    """The folder is not an edgeops project (no workspace.yaml or no pipelines/); the message offers `edgeops init`."""

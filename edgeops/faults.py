@@ -8,6 +8,8 @@ test provokes the on-device rollback after activation.
 
 from __future__ import annotations
 
+from typing import cast
+
 
 def fails_on_live_inputs(artifact: bytes, threshold: float) -> bytes:
     import onnx
@@ -19,15 +21,21 @@ def fails_on_live_inputs(artifact: bytes, threshold: float) -> bytes:
     renamed = logits + "_healthy"
     for node in graph.node:
         node.output[:] = [renamed if name == logits else name for name in node.output]
-    graph.initializer.extend([helper.make_tensor("fault_threshold", TensorProto.FLOAT, [], [threshold]),
-                              helper.make_tensor("fault_zero", TensorProto.FLOAT, [], [0.0]),
-                              helper.make_tensor("fault_axes", TensorProto.INT64, [1], [1])])
-    graph.node.extend([
-        helper.make_node("ReduceSum", [features, "fault_axes"], ["fault_sum"], keepdims=1),
-        helper.make_node("Sub", ["fault_sum", "fault_threshold"], ["fault_margin"]),
-        helper.make_node("Log", ["fault_margin"], ["fault_log"]),          # NaN below the threshold
-        helper.make_node("Mul", ["fault_log", "fault_zero"], ["fault_nan_or_zero"]),
-        helper.make_node("Add", [renamed, "fault_nan_or_zero"], [logits]),
-    ])
+    graph.initializer.extend(
+        [
+            helper.make_tensor("fault_threshold", TensorProto.FLOAT, [], [threshold]),
+            helper.make_tensor("fault_zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("fault_axes", TensorProto.INT64, [1], [1]),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("ReduceSum", [features, "fault_axes"], ["fault_sum"], keepdims=1),
+            helper.make_node("Sub", ["fault_sum", "fault_threshold"], ["fault_margin"]),
+            helper.make_node("Log", ["fault_margin"], ["fault_log"]),  # NaN below the threshold
+            helper.make_node("Mul", ["fault_log", "fault_zero"], ["fault_nan_or_zero"]),
+            helper.make_node("Add", [renamed, "fault_nan_or_zero"], [logits]),
+        ]
+    )
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return cast(bytes, model.SerializeToString())

@@ -19,14 +19,22 @@ import functools
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from edgeops.data import file_sha256
 from edgeops.errors import EdgeopsError, caused_by
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class LineageUnavailable(EdgeopsError):
@@ -34,24 +42,73 @@ class LineageUnavailable(EdgeopsError):
 
 
 def _unreachable(err: BaseException) -> bool:
-    return caused_by(err, names={"ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout", "ReadTimeout"},
-                     texts=("Max retries exceeded", "Connection refused", "Connection aborted", "Failed to establish"))
+    return caused_by(
+        err,
+        names={"ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout", "ReadTimeout"},
+        texts=("Max retries exceeded", "Connection refused", "Connection aborted", "Failed to establish"),
+    )
+
+
+def _deleted_by_a_racer(err: BaseException) -> bool:
+    """MLflow refuses a write to a deleted run ("must be in the 'active' state. Current state is deleted")."""
+    return "Current state is deleted" in str(err)
+
 
 MAX_PARAM_CHARS = 6000
+RACE_RETRIES = 5  # rounds of reading the parent election again after a racing stage deleted the one this stage chose
 
 # Names this module writes to MLflow and Dagster; readers import them from here.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"          # MLflow 3's UI opens an experiment on its runs only with this
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens an experiment on its runs only with this
 EXPERIMENT_KIND_MODEL_TRAINING = "custom_model_development"  # (the other value, genai_development, opens traces)
-PARENT_RUN_TAG = "mlflow.parentRunId"                  # MLflow's own nesting tag
-PIPELINE_RUN_TAG = "edgeops.pipeline_run"              # on the parent and every stage run: which pipeline run
-RUN_ROLE_TAG = "edgeops.run_role"                      # "pipeline_run" on parents, "stage" on stage runs
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag
+PIPELINE_RUN_TAG = "edgeops.pipeline_run"  # on the parent and every stage run: which pipeline run
+RUN_ROLE_TAG = "edgeops.run_role"  # "pipeline_run" on parents, "stage" on stage runs
 ROLE_PIPELINE_RUN, ROLE_STAGE = "pipeline_run", "stage"
-FAILED_STAGES_TAG = "edgeops.failed_stages"            # on a parent: its stage runs that failed
-PIPELINE_RUN_DAGSTER_TAG = "edgeops/pipeline_run"      # Dagster run tag set by `edgeops run`: its Dagster runs share a parent
-LOGGED_MODEL_TYPE = "edgeops-target"                   # model_type of each target's MLflow LoggedModel
+FAILED_STAGES_TAG = "edgeops.failed_stages"  # on a parent: its stage runs that failed
+PIPELINE_RUN_DAGSTER_TAG = (
+    "edgeops/pipeline_run"  # Dagster run tag set by `edgeops run`: its Dagster runs share a parent
+)
+LOGGED_MODEL_TYPE = "edgeops-target"  # model_type of each target's MLflow LoggedModel
 # MLflow 3.17's UI picks GenAI or model-training pages from a global toggle (browser storage, GenAI by default) or
 # this URL parameter; the experiment tag above is what the API and other clients read.
 UI_MODEL_TRAINING_QUERY = "workflowType=machine_learning"
+
+# Lineage tags: written by the stages and read by `edgeops lineage` (edgeops/trace.py), from this one definition.
+PIPELINE_TAG = "edgeops.pipeline"
+STAGE_TAG = "edgeops.stage"  # the stage's name without its partition: hil_benchmark, not hil_benchmark[x]
+PARTITION_TAG = "edgeops.partition"  # the stage run's partition (a target or a batch); absent when unpartitioned
+TARGET_TAG = "edgeops.target"  # on compression, benchmark, robustness and trainability runs
+ARTIFACT_SHA256_TAG = (
+    "edgeops.artifact_sha256"  # on benchmark, robustness and trainability runs: the artifact they measured
+)
+DATASET_DIGEST_TAG = "dataset.digest"  # on raw_dataset and validated_dataset runs: the dataset's digest
+CARD_ID_TAG = "edgeops.card_id"  # on model_card runs and on the registered versions the card covers
+CARD_FOLDER_TAG = "edgeops.card_folder"  # on registered versions: the card's folder
+CARD_REVIEW_TAG = "edgeops.card_review"  # on registered versions: the card's latest review decision
+VERSION_SHA256_TAG = "edgeops.sha256"  # on registered versions: the artifact's sha256
+VERSION_DATASET_DIGEST_TAG = "edgeops.dataset_digest"
+VERSION_PARENT_RUN_TAG = "edgeops.parent_mlflow_run"  # the DP model's run
+VERSION_PARENT_WEIGHTS_TAG = "edgeops.parent_weights_sha256"
+RELEASE_ACTION_TAG = "edgeops.release.action"  # on release decision runs (promote, rollback, rollout)
+RELEASE_MODEL_TAG = "edgeops.release.model"
+RELEASE_VERSION_TAG = "edgeops.release.version"
+RELEASE_DECISION_TAG = "edgeops.release.decision"
+RELEASE_REASON_TAG = "edgeops.release.reason"
+# Stage names (the STAGE_TAG values) that lineage walks.
+STAGE_RAW, STAGE_VALIDATED, STAGE_DP_MODEL, STAGE_COMPRESSION = (
+    "raw_dataset",
+    "validated_dataset",
+    "dp_model",
+    "compressed_model",
+)
+STAGE_BENCHMARK, STAGE_ROBUSTNESS, STAGE_TRAINABILITY = "hil_benchmark", "robustness", "trainability"
+STAGE_CARD, STAGE_RELEASE = "model_card", "release"
+ARTIFACT_MEASUREMENT_STAGES = (STAGE_BENCHMARK, STAGE_ROBUSTNESS, STAGE_TRAINABILITY)
+
+
+def artifact_tags(target: str, sha256: str) -> dict[str, str]:
+    """What a run that measured one target's artifact carries, so lineage finds it from the artifact."""
+    return {TARGET_TAG: target, ARTIFACT_SHA256_TAG: sha256}
 
 
 def experiment_ui_url(ui_base: str, experiment_id: str, page: str = "runs") -> str:
@@ -59,46 +116,57 @@ def experiment_ui_url(ui_base: str, experiment_id: str, page: str = "runs") -> s
     return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/{page}?{UI_MODEL_TRAINING_QUERY}"
 
 
-def _timed(method):
+def _timed(method: Callable[Concatenate[LineageRun, _P], _R]) -> Callable[Concatenate[LineageRun, _P], _R]:
     """Accumulate the time spent talking to MLflow, so a stage can report its own compute apart from lineage."""
+
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: LineageRun, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         start = time.perf_counter()
         try:
             return method(self, *args, **kwargs)
         finally:
             self.mlflow_seconds += time.perf_counter() - start
+
     return wrapper
 
 
 @dataclass
 class LineageRun:
-    client: object
+    client: MlflowClient
     run_id: str
     experiment_id: str
     ui_url: str
     mlflow_seconds: float = 0.0
 
     @_timed
-    def log_params(self, params: dict) -> None:
+    def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(str(k), str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start:start + 100])
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     @_timed
-    def log_metrics(self, metrics: dict, step: int = 0, model_id: str | None = None, dataset: tuple[str, str] | None = None) -> None:
+    def log_metrics(
+        self,
+        metrics: dict[str, Any],
+        step: int = 0,
+        model_id: str | None = None,
+        dataset: tuple[str, str] | None = None,
+    ) -> None:
         """With model_id, the metrics also belong to that LoggedModel (MLflow's Models view shows them); with
         dataset = (name, digest), they are recorded as measured on that dataset."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         name, digest = dataset or (None, None)
-        items = [Metric(str(k), float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
-                 for k, v in metrics.items() if v is not None]
+        items = [
+            Metric(str(k), float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
+            for k, v in metrics.items()
+            if v is not None
+        ]
         for start in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[start:start + 500])
+            self.client.log_batch(self.run_id, metrics=items[start : start + 500])
 
     @_timed
     def log_metric_series(self, name_to_values: dict[str, list[float]]) -> None:
@@ -106,12 +174,16 @@ class LineageRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(name, float(v), now, step) for name, values in name_to_values.items() for step, v in enumerate(values)]
+        items = [
+            Metric(name, float(v), now, step)
+            for name, values in name_to_values.items()
+            for step, v in enumerate(values)
+        ]
         for start in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[start:start + 500])
+            self.client.log_batch(self.run_id, metrics=items[start : start + 500])
 
     @_timed
-    def set_tags(self, tags: dict) -> None:
+    def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         if tags:
@@ -127,35 +199,59 @@ class LineageRun:
         return sha
 
     @_timed
-    def log_json(self, obj: dict, artifact_file: str) -> None:
+    def log_json(self, obj: dict[str, Any], artifact_file: str) -> None:
         self.client.log_text(self.run_id, json.dumps(obj, indent=1, default=str), artifact_file)
 
     @_timed
-    def log_dataset(self, frame, name: str, digest: str, source: str, label: str, context: str) -> None:
+    def log_dataset(self, frame: Any, name: str, digest: str, source: str, label: str, context: str) -> None:
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
 
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=label, digest=digest[:36])
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]  # defined at import time, not in the stubs
+            frame, source=source, name=name, targets=label, digest=digest[:36]
+        )
+        self.client.log_inputs(
+            self.run_id,
+            datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
+        )
         self.set_tags({f"dataset.{name}.sha256": digest})
 
-
     @_timed
-    def log_target_model(self, *, name: str, model_dir: str | Path, params: dict, tags: dict, metrics: dict,
-                         dataset: tuple[str, str, str]) -> str:
+    def log_target_model(
+        self,
+        *,
+        name: str,
+        model_dir: str | Path,
+        params: dict[str, Any],
+        tags: dict[str, Any],
+        metrics: dict[str, Any],
+        dataset: tuple[str, str, str],
+    ) -> str:
         """One on-device artifact as an MLflow 3 LoggedModel produced by this run: its files, params and tags, its
         metrics on dataset = (name, digest, source), which is also logged as this run's evaluation input. Returns the
         model id. Only files are logged (ONNX, safetensors, .pte, .tflite): no pickle flavour."""
         from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput
 
         dataset_name, digest, source = dataset
-        model = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id, model_type=LOGGED_MODEL_TYPE,
-                                                tags={str(k): str(v)[:MAX_PARAM_CHARS] for k, v in tags.items()},
-                                                params={str(k): str(v)[:MAX_PARAM_CHARS] for k, v in params.items()})
+        model = self.client.create_logged_model(
+            self.experiment_id,
+            name=name,
+            source_run_id=self.run_id,
+            model_type=LOGGED_MODEL_TYPE,
+            tags={str(k): str(v)[:MAX_PARAM_CHARS] for k, v in tags.items()},
+            params={str(k): str(v)[:MAX_PARAM_CHARS] for k, v in params.items()},
+        )
         try:
             self.client.log_model_artifacts(model.model_id, str(model_dir))
-            self.client.log_inputs(self.run_id, datasets=[DatasetInput(Dataset(dataset_name, digest, "local", json.dumps({"uri": source})),
-                                                                       tags=[InputTag("mlflow.data.context", "evaluation")])])
+            self.client.log_inputs(
+                self.run_id,
+                datasets=[
+                    DatasetInput(
+                        Dataset(dataset_name, digest, "local", json.dumps({"uri": source})),
+                        tags=[InputTag("mlflow.data.context", "evaluation")],
+                    )
+                ],
+            )
             self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)])
             self.log_metrics(metrics, model_id=model.model_id, dataset=(dataset_name, digest))
         except BaseException:
@@ -171,10 +267,17 @@ class Lineage:
     def __init__(self, tracking_uri: str, artifact_root: str, ui_url: str | None = None):
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root.rstrip("/")
-        self.ui_url = (ui_url or (tracking_uri if tracking_uri.startswith("http") else os.environ.get("EDGEOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000"))).rstrip("/")
+        self.ui_url = (
+            ui_url
+            or (
+                tracking_uri
+                if tracking_uri.startswith("http")
+                else os.environ.get("EDGEOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000")
+            )
+        ).rstrip("/")
 
     @cached_property
-    def client(self):
+    def client(self) -> MlflowClient:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow import MlflowClient
 
@@ -186,97 +289,156 @@ class Lineage:
         experiment = self.client.get_experiment_by_name(pipeline)
         if experiment is None:
             try:
-                return self.client.create_experiment(pipeline, artifact_location=f"{self.artifact_root}/{pipeline}",
-                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_MODEL_TRAINING})
+                return self.client.create_experiment(
+                    pipeline,
+                    artifact_location=f"{self.artifact_root}/{pipeline}",
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_MODEL_TRAINING},
+                )
             except Exception:  # a concurrent stage created it first
                 experiment = self.client.get_experiment_by_name(pipeline)
                 if experiment is None:
                     raise
         if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND_MODEL_TRAINING:
             # Created before the tag existed (or by hand): without it MLflow 3's UI opens on traces, not on the runs.
-            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_MODEL_TRAINING)
+            self.client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_MODEL_TRAINING
+            )
         return experiment.experiment_id
 
-    def _parents(self, experiment: str, key: str) -> list:
-        """The pipeline run's parents, the elected one first: oldest, then smallest run id (every process sorts alike)."""
-        found = self.client.search_runs([experiment], f"tags.`{PIPELINE_RUN_TAG}` = '{key}' and tags.`{RUN_ROLE_TAG}` = '{ROLE_PIPELINE_RUN}'",
-                                        max_results=50)
+    def _parents(self, experiment: str, key: str) -> list[Run]:
+        """The pipeline run's parents, the elected one first: the oldest, then the smallest run id. The key never
+        changes once a parent is visible, so stages that race never elect each other's parent and delete their own
+        (a key that changed, such as "already holds a stage", let two racing stages each delete theirs)."""
+        found = self.client.search_runs(
+            [experiment],
+            f"tags.`{PIPELINE_RUN_TAG}` = '{key}' and tags.`{RUN_ROLE_TAG}` = '{ROLE_PIPELINE_RUN}'",
+            max_results=50,
+        )
         return sorted(found, key=lambda run: (run.info.start_time, run.info.run_id))
 
-    def _children(self, experiment: str, parent: str) -> list:
+    def _children(self, experiment: str, parent: str) -> list[Run]:
         return self.client.search_runs([experiment], f"tags.`{PARENT_RUN_TAG}` = '{parent}'", max_results=1000)
 
     def parent_run(self, experiment: str, pipeline: str, key: str, title: str) -> str:
         """The pipeline run's parent MLflow run, created by the first stage that asks. Stages that race (parallel
-        processes) may each create one: each keeps the elected one and deletes its own, and a stage that elected too
-        early moves under the elected parent when it ends (_settle_parent)."""
-        found = self._parents(experiment, key)
-        if found:
+        processes) may each create one: each keeps the elected one and deletes its own. A parent found here may be
+        deleted by the racing stage that created it before this stage writes to it: then the election is read again.
+        A parent that becomes visible late (stamped before, stored after another) is merged when a stage ends."""
+        for _ in range(RACE_RETRIES):
+            found = self._parents(experiment, key)
+            if not found:
+                break
             parent = found[0]
-            if parent.info.status != "RUNNING":
-                self.client.update_run(parent.info.run_id, status="RUNNING")  # a later stage of the same pipeline run
-            return parent.info.run_id
-        mine = self.client.create_run(experiment, run_name=title, tags={"edgeops.pipeline": pipeline, PIPELINE_RUN_TAG: key,
-                                                                        RUN_ROLE_TAG: ROLE_PIPELINE_RUN}).info.run_id
-        elected = self._parents(experiment, key)[0].info.run_id
+            try:
+                if parent.info.status != "RUNNING":
+                    self.client.update_run(parent.info.run_id, status="RUNNING")  # a later stage of the same run
+            except Exception as err:
+                if _deleted_by_a_racer(err):
+                    continue
+                raise
+            return cast(str, parent.info.run_id)
+        mine = self.client.create_run(
+            experiment,
+            run_name=title,
+            tags={PIPELINE_TAG: pipeline, PIPELINE_RUN_TAG: key, RUN_ROLE_TAG: ROLE_PIPELINE_RUN},
+        ).info.run_id
+        elected: str = self._parents(experiment, key)[0].info.run_id
         if elected != mine:
-            self.client.delete_run(mine)
+            self._delete_parent(mine)
         return elected
 
+    def _delete_parent(self, parent: str) -> None:
+        try:
+            self.client.delete_run(parent)
+        except Exception as err:
+            if not _deleted_by_a_racer(err):  # another stage emptied and deleted it first: the outcome is the same
+                raise
+
     def _settle_parent(self, experiment: str, parent: str, key: str, run_id: str) -> None:
-        """At the end of a stage: nest it under the elected parent (if a race left it under another, that parent is
-        deleted once empty), then close the parent when no stage under it is still running.
-        Each stage closes its own run before it looks, so the last one to finish sees every sibling closed."""
-        elected = self._parents(experiment, key)[0].info.run_id
-        if elected != parent:
-            self.client.set_tag(run_id, PARENT_RUN_TAG, elected)
-            if not self._children(experiment, parent):
-                self.client.delete_run(parent)
-            parent = elected
-        children = self._children(experiment, parent)
-        if not any(child.info.status in ("RUNNING", "SCHEDULED") for child in children):
+        """At the end of a stage: merge every parent of the pipeline run into the elected one (this stage and any
+        nested under another parent move, and the others are deleted), then close the elected parent when no stage
+        under it is still running. Each stage closes its own run before it looks, so the last one to finish sees
+        every sibling closed and every parent created, and leaves one. The elected parent can be deleted by a racing
+        stage between this stage's look and its write (an older parent became visible to the racer): the election
+        is then read again."""
+        for attempt in range(RACE_RETRIES):
+            elected, *others = (run.info.run_id for run in self._parents(experiment, key))
+            if elected != parent:
+                self.client.set_tag(run_id, PARENT_RUN_TAG, elected)
+            for other in others:
+                for child in self._children(experiment, other):
+                    self.client.set_tag(child.info.run_id, PARENT_RUN_TAG, elected)
+                self._delete_parent(other)
+            children = self._children(experiment, elected)
+            if any(child.info.status in ("RUNNING", "SCHEDULED") for child in children):
+                return
             failed = sorted(child.info.run_name for child in children if child.info.status in ("FAILED", "KILLED"))
-            if failed:
-                self.client.set_tag(parent, FAILED_STAGES_TAG, ", ".join(failed)[:MAX_PARAM_CHARS])
-            # FINISHED even when a stage failed (a target that misses its budget is part of a complete pipeline run):
-            # the failed stages are the runs nested under it, and listed in FAILED_STAGES_TAG.
-            self.client.set_terminated(parent, "FINISHED")
+            try:
+                if failed:
+                    self.client.set_tag(elected, FAILED_STAGES_TAG, ", ".join(failed)[:MAX_PARAM_CHARS])
+                # FINISHED even when a stage failed (a target that misses its budget is part of a complete pipeline
+                # run): the failed stages are the runs nested under it, and listed in FAILED_STAGES_TAG.
+                self.client.set_terminated(elected, "FINISHED")
+                return
+            except Exception as err:
+                if not _deleted_by_a_racer(err) or attempt == RACE_RETRIES - 1:
+                    raise
 
     def _outage(self, stage: str, when: str, err: BaseException) -> LineageUnavailable:
         detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        return LineageUnavailable(f"MLflow tracking server at {self.tracking_uri} is unreachable {when} {stage} ({detail}). The stage "
-                                  "failed; a model version is registered in one call, so any it registered is complete. Run again "
-                                  "once the server is back")
+        return LineageUnavailable(
+            f"MLflow tracking server at {self.tracking_uri} is unreachable {when} {stage} ({detail}). The stage "
+            "failed; a model version is registered in one call, so any it registered is complete. Run again "
+            "once the server is back"
+        )
 
     @contextmanager
-    def run(self, pipeline: str, stage: str, tags: dict | None = None, pipeline_run: str | None = None,
-            pipeline_run_title: str | None = None) -> Iterator[LineageRun]:
-        """One stage's MLflow run; nested under the parent run of `pipeline_run` (a key naming the pipeline run) when
-        given, top-level otherwise."""
+    def run(
+        self,
+        pipeline: str,
+        stage: str,
+        tags: dict[str, Any] | None = None,
+        pipeline_run: str | None = None,
+        pipeline_run_title: str | None = None,
+        partition: str | None = None,
+    ) -> Iterator[LineageRun]:
+        """One stage's MLflow run (named stage[partition], tagged with the bare stage and the partition); nested under
+        the parent run of `pipeline_run` (a key naming the pipeline run) when given, top-level otherwise."""
         start = time.perf_counter()
         parent = None
         try:
             experiment = self.experiment_id(pipeline)
-            run_tags = {"edgeops.pipeline": pipeline, "edgeops.stage": stage, RUN_ROLE_TAG: ROLE_STAGE, **(tags or {})}
+            run_tags = {PIPELINE_TAG: pipeline, STAGE_TAG: stage, RUN_ROLE_TAG: ROLE_STAGE, **(tags or {})}
+            if partition:
+                run_tags[PARTITION_TAG] = partition
             if pipeline_run:
-                parent = self.parent_run(experiment, pipeline, pipeline_run, pipeline_run_title or f"{pipeline} pipeline run")
+                parent = self.parent_run(
+                    experiment, pipeline, pipeline_run, pipeline_run_title or f"{pipeline} pipeline run"
+                )
                 run_tags |= {PARENT_RUN_TAG: parent, PIPELINE_RUN_TAG: pipeline_run}
-            run = self.client.create_run(experiment, run_name=stage, tags=run_tags)
+            run = self.client.create_run(
+                experiment, run_name=f"{stage}[{partition}]" if partition else stage, tags=run_tags
+            )
         except Exception as err:
             if _unreachable(err):
                 raise self._outage(stage, "before", err) from None
             raise
         run_id = run.info.run_id
-        handle = LineageRun(self.client, run_id, experiment, f"{self.ui_url}/#/experiments/{experiment}/runs/{run_id}",
-                            mlflow_seconds=time.perf_counter() - start)
+        handle = LineageRun(
+            self.client,
+            run_id,
+            experiment,
+            f"{self.ui_url}/#/experiments/{experiment}/runs/{run_id}",
+            mlflow_seconds=time.perf_counter() - start,
+        )
         try:
             yield handle
         except BaseException as err:
             try:
                 self.client.set_terminated(run_id, "FAILED")
                 if parent:
-                    self._settle_parent(experiment, parent, pipeline_run, run_id)
-            except Exception:  # noqa: BLE001 - the server is gone: the run stays open there, and the stage's own error is what counts
+                    self._settle_parent(experiment, parent, cast(str, pipeline_run), run_id)
+            except Exception:
                 pass
             if isinstance(err, Exception) and _unreachable(err):
                 raise self._outage(stage, "during", err) from None
@@ -285,7 +447,7 @@ class Lineage:
         try:
             self.client.set_terminated(run_id, "FINISHED")
             if parent:
-                self._settle_parent(experiment, parent, pipeline_run, run_id)
+                self._settle_parent(experiment, parent, cast(str, pipeline_run), run_id)
         except Exception as err:
             if _unreachable(err):
                 raise self._outage(stage, "at the end of", err) from None

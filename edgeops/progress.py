@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 Listener = Callable[[str, int, int, str], None]  # task, done, total, detail
 _listeners: list[Listener] = []
@@ -25,7 +25,7 @@ def advance(task: str, done: int, total: int, detail: str = "") -> None:
     for listener in listeners:
         try:
             listener(task, done, total, detail)
-        except Exception:  # noqa: BLE001 - a broken terminal must not fail a training run
+        except Exception:
             with _lock:
                 if listener in _listeners:
                     _listeners.remove(listener)
@@ -50,11 +50,18 @@ def terminal_bars(enabled: bool = True) -> Iterator[None]:
         yield
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[detail]}"), console=Console(stderr=True), transient=False)
-    tasks: dict[str, int] = {}
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
 
     def update(task: str, done: int, total: int, detail: str) -> None:
         if task not in tasks:

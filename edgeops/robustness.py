@@ -10,11 +10,29 @@ bounds. Only the test split is attacked; nothing is trained or charged.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeops.records import DpModel
 
-def craft(model, x: np.ndarray, y: np.ndarray, epsilon: np.ndarray, low: np.ndarray, high: np.ndarray, steps: int, seed: int) -> np.ndarray:
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgeops.spec import PipelineSpec
+
+
+def craft(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epsilon: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    steps: int,
+    seed: int,
+) -> np.ndarray:
     """FGSM when steps == 1 (one signed-gradient step of size epsilon), else PGD from a random start in the ball
     (step 2.5 * epsilon / steps, projected back onto the ball and the bounds after every step)."""
     import torch
@@ -39,11 +57,13 @@ def craft(model, x: np.ndarray, y: np.ndarray, epsilon: np.ndarray, low: np.ndar
     return adversarial.detach().numpy()
 
 
-def measure_robustness(spec, dp_model: dict, compressed: dict, ref: dict) -> dict:
+def measure_robustness(
+    spec: PipelineSpec, dp_model: DpModel, compressed: dict[str, Any], ref: dict[str, Any]
+) -> dict[str, Any]:
     """Clean, FGSM and PGD accuracy of one target's artifact at each declared budget, on the artifact's own runtime."""
-    from edgeops.compression import artifact_logits
+    from edgeops.compression.measurement import artifact_logits
     from edgeops.models import load_weights
-    from edgeops.training import TrainingData, new_model
+    from edgeops.training.data import TrainingData, new_model
     from edgeops.validation import feature_bounds, with_dp_bounds
 
     settings = spec.robustness
@@ -52,21 +72,33 @@ def measure_robustness(spec, dp_model: dict, compressed: dict, ref: dict) -> dic
     rows = min(settings.samples, len(data.y_test))
     x, y = data.x_test[:rows], data.y_test[:rows]
     low, high = feature_bounds(spec, data.features)
-    model = load_weights(new_model(spec, data), Path(dp_model["weights_path"])).eval()
+    model = load_weights(new_model(spec, data), Path(dp_model.weights_path)).eval()
     sets = [x]
     for fraction in settings.epsilons:
         epsilon = fraction * (high - low)
-        sets += [craft(model, x, y, epsilon, low, high, steps=1, seed=spec.training.seed),
-                 craft(model, x, y, epsilon, low, high, steps=settings.pgd_steps, seed=spec.training.seed)]
+        budget = {"epsilon": epsilon, "low": low, "high": high, "seed": spec.training.seed}
+        sets += [craft(model, x, y, steps=1, **budget), craft(model, x, y, steps=settings.pgd_steps, **budget)]
     # One call for every set: a runtime in a tool environment costs a process start per call.
     runtime = spec.target(compressed["target"]).runtime
     logits = artifact_logits(runtime, Path(compressed["artifact_path"]), np.concatenate(sets).astype(np.float32))
     accuracies = [float(np.mean(np.argmax(part, axis=1) == y)) for part in np.split(logits, len(sets))]
-    result = {"attacks": "crafted on the float DP model (white-box), replayed on this artifact (transfer)", "norm": "L-infinity",
-              "rows": rows, "pgd_steps": settings.pgd_steps, "runtime": runtime, "clean_accuracy": accuracies[0], "budgets": []}
+    result: dict[str, Any] = {
+        "attacks": "crafted on the float DP model (white-box), replayed on this artifact (transfer)",
+        "norm": "L-infinity",
+        "rows": rows,
+        "pgd_steps": settings.pgd_steps,
+        "runtime": runtime,
+        "clean_accuracy": accuracies[0],
+        "budgets": [],
+    }
     for index, fraction in enumerate(settings.epsilons):
-        result["budgets"].append({"epsilon_fraction_of_span": fraction, "fgsm_accuracy": accuracies[1 + 2 * index],
-                                  "pgd_accuracy": accuracies[2 + 2 * index]})
+        result["budgets"].append(
+            {
+                "epsilon_fraction_of_span": fraction,
+                "fgsm_accuracy": accuracies[1 + 2 * index],
+                "pgd_accuracy": accuracies[2 + 2 * index],
+            }
+        )
     return result
 
 

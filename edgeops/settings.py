@@ -9,17 +9,45 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+PROJECT_MARKERS = ("workspace.yaml", "pipelines/")
+
+
+def missing_project_parts(folder: Path) -> list[str]:
+    """Which of workspace.yaml and pipelines/ the folder lacks (empty: it is an edgeops project)."""
+    missing = []
+    if not (folder / "workspace.yaml").is_file():
+        missing.append("workspace.yaml")
+    if not (folder / "pipelines").is_dir():
+        missing.append("pipelines/")
+    return missing
 
 
 def project_root() -> Path:
-    """The folder holding pipelines/ and workspace.yaml: EDGEOPS_ROOT, else the nearest such folder upwards."""
+    """The folder holding pipelines/ and workspace.yaml: EDGEOPS_ROOT, else the nearest such folder upwards.
+    Neither: ProjectError naming what is missing and offering `edgeops init` (never a silent fallback to the folder
+    edgeops happens to be installed in)."""
+    from edgeops.errors import ProjectError
+
     if os.environ.get("EDGEOPS_ROOT"):
-        return Path(os.environ["EDGEOPS_ROOT"]).resolve()
+        root = Path(os.environ["EDGEOPS_ROOT"]).resolve()
+        missing = missing_project_parts(root)
+        if missing:
+            raise ProjectError(
+                f"EDGEOPS_ROOT={root} is not an edgeops project: it has no {' and no '.join(missing)}. "
+                f"Create one with `edgeops init {root}`, or point EDGEOPS_ROOT at a project folder"
+            )
+        return root
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
-        if (folder / "workspace.yaml").is_file() and (folder / "pipelines").is_dir():
+        if not missing_project_parts(folder):
             return folder
-    return Path(__file__).resolve().parent.parent
+    missing = missing_project_parts(here)
+    raise ProjectError(
+        f"{here} is not an edgeops project (nor is any folder above it): it has no {' and no '.join(missing)}. "
+        "Create one with `edgeops init DIR` (then cd DIR), or set EDGEOPS_ROOT to a project folder"
+    )
 
 
 @dataclass(frozen=True)
@@ -33,7 +61,7 @@ class Settings:
     model_cards_dir: Path
 
     @classmethod
-    def resolve(cls) -> "Settings":
+    def resolve(cls) -> Settings:
         root = project_root()
         home = Path(os.environ.get("EDGEOPS_HOME") or root / ".edgeops").resolve()
         tracking = os.environ.get("EDGEOPS_MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
@@ -51,7 +79,7 @@ class Settings:
     def pipeline_dir(self, pipeline: str) -> Path:
         return self.home / "pipelines" / pipeline
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {key: str(value) for key, value in asdict(self).items()}
 
 
@@ -71,6 +99,34 @@ def quiet_third_parties() -> None:
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     }.items():
         os.environ.setdefault(key, value)
+
+
+def silence_known_warnings() -> None:
+    """Third-party warnings a run would print on every run, each harmless for the reason given; anything else still
+    shows. Filters match the message and the warning's module, so a new warning from the same library is not hidden."""
+    import logging
+    import warnings
+
+    known = [
+        # Opacus's RDP accountant when the best order is the largest one tried: the epsilon it reports is still a valid
+        # upper bound, only looser; the released epsilon is re-derived independently (the epsilon_rederived check).
+        (r"Optimal order is the largest alpha", UserWarning, r"opacus\.accountants"),
+        # torch's pytree, inside the ONNX exporter, calling its own deprecated LeafSpec check: no effect on the export.
+        (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"copyreg|torch"),
+        # Opacus's "Secure RNG turned off" is not filtered here: edgeops/training/dpsgd.py silences it where DP-SGD
+        # starts, since there the noise comes from edgeops.noise (secret), not from Opacus's generator.
+    ]
+    for message, category, module in known:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    for logger, level in (
+        # "torchvision is not installed. Skipping torchvision::nms" (4 lines per export): the exporter would register
+        # torchvision's detection ops if it were installed; no edgeops model uses them.
+        ("torch.onnx._internal.exporter._registration", logging.ERROR),
+        # "Creating initial MLflow database tables..." on a fresh state folder: a notice, not a problem.
+        ("mlflow.store.db.utils", logging.WARNING),
+        ("alembic.runtime.migration", logging.WARNING),
+    ):
+        logging.getLogger(logger).setLevel(level)
 
 
 # One default digits run left 11 MB in the state folder, the tests' table pipeline 7.7 MB (du); drift reports, retries
@@ -98,17 +154,23 @@ def check_state_folder(home: Path, min_free_mb: float | None = None) -> None:
             os.fsync(handle.fileno())
         probe.unlink()
     except PermissionError as err:
-        raise StateFolderError(f"state folder {home} is not writable by {who}: {err.strerror}. Give this user write access, "
-                               "or point EDGEOPS_HOME at a folder it owns") from None
+        raise StateFolderError(
+            f"state folder {home} is not writable by {who}: {err.strerror}. Give this user write access, "
+            "or point EDGEOPS_HOME at a folder it owns"
+        ) from None
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StateFolderError(f"state folder {home}: its filesystem is full ({err.strerror}); free space or point EDGEOPS_HOME "
-                                   "at another disk") from None
+            raise StateFolderError(
+                f"state folder {home}: its filesystem is full ({err.strerror}); free space or point EDGEOPS_HOME "
+                "at another disk"
+            ) from None
         raise StateFolderError(f"state folder {home} cannot be used: {err.strerror or err}") from None
     free_mb = shutil.disk_usage(home).free / 2**20
     if free_mb < min_free_mb:
-        raise StateFolderError(f"state folder {home}: only {free_mb:.1f} MB free on its filesystem; a run needs at least "
-                               f"{min_free_mb:g} MB (EDGEOPS_MIN_FREE_MB). Free space or point EDGEOPS_HOME at another disk")
+        raise StateFolderError(
+            f"state folder {home}: only {free_mb:.1f} MB free on its filesystem; a run needs at least "
+            f"{min_free_mb:g} MB (EDGEOPS_MIN_FREE_MB). Free space or point EDGEOPS_HOME at another disk"
+        )
 
 
 def looks_like_disk_full(err: BaseException) -> bool:
@@ -117,4 +179,8 @@ def looks_like_disk_full(err: BaseException) -> bool:
 
     from edgeops.errors import caused_by
 
-    return caused_by(err, errnos={errno.ENOSPC, errno.EDQUOT}, texts=("database or disk is full", "disk I/O error", "No space left on device"))
+    return caused_by(
+        err,
+        errnos={errno.ENOSPC, errno.EDQUOT},
+        texts=("database or disk is full", "disk I/O error", "No space left on device"),
+    )

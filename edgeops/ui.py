@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -17,25 +18,61 @@ def main() -> None:
     settings = Settings.resolve()
     importlib.import_module("pipelines.instance").ensure_instance(settings)  # the core never imports dagster itself
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
-    dagster_port, mlflow_port = os.environ.get("EDGEOPS_DAGSTER_PORT", "3000"), os.environ.get("EDGEOPS_MLFLOW_PORT", "5000")
+    dagster_port, mlflow_port = (
+        os.environ.get("EDGEOPS_DAGSTER_PORT", "3000"),
+        os.environ.get("EDGEOPS_MLFLOW_PORT", "5000"),
+    )
     bin_dir = os.path.dirname(sys.executable)
     processes = [
-        subprocess.Popen([os.path.join(bin_dir, "dagster"), "dev", "-w", str(settings.root / "workspace.yaml"), "-h", "127.0.0.1", "-p", dagster_port],
-                         cwd=settings.root, env=env, start_new_session=True),
+        subprocess.Popen(
+            [
+                os.path.join(bin_dir, "dagster"),
+                "dev",
+                "-w",
+                str(settings.root / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                dagster_port,
+            ],
+            cwd=settings.root,
+            env=env,
+            start_new_session=True,
+        ),
         # One worker: a single user on loopback; MLflow's default of four costs start-up time and memory on a small box.
-        subprocess.Popen([os.path.join(bin_dir, "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-                          "--default-artifact-root", settings.mlflow_artifact_root, "--host", "127.0.0.1", "--port", mlflow_port,
-                          "--workers", "1"],
-                         cwd=settings.root, env=env, start_new_session=True),
+        subprocess.Popen(
+            [
+                os.path.join(bin_dir, "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                settings.mlflow_tracking_uri,
+                "--default-artifact-root",
+                settings.mlflow_artifact_root,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                mlflow_port,
+                "--workers",
+                "1",
+            ],
+            cwd=settings.root,
+            env=env,
+            start_new_session=True,
+        ),
     ]
     from edgeops.lineage import UI_MODEL_TRAINING_QUERY
 
-    print(f"Dagster UI: http://127.0.0.1:{dagster_port}    MLflow UI: http://127.0.0.1:{mlflow_port}/#/experiments?{UI_MODEL_TRAINING_QUERY}"
-          "    (Ctrl-C stops both)\n"
-          "The Dagster daemon runs with them: every pipeline's sensors (<pipeline>_incoming_batches, <pipeline>_retrain_on_drift, "
-          "<pipeline>_automation for the automation conditions), report_run_failures and the <pipeline>_drift_recheck schedule are on "
-          "by default. `dagster sensor stop NAME -w workspace.yaml` turns one off (`dagster sensor list -w workspace.yaml` shows them).",
-          flush=True)
+    print(
+        f"Dagster UI: http://127.0.0.1:{dagster_port}    MLflow UI: http://127.0.0.1:{mlflow_port}/#/experiments?{UI_MODEL_TRAINING_QUERY}"
+        "    (Ctrl-C stops both)\n"
+        "The Dagster daemon runs with them: every pipeline's sensors (<pipeline>_incoming_batches, "
+        "<pipeline>_retrain_on_drift, "
+        "<pipeline>_automation for the automation conditions), report_run_failures and the <pipeline>_drift_recheck "
+        "schedule are on "
+        "by default. `dagster sensor stop NAME -w workspace.yaml` turns one off (`dagster sensor list -w "
+        "workspace.yaml` shows them).",
+        flush=True,
+    )
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(1)
@@ -51,10 +88,8 @@ def main() -> None:
 
 
 def _signal_group(group: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(group, sig)
-    except ProcessLookupError:
-        pass
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 leakage across splits, duplicates within a split, class balance, a label-noise / poisoning scan).
 
 Each check returns a CheckOutcome: pass/fail, a one-line summary, counts, and example rows (by row id), so the
-Dagster UI can show which rule failed, on how many rows, with examples.
+Dagster UI can show which rule failed, on how many rows, with examples. The label-noise / poisoning scan lives in
+edgeops.label_noise; its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,13 +12,23 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from edgeops.data import ROW_ID, SPLITS, read_split
 from edgeops.errors import DataError, SpecError
+from edgeops.label_noise import check_poisoning
+from edgeops.label_noise import confident_learning_scan as confident_learning_scan
+from edgeops.label_noise import standardise as standardise
+from edgeops.label_noise import suspect_labels as suspect_labels
 from edgeops.spec import Declaration, PipelineSpec
+
+if TYPE_CHECKING:
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    from edgeops.lineage import LineageRun
 
 MAX_EXAMPLES = 20
 
@@ -27,15 +38,15 @@ class CheckOutcome:
     name: str
     passed: bool
     summary: str
-    counts: dict = field(default_factory=dict)
-    examples: list[dict] = field(default_factory=list)
-    links: dict = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    links: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _all_rows(ref: dict) -> pd.DataFrame:
+def _all_rows(ref: dict[str, Any]) -> pd.DataFrame:
     parts = []
     for name in SPLITS:
         part = read_split(ref, name)
@@ -54,56 +65,85 @@ def expected_columns(declaration: Declaration) -> list[str]:
     if not path.is_file():
         return []
     suite = load_suite_json(path)
-    return [e["kwargs"]["column"] for e in suite["expectations"]
-            if e.get("type") == "expect_column_to_exist" and e["kwargs"].get("column") != spec.dataset.label]
+    return [
+        e["kwargs"]["column"]
+        for e in suite["expectations"]
+        if e.get("type") == "expect_column_to_exist" and e["kwargs"].get("column") != spec.dataset.label
+    ]
 
 
-def check_schema(ref: dict, spec: PipelineSpec, declaration: Declaration | None = None) -> CheckOutcome:
+def check_schema(ref: dict[str, Any], spec: PipelineSpec, declaration: Declaration | None = None) -> CheckOutcome:
     problems = list(ref.get("problems", []))
     if declaration is not None:
         expected = expected_columns(declaration)
         present = set(ref["features"])
         reported = {p["column"] for p in problems}
-        problems += [{"row": None, "column": c, "value": None, "issue": "expected column missing"} for c in expected
-                     if c not in present and c not in reported]
+        problems += [
+            {"row": None, "column": c, "value": None, "issue": "expected column missing"}
+            for c in expected
+            if c not in present and c not in reported
+        ]
         if expected:
-            problems += [{"row": None, "column": c, "value": None, "issue": "column not expected by the suite"} for c in ref["features"]
-                         if c not in expected and c not in reported]
+            problems += [
+                {"row": None, "column": c, "value": None, "issue": "column not expected by the suite"}
+                for c in ref["features"]
+                if c not in expected and c not in reported
+            ]
     declared = spec.dataset.n_features
     if declared is not None and len(ref["features"]) != declared:
-        problems.insert(0, {"row": None, "column": None, "value": len(ref["features"]),
-                            "issue": f"{len(ref['features'])} feature columns, declared n_features={declared}"})
+        problems.insert(
+            0,
+            {
+                "row": None,
+                "column": None,
+                "value": len(ref["features"]),
+                "issue": f"{len(ref['features'])} feature columns, declared n_features={declared}",
+            },
+        )
     columns = sorted({p["column"] for p in problems if p.get("column")})
-    summary = "schema matches the declaration" if not problems else (
-        f"{len(problems)} schema problem(s) in columns {columns[:8]}" if columns else problems[0]["issue"])
+    summary = (
+        "schema matches the declaration"
+        if not problems
+        else (f"{len(problems)} schema problem(s) in columns {columns[:8]}" if columns else problems[0]["issue"])
+    )
     return CheckOutcome("schema", not problems, summary, {"problems": len(problems)}, problems[:MAX_EXAMPLES])
 
 
 # ---------------------------------------------------------------- Great Expectations
-def generate_suite(spec: PipelineSpec, features: list[str]) -> dict:
+def generate_suite(spec: PipelineSpec, features: list[str]) -> dict[str, Any]:
     """A GX suite derived from the declaration: types, nulls, declared bounds, label domain, row counts."""
-    expectations: list[dict] = [
+    expectations: list[dict[str, Any]] = [
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": spec.dataset.min_rows}},
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": spec.dataset.label}},
-        {"type": "expect_column_values_to_be_in_set",
-         "kwargs": {"column": spec.dataset.label, "value_set": [float(c) for c in spec.dataset.classes]}},
-        {"type": "expect_column_distinct_values_to_contain_set",
-         "kwargs": {"column": spec.dataset.label, "value_set": [float(c) for c in spec.dataset.classes]}},
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": spec.dataset.label, "value_set": [float(c) for c in spec.dataset.classes]},
+        },
+        {
+            "type": "expect_column_distinct_values_to_contain_set",
+            "kwargs": {"column": spec.dataset.label, "value_set": [float(c) for c in spec.dataset.classes]},
+        },
     ]
     for column in features:
         low, high = spec.dataset.bounds_for(column)
         expectations += [
             {"type": "expect_column_to_exist", "kwargs": {"column": column}},
             {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}},
-            {"type": "expect_column_values_to_be_in_type_list", "kwargs": {"column": column, "type_list": ["float64", "int64", "float32", "int32"]}},
-            {"type": "expect_column_values_to_be_between", "kwargs": {"column": column, "min_value": low, "max_value": high}},
+            {
+                "type": "expect_column_values_to_be_in_type_list",
+                "kwargs": {"column": column, "type_list": ["float64", "int64", "float32", "int32"]},
+            },
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": column, "min_value": low, "max_value": high},
+            },
         ]
     for item in expectations:
         item.setdefault("meta", {})
     return {"name": spec.name, "expectations": expectations, "meta": {"generated_by": "edgeops expectations generate"}}
 
 
-def load_suite_json(path: Path) -> dict:
+def load_suite_json(path: Path) -> dict[str, Any]:
     try:
         suite = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -113,7 +153,7 @@ def load_suite_json(path: Path) -> dict:
     return suite
 
 
-def run_expectations(ref: dict, declaration: Declaration, gx_root: Path) -> CheckOutcome:
+def run_expectations(ref: dict[str, Any], declaration: Declaration, gx_root: Path) -> CheckOutcome:
     """Run the pipeline's GX suite over all rows (every split) and build Data Docs under gx_root."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
@@ -122,7 +162,11 @@ def run_expectations(ref: dict, declaration: Declaration, gx_root: Path) -> Chec
     suite_json = load_suite_json(suite_path)
     name = declaration.spec.name
     frame = _all_rows(ref)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="file", project_root_dir=str(gx_root))
+    # GX draws a tqdm bar per validation on stderr ("Calculating Metrics"), ignoring TQDM_DISABLE: off, in this context
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     try:
         suite = gx.ExpectationSuite(name=name, expectations=suite_json["expectations"], meta=suite_json.get("meta", {}))
     except Exception as err:  # GX raises its own types for unknown expectation types or kwargs
@@ -130,61 +174,100 @@ def run_expectations(ref: dict, declaration: Declaration, gx_root: Path) -> Chec
     suite = context.suites.add_or_update(suite)
     source = context.data_sources.add_or_update_pandas(f"edgeops_{name}")
     asset = next((a for a in source.assets if a.name == name), None) or source.add_dataframe_asset(name)
-    batch = next((b for b in asset.batch_definitions if b.name == "all_rows"), None) or asset.add_batch_definition_whole_dataframe("all_rows")
-    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=f"{name}_dataset", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name=f"{name}_checkpoint", validation_definitions=[definition],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10}))
+    batch = next(
+        (b for b in asset.batch_definitions if b.name == "all_rows"), None
+    ) or asset.add_batch_definition_whole_dataframe("all_rows")
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{name}_dataset", data=batch, suite=suite)
+    )
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{name}_checkpoint",
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],  # type: ignore[attr-defined]  # GX: unexported
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10},
+        )
+    )
     result = checkpoint.run(batch_parameters={"dataframe": frame.drop(columns=["split"])})
 
+    failed: list[dict[str, Any]]
     failed, evaluated = [], 0
     for validation in result.run_results.values():
         for item in validation.results:
             evaluated += 1
             if item.success:
                 continue
-            config = item.expectation_config
+            config = cast("ExpectationConfiguration", item.expectation_config)  # always set on a result
             details = item.result or {}
             indices = details.get("partial_unexpected_index_list") or []
-            failed.append({
-                "expectation": config.type,
-                "column": config.kwargs.get("column"),
-                "unexpected_count": details.get("unexpected_count"),
-                "examples": [str(v) for v in (details.get("partial_unexpected_list") or [])[:5]],
-                "row_ids": [int(frame.loc[i, ROW_ID]) for i in indices[:5] if i in frame.index],
-                "error": (item.exception_info or {}).get("exception_message") if isinstance(item.exception_info, dict) else None,
-            })
+            failed.append(
+                {
+                    "expectation": config.type,
+                    "column": config.kwargs.get("column"),
+                    "unexpected_count": details.get("unexpected_count"),
+                    "examples": [str(v) for v in (details.get("partial_unexpected_list") or [])[:5]],
+                    "row_ids": [int(frame.loc[i, ROW_ID]) for i in indices[:5] if i in frame.index],
+                    "error": (item.exception_info or {}).get("exception_message")
+                    if isinstance(item.exception_info, dict)
+                    else None,
+                }
+            )
     docs = context.get_docs_sites_urls()
-    summary = (f"all {evaluated} expectations passed" if not failed else
-               f"{len(failed)} of {evaluated} expectations failed, e.g. {failed[0]['expectation']} on {failed[0]['column']}")
-    return CheckOutcome("expectations", not failed, summary, {"evaluated": evaluated, "failed": len(failed)},
-                        failed[:MAX_EXAMPLES], {"data_docs": docs[0]["site_url"] if docs else ""})
+    if failed:
+        # The unexpected values are private rows' un-noised values: kept in an owner-only file beside the Data Docs,
+        # never in Dagster metadata or MLflow (which get the rule, the column, the count and the row ids).
+        from edgeops.training.charged import write_owner_only
+
+        values_file = gx_root / "failed_values.json"
+        write_owner_only(values_file, json.dumps(failed, default=str))
+        failed = [{**f, "examples": f"{len(f['examples'])} value(s) kept owner-only in {values_file}"} for f in failed]
+    summary = (
+        f"all {evaluated} expectations passed"
+        if not failed
+        else f"{len(failed)} of {evaluated} expectations failed, e.g. {failed[0]['expectation']} on "
+        f"{failed[0]['column']}"
+    )
+    return CheckOutcome(
+        "expectations",
+        not failed,
+        summary,
+        {"evaluated": evaluated, "failed": len(failed)},
+        failed[:MAX_EXAMPLES],
+        {"data_docs": docs[0]["site_url"] if docs else ""},
+    )
 
 
 # ---------------------------------------------------------------- leakage and duplicates
 def _row_hashes(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
-    return pd.util.hash_pandas_object(frame[features].round(9), index=False).to_numpy()
+    return cast(np.ndarray, pd.util.hash_pandas_object(frame[features].round(9), index=False).to_numpy())
 
 
-def check_leakage(ref: dict) -> CheckOutcome:
+def check_leakage(ref: dict[str, Any]) -> CheckOutcome:
     """Rows whose features appear in two splits (train/test leakage)."""
-    hashes = {name: pd.Series(read_split(ref, name)[ROW_ID].to_numpy(), index=_row_hashes(read_split(ref, name), ref["features"]))
-              for name in SPLITS}
+    hashes = {
+        name: pd.Series(
+            read_split(ref, name)[ROW_ID].to_numpy(), index=_row_hashes(read_split(ref, name), ref["features"])
+        )
+        for name in SPLITS
+    }
     examples, counts = [], {}
     for first, second in (("train", "test"), ("train", "validation"), ("validation", "test")):
         shared = hashes[first].index.intersection(hashes[second].index).unique()
-        counts[f"{first}_{second}"] = int(len(shared))
+        counts[f"{first}_{second}"] = len(shared)
         for h in shared[:MAX_EXAMPLES]:
-            examples.append({"splits": f"{first}/{second}",
-                             f"{first}_row": int(np.atleast_1d(hashes[first].loc[h])[0]),
-                             f"{second}_row": int(np.atleast_1d(hashes[second].loc[h])[0])})
+            examples.append(
+                {
+                    "splits": f"{first}/{second}",
+                    f"{first}_row": int(np.atleast_1d(hashes[first].loc[h])[0]),
+                    f"{second}_row": int(np.atleast_1d(hashes[second].loc[h])[0]),
+                }
+            )
     total = sum(counts.values())
     summary = "no row appears in two splits" if total == 0 else f"{total} row(s) appear in two splits: {counts}"
     return CheckOutcome("leakage", total == 0, summary, counts, examples[:MAX_EXAMPLES])
 
 
-def check_duplicates(ref: dict, max_fraction: float) -> CheckOutcome:
+def check_duplicates(ref: dict[str, Any], max_fraction: float) -> CheckOutcome:
     counts, examples, worst = {}, [], 0.0
     for name in SPLITS:
         part = read_split(ref, name)
@@ -199,77 +282,68 @@ def check_duplicates(ref: dict, max_fraction: float) -> CheckOutcome:
     return CheckOutcome("duplicates", passed, summary, counts, examples[:MAX_EXAMPLES])
 
 
-def check_class_balance(ref: dict, spec: PipelineSpec) -> CheckOutcome:
+def check_class_balance(ref: dict[str, Any], spec: PipelineSpec) -> CheckOutcome:
     train = read_split(ref, "train")
     shares = train[ref["label"]].value_counts(normalize=True)
     low, high = spec.validation.min_class_fraction, spec.validation.max_class_fraction
     bad = [{"class": str(k), "share": round(float(v), 4)} for k, v in shares.items() if not low <= v <= high]
     missing = [c for c in spec.dataset.classes if float(c) not in set(shares.index.astype(float))]
     bad += [{"class": str(c), "share": 0.0} for c in missing if low > 0]
-    summary = f"class shares in train within [{low:.2%}, {high:.2%}]" if not bad else f"{len(bad)} class(es) outside [{low:.2%}, {high:.2%}]"
-    return CheckOutcome("class_balance", not bad, summary, {"classes": int(len(shares))}, bad)
+    summary = (
+        f"class shares in train within [{low:.2%}, {high:.2%}]"
+        if not bad
+        else f"{len(bad)} class(es) outside [{low:.2%}, {high:.2%}]"
+    )
+    return CheckOutcome("class_balance", not bad, summary, {"classes": len(shares)}, bad)
 
 
-# ---------------------------------------------------------------- label noise / poisoning
-def suspect_labels(features: np.ndarray, labels: np.ndarray, neighbours: int, disagreement: float,
-                   bounds: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of rows whose label disagrees with at least `disagreement` of their k nearest neighbours,
-    and each row's disagreement share. Features are scaled by the public bounds (no data-derived statistics)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    low, high = bounds
-    scaled = np.nan_to_num((features - low) / np.where(high > low, high - low, 1.0))
-    k = min(neighbours, len(scaled) - 1)
-    if k < 1:
-        return np.array([], dtype=int), np.zeros(len(scaled))
-    index = NearestNeighbors(n_neighbors=k + 1).fit(scaled)
-    _, found = index.kneighbors(scaled)
-    others = labels[found[:, 1:]]
-    share = (others != labels[:, None]).mean(axis=1)
-    return np.flatnonzero(share >= disagreement), share
-
-
+# ---------------------------------------------------------------- feature bounds
 def feature_bounds(spec: PipelineSpec, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature (low, high) arrays: the declared bounds, or, before DP statistics resolved them (see
     `with_dp_bounds`), the declared public value range."""
     declared = spec.dataset.feature_bounds
-    pairs = np.array([spec.dataset.bounds_for(c) if not isinstance(declared, dict) or c in declared else (0.0, 1.0) for c in features],
-                     dtype=np.float64)
+    pairs = np.array(
+        [
+            spec.dataset.bounds_for(c) if not isinstance(declared, dict) or c in declared else (0.0, 1.0)
+            for c in features
+        ],
+        dtype=np.float64,
+    )
     return pairs[:, 0], pairs[:, 1]
 
 
-def with_dp_bounds(spec: PipelineSpec, ref: dict) -> PipelineSpec:
+def model_input_bounds(spec: PipelineSpec, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The (low, high) the model's input scaler maps onto [0, 1]: the feature bounds, or, with scaling: standardise,
+    centre +- half a spread (so that one spread becomes one unit: the model standardises its inputs inside itself)."""
+    low, high = feature_bounds(spec, features)
+    if spec.dataset.scaling != "standardise":
+        return low, high
+    centre, spread = (low + high) / 2, (high - low) / 6
+    return centre - spread / 2, centre + spread / 2
+
+
+def with_dp_bounds(spec: PipelineSpec, ref: dict[str, Any]) -> PipelineSpec:
     """The spec with the DP-estimated per-feature bounds of this dataset filled in (when the declaration gives none):
     what the model's input scaling, calibration and the baseline use."""
     if not spec.dataset.needs_dp_statistics:
         return spec
     statistics = ref.get("dp_statistics")
     if not statistics:
-        raise DataError(spec.name, "dataset.feature_bounds is not declared and this dataset has no DP statistics yet; materialize validated_dataset")
+        raise DataError(
+            spec.name,
+            "dataset.feature_bounds is not declared and this dataset has no DP statistics yet; materialize "
+            "validated_dataset",
+        )
     bounds = {column: tuple(pair) for column, pair in statistics["feature_bounds"].items()}
-    return spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"feature_bounds": bounds})})
-
-
-def check_poisoning(ref: dict, spec: PipelineSpec) -> CheckOutcome:
-    config = spec.validation.poisoning
-    train = read_split(ref, "train")
-    features = train[ref["features"]].to_numpy(dtype=np.float64)
-    labels = train[ref["label"]].to_numpy()
-    suspects, share = suspect_labels(features, labels, config.neighbours, config.disagreement, feature_bounds(spec, ref["features"]))
-    fraction = len(suspects) / max(len(train), 1)
-    order = suspects[np.argsort(-share[suspects])]
-    examples = [{"row": int(train[ROW_ID].iloc[i]), "label": str(labels[i]), "neighbour_disagreement": round(float(share[i]), 2)}
-                for i in order[:MAX_EXAMPLES]]
-    passed = fraction <= config.max_suspect_fraction
-    summary = (f"{len(suspects)} suspect label(s) in train ({fraction:.2%}; allowed {config.max_suspect_fraction:.2%}); "
-               f"k={config.neighbours}, disagreement >= {config.disagreement:.0%}")
-    return CheckOutcome("poisoning_scan", passed, summary, {"suspects": int(len(suspects)), "rows": int(len(train))}, examples,)
+    return spec.model_copy(
+        update={"dataset": spec.dataset.model_copy(update={"feature_bounds": bounds, "scaling": "standardise"})}
+    )
 
 
 CHECKS = ("schema", "expectations", "leakage", "duplicates", "class_balance", "poisoning_scan")
 
 
-def run_check(name: str, ref: dict, declaration: Declaration, gx_root: Path) -> CheckOutcome:
+def run_check(name: str, ref: dict[str, Any], declaration: Declaration, gx_root: Path) -> CheckOutcome:
     """Run one named check and record its outcome beside the dataset (so acceptance can re-read it)."""
     spec = declaration.spec
     runners = {
@@ -281,9 +355,15 @@ def run_check(name: str, ref: dict, declaration: Declaration, gx_root: Path) -> 
         "poisoning_scan": lambda: check_poisoning(ref, spec),
     }
     schema = check_schema(ref, spec, declaration) if name != "schema" else None
-    if schema is not None and not schema.passed and any(p["column"] and "missing" in p["issue"] for p in schema.examples):
+    if (
+        schema is not None
+        and not schema.passed
+        and any(p["column"] and "missing" in p["issue"] for p in schema.examples)
+    ):
         # Later checks would only repeat the schema failure with noise; say so instead.
-        outcome = CheckOutcome(name, False, "not run: the data does not match the declared schema (see the schema check)")
+        outcome = CheckOutcome(
+            name, False, "not run: the data does not match the declared schema (see the schema check)"
+        )
     else:
         outcome = runners[name]()
     folder = Path(ref["splits"]["train"]["path"]).parent / "checks"
@@ -292,7 +372,7 @@ def run_check(name: str, ref: dict, declaration: Declaration, gx_root: Path) -> 
     return outcome
 
 
-def accept_dataset(ref: dict, declaration: Declaration, run) -> dict:
+def accept_dataset(ref: dict[str, Any], declaration: Declaration, run: LineageRun) -> dict[str, Any]:
     """Stage 2: the dataset passed every check. Re-read the recorded outcomes (a guard for runs that skipped the
     checks), log the splits as MLflow datasets with their digests, and return the validated reference."""
     from edgeops.errors import DataError
@@ -302,15 +382,33 @@ def accept_dataset(ref: dict, declaration: Declaration, run) -> dict:
     for name in CHECKS:
         path = folder / f"{name}.json"
         if not path.exists():
-            raise DataError(ref["source"], f"check {name!r} has not run on dataset {ref['digest'][:12]}; materialize raw_dataset with its checks")
+            raise DataError(
+                ref["source"],
+                f"check {name!r} has not run on dataset {ref['digest'][:12]}; materialize raw_dataset with its checks",
+            )
         outcomes[name] = json.loads(path.read_text())
     failed = [name for name, outcome in outcomes.items() if not outcome["passed"]]
     if failed:
-        raise DataError(ref["source"], f"dataset {ref['digest'][:12]} failed checks {failed}: " + "; ".join(outcomes[n]["summary"] for n in failed))
+        raise DataError(
+            ref["source"],
+            f"dataset {ref['digest'][:12]} failed checks {failed}: "
+            + "; ".join(outcomes[n]["summary"] for n in failed),
+        )
     for name in SPLITS:
         split = read_split(ref, name)
-        run.log_dataset(split, f"{declaration.spec.name}-{name}", ref["splits"][name]["digest"], ref["splits"][name]["path"], ref["label"],
-                        "training" if name == "train" else name)
+        run.log_dataset(
+            split,
+            f"{declaration.spec.name}-{name}",
+            ref["splits"][name]["digest"],
+            ref["splits"][name]["path"],
+            ref["label"],
+            "training" if name == "train" else name,
+        )
+    from edgeops.lineage import DATASET_DIGEST_TAG
+
+    run.set_tags(
+        {DATASET_DIGEST_TAG: ref["digest"]}
+    )  # lineage finds this run (and its split inputs) from a version's digest
     run.log_json(outcomes, "validation/outcomes.json")
     run.log_metrics({f"check_{name}_passed": float(o["passed"]) for name, o in outcomes.items()})
     return {**ref, "checks": {name: o["summary"] for name, o in outcomes.items()}}

@@ -1,10 +1,8 @@
 """Release actions as Dagster jobs (the same core calls as `edgeops release promote` / `edgeops rollback`), and a
 run-failure sensor that reports failures with the failing step and its message. Wiring only."""
 
-
 import json
 import time
-from typing import Optional
 
 import dagster as dg
 
@@ -14,14 +12,14 @@ from edgeops.settings import Settings
 class PromoteConfig(dg.Config):
     pipeline: str
     target: str
-    version: Optional[str] = None
+    version: str | None = None
 
 
 class RollbackConfig(dg.Config):
     pipeline: str
     target: str
     reason: str
-    to: Optional[str] = None
+    to: str | None = None
 
 
 def _context(settings: Settings, pipeline: str):
@@ -39,9 +37,19 @@ def build_release_jobs(settings: Settings) -> list:
         from edgeops.release import promote
 
         declaration, client = _context(settings, config.pipeline)
-        dataset = json.loads((settings.home / "assets" / config.pipeline / "validated_dataset" / "__all__.json").read_text())
+        dataset = json.loads(
+            (settings.home / "assets" / config.pipeline / "validated_dataset" / "__all__.json").read_text()
+        )
         try:
-            result = promote(client, declaration, config.target, settings.home, settings.model_cards_dir, dataset, config.version)
+            result = promote(
+                client,
+                declaration,
+                config.target,
+                settings.home,
+                settings.model_cards_dir,
+                dataset,
+                version=config.version,
+            )
         except EdgeopsError as err:
             raise dg.Failure(description=str(err)) from None
         context.log.info(f"{result['model']} production -> v{result['version']}")
@@ -54,17 +62,22 @@ def build_release_jobs(settings: Settings) -> list:
 
         declaration, client = _context(settings, config.pipeline)
         try:
-            result = rollback(client, declaration, config.target, settings.home, config.reason, config.to)
+            result = rollback(client, declaration, config.target, settings.home, config.reason, to=config.to)
         except EdgeopsError as err:
             raise dg.Failure(description=str(err)) from None
         context.log.info(f"{result['model']} production v{result['from']} -> v{result['to']}")
         return result
 
-    @dg.job(name="release_promote", description="Gated promotion of one target version (config: pipeline, target, version).")
+    @dg.job(
+        name="release_promote", description="Gated promotion of one target version (config: pipeline, target, version)."
+    )
     def release_promote():
         promote_version()
 
-    @dg.job(name="release_rollback", description="Roll back one target's production alias (config: pipeline, target, reason, to).")
+    @dg.job(
+        name="release_rollback",
+        description="Roll back one target's production alias (config: pipeline, target, reason, to).",
+    )
     def release_rollback():
         rollback_version()
 
@@ -72,13 +85,27 @@ def build_release_jobs(settings: Settings) -> list:
 
 
 def build_failure_sensor(settings: Settings):
-    @dg.run_failure_sensor(name="report_run_failures", default_status=dg.DefaultSensorStatus.RUNNING, description="Writes every failed run (failing steps and messages) to "
-                           "<state>/failures.jsonl and the Dagster log; a failed run never moves a registry alias.")
+    @dg.run_failure_sensor(
+        name="report_run_failures",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Writes every failed run (failing steps and messages) to "
+        "<state>/failures.jsonl and the Dagster log; a failed run never moves a registry alias.",
+    )
     def report_run_failures(context: dg.RunFailureSensorContext):
-        steps = [{"step": e.step_key, "message": e.event_specific_data.error.message.strip()[:500] if e.event_specific_data.error else ""}
-                 for e in context.get_step_failure_events()]
-        record = {"run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name, "at": time.time(),
-                  "message": (context.failure_event.message or "")[:500], "failed_steps": steps}
+        steps = [
+            {
+                "step": e.step_key,
+                "message": e.event_specific_data.error.message.strip()[:500] if e.event_specific_data.error else "",
+            }
+            for e in context.get_step_failure_events()
+        ]
+        record = {
+            "run_id": context.dagster_run.run_id,
+            "job": context.dagster_run.job_name,
+            "at": time.time(),
+            "message": (context.failure_event.message or "")[:500],
+            "failed_steps": steps,
+        }
         path = settings.home / "failures.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:

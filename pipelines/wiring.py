@@ -9,13 +9,15 @@ import dagster as dg
 from assets.factory import build_pipeline_assets, build_pipeline_automation
 from assets.resources import JsonIOManager, MlflowLineage
 from edgeops.settings import Settings
-from pipelines.jobs import build_failure_sensor, build_release_jobs
 from edgeops.spec import discover_declarations
+from pipelines.jobs import build_failure_sensor, build_release_jobs
 
 
 def resources_for(settings: Settings) -> dict:
     return {
-        "lineage": MlflowLineage(tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root),
+        "lineage": MlflowLineage(
+            tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
+        ),
         "io_manager": JsonIOManager(base_dir=str(settings.home / "assets")),
     }
 
@@ -32,9 +34,13 @@ def executor_from_environment() -> dg.ExecutorDefinition:
     if name == "celery":
         from dagster_celery import celery_executor
 
-        return celery_executor.configured({"broker": os.environ.get("EDGEOPS_CELERY_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//"),
-                                           "backend": os.environ.get("EDGEOPS_CELERY_BACKEND", "rpc://"),
-                                           "include": ["pipelines.definitions"]})
+        return celery_executor.configured(
+            {
+                "broker": os.environ.get("EDGEOPS_CELERY_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//"),
+                "backend": os.environ.get("EDGEOPS_CELERY_BACKEND", "rpc://"),
+                "include": ["pipelines.definitions"],
+            }
+        )
     raise ValueError(f"EDGEOPS_EXECUTOR={name!r}: use in_process, multiprocess or celery")
 
 

@@ -15,38 +15,53 @@ Nothing here is estimated: what cannot be read is reported as not measured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd", "sve")
 
 
-def _cpu_times() -> dict:
+def _cpu_times() -> dict[str, Any]:
     import psutil
 
-    return psutil.cpu_times()._asdict()
+    return cast("dict[str, Any]", psutil.cpu_times()._asdict())
 
 
-def device_facts() -> dict:
+def device_facts() -> dict[str, Any]:
     import onnxruntime as ort
 
     cpu_model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "Model", "Hardware")) and cpu_model in ("", platform.machine(), platform.processor()):
+            if line.startswith(("model name", "Model", "Hardware")) and cpu_model in (
+                "",
+                platform.machine(),
+                platform.processor(),
+            ):
                 cpu_model = line.split(":", 1)[1].strip()
             if line.startswith(("flags", "Features")):
                 flags |= set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return {"cpu_model": cpu_model, "machine": platform.machine(), "cores": os.cpu_count(), "isa_flags": sorted(f for f in ISA_FLAGS if f in flags),
-            "os": platform.platform(), "python": platform.python_version(), "runtime": "onnxruntime",
-            "runtime_version": ort.__version__, "available_providers": ort.get_available_providers()}
+    return {
+        "cpu_model": cpu_model,
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "isa_flags": sorted(f for f in ISA_FLAGS if f in flags),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "runtime": "onnxruntime",
+        "runtime_version": ort.__version__,
+        "available_providers": ort.get_available_providers(),
+    }
 
 
 class OnnxSession:
@@ -55,7 +70,7 @@ class OnnxSession:
 
     runtime = "onnxruntime"
 
-    def __init__(self, model_path: str, threads: int, provider: str = "CPUExecutionProvider"):
+    def __init__(self, model_path: str, threads: int, provider: str = "CPUExecutionProvider") -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -66,17 +81,19 @@ class OnnxSession:
         self.provider, self.version, self.max_batch = provider, ort.__version__, None
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        return cast("np.ndarray", self.session.run(None, {self.input_name: x})[0])
 
 
 class RaplMeter:
     """Package energy from Linux powercap (intel-rapl); reports why when it cannot be read."""
 
-    def __init__(self, root: str = "/sys/class/powercap"):
+    def __init__(self, root: str = "/sys/class/powercap") -> None:
         self.files = sorted(Path(root).glob("intel-rapl:*/energy_uj")) if Path(root).exists() else []
         self.reason = ""
         if not Path(root).exists():
-            self.reason = f"{root} does not exist on this host (no RAPL interface exposed, e.g. a VM or non-Intel/AMD-RAPL CPU)"
+            self.reason = (
+                f"{root} does not exist on this host (no RAPL interface exposed, e.g. a VM or non-Intel/AMD-RAPL CPU)"
+            )
         elif not self.files:
             self.reason = f"no intel-rapl:*/energy_uj under {root}"
         else:
@@ -103,7 +120,7 @@ class PowerFileMeter:
     mean power times the elapsed time. The path comes from the declaration or the agent's own command line, never
     from a request."""
 
-    def __init__(self, path: str, unit: str = "mW", interval_s: float = 0.01):
+    def __init__(self, path: str, unit: str = "mW", interval_s: float = 0.01) -> None:
         self.path, self.scale, self.interval_s = Path(path), POWER_UNITS[unit], interval_s
         self.reason = ""
         try:
@@ -118,19 +135,17 @@ class PowerFileMeter:
     def _read_watts(self) -> float:
         return float(self.path.read_text().split()[0]) * self.scale
 
-    def measure(self, work):
+    def measure(self, work: Callable[..., Any]) -> tuple[Any, float | None, int]:
         """Run `work()` while sampling; returns (work's result, joules, samples taken)."""
         import threading
 
         readings: list[float] = []
         done = threading.Event()
 
-        def sample():
+        def sample() -> None:
             while not done.is_set():
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     readings.append(self._read_watts())
-                except (OSError, ValueError):
-                    pass
                 done.wait(self.interval_s)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -150,10 +165,15 @@ def matmul_peak_gflops(seconds: float = 0.5, size: int = 256, threads: int = 1) 
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "probe",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "probe",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -167,7 +187,7 @@ def matmul_peak_gflops(seconds: float = 0.5, size: int = 256, threads: int = 1) 
     return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
 
 
-def _optional(session, method: str, default=None):
+def _optional(session: Any, method: str, default: Any = None) -> Any:
     """A session's accelerator-specific measurement (edgeops.runtimes.torch_runtime on CUDA), where it has one."""
     function = getattr(session, method, None)
     return function() if function is not None else default
@@ -190,14 +210,19 @@ def _peak_rss_bytes(reset_ok: bool) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB; peak since start
 
 
-def _percentiles(samples_ms: np.ndarray) -> dict:
-    return {"p50_ms": float(np.percentile(samples_ms, 50)), "p90_ms": float(np.percentile(samples_ms, 90)),
-            "p95_ms": float(np.percentile(samples_ms, 95)), "p99_ms": float(np.percentile(samples_ms, 99)),
-            "mean_ms": float(samples_ms.mean()), "std_ms": float(samples_ms.std(ddof=1)) if len(samples_ms) > 1 else 0.0,
-            "runs": int(len(samples_ms))}
+def _percentiles(samples_ms: np.ndarray) -> dict[str, Any]:
+    return {
+        "p50_ms": float(np.percentile(samples_ms, 50)),
+        "p90_ms": float(np.percentile(samples_ms, 90)),
+        "p95_ms": float(np.percentile(samples_ms, 95)),
+        "p99_ms": float(np.percentile(samples_ms, 99)),
+        "mean_ms": float(samples_ms.mean()),
+        "std_ms": float(samples_ms.std(ddof=1)) if len(samples_ms) > 1 else 0.0,
+        "runs": len(samples_ms),
+    }
 
 
-def time_session(session, batch: np.ndarray, warmup: int, min_runs: int, max_seconds: float) -> np.ndarray:
+def time_session(session: Any, batch: np.ndarray, warmup: int, min_runs: int, max_seconds: float) -> np.ndarray:
     """Warm up, then time single calls until the p99 is stable (two successive estimates within 5%) or time runs out."""
     for _ in range(warmup):
         session.run(batch)
@@ -219,10 +244,22 @@ def time_session(session, batch: np.ndarray, warmup: int, min_runs: int, max_sec
     return np.asarray(samples)
 
 
-def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None, batch_sizes: list[int], threads: int = 1,
-                  cores: list[int] | None = None, warmup: int = 20, min_runs: int = 200, max_seconds: float = 10.0,
-                  macs: int | None = None, provider: str = "CPUExecutionProvider", power_meter: dict | None = None,
-                  open_session=None) -> dict:
+def run_benchmark(
+    model_path: str,
+    inputs: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    batch_sizes: list[int],
+    threads: int = 1,
+    cores: list[int] | None = None,
+    warmup: int = 20,
+    min_runs: int = 200,
+    max_seconds: float = 10.0,
+    macs: int | None = None,
+    provider: str = "CPUExecutionProvider",
+    power_meter: dict[str, Any] | None = None,
+    open_session: Callable[[str, int], Any] | None = None,
+) -> dict[str, Any]:
     """Measure one artifact. Call it in a fresh process (see hil.runner): memory figures assume so.
     `open_session(model_path, threads)` loads it (ONNX Runtime by default); batch sizes over the session's
     `max_batch` (a static-shape artifact) are reported as not measured, with the reason."""
@@ -245,24 +282,35 @@ def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None
     hook = PowerFileMeter(**power_meter) if power_meter else None
     load_before = os.getloadavg()
     cpu_before = _cpu_times()
-    results = {}
+    results: dict[str, dict[str, Any]] = {}  # JSON: measured batch statistics, or why a batch was not measured
     energy = {"measured": False, "reason": hook.reason if hook else meter.reason}
     for batch_size in batch_sizes:
         batch = batches[batch_size]
         if session.max_batch is not None and batch_size > session.max_batch:
-            results[str(batch_size)] = {"measured": False, "reason": f"the {session.runtime} artifact takes at most {session.max_batch} "
-                                                                     f"rows per call (static shape)"}
+            results[str(batch_size)] = {
+                "measured": False,
+                "reason": f"the {session.runtime} artifact takes at most {session.max_batch} "
+                f"rows per call (static shape)",
+            }
             continue
         if hook is not None and hook.available:  # a declared meter wins over RAPL: it is what the owner chose to trust
-            samples, joules, readings = hook.measure(lambda: time_session(session, batch, warmup, min_runs, max_seconds))
+            samples, joules, readings = hook.measure(
+                lambda batch=batch: time_session(session, batch, warmup, min_runs, max_seconds)
+            )
             if joules is not None and readings >= 3:
                 stats = _percentiles(samples)
                 stats["energy_mj_per_inference"] = joules * 1000 / ((len(samples) + warmup) * batch_size)
-                energy = {"measured": True, "source": f"declared power meter {hook.path} ({readings} readings, mean power x elapsed, "
-                                                      "warm-up runs included)"}
+                energy = {
+                    "measured": True,
+                    "source": f"declared power meter {hook.path} ({readings} readings, mean power x elapsed, "
+                    "warm-up runs included)",
+                }
             else:
                 stats = _percentiles(samples)
-                energy = {"measured": False, "reason": f"power meter {hook.path} gave {readings} readings during the runs (need 3)"}
+                energy = {
+                    "measured": False,
+                    "reason": f"power meter {hook.path} gave {readings} readings during the runs (need 3)",
+                }
         else:
             joules_before = meter.read() if meter.available else None
             samples = time_session(session, batch, warmup, min_runs, max_seconds)
@@ -281,23 +329,46 @@ def run_benchmark(model_path: str, inputs: np.ndarray, labels: np.ndarray | None
     accuracy = None
     if labels is not None:
         chunk = min(256, session.max_batch or 256)
-        predictions = np.concatenate([session.run(np.ascontiguousarray(inputs[i:i + chunk], dtype=np.float32)).argmax(1)
-                                      for i in range(0, len(inputs), chunk)])
+        predictions = np.concatenate(
+            [
+                session.run(np.ascontiguousarray(inputs[i : i + chunk], dtype=np.float32)).argmax(1)
+                for i in range(0, len(inputs), chunk)
+            ]
+        )
         accuracy = float((predictions == labels).mean())
     device_memory_kb = _optional(session, "device_memory_peak_kb")
     peak_gflops = _optional(session, "peak_gflops") or matmul_peak_gflops(threads=threads)
     record = {
-        "load_ms": load_ms, "latency": results, "accuracy_on_device": accuracy, "n_eval": int(len(inputs)),
-        "peak_rss_beyond_baseline_kb": max(0, peak_rss - baseline_rss) // 1024, "baseline_rss_kb": baseline_rss // 1024,
-        "memory_method": "VmHWM reset at baseline (/proc/self/clear_refs)" if reset_ok else "ru_maxrss (peak since process start)",
-        "energy": energy, "device": {**facts, "threads": threads, "cores_pinned": cores or "not pinned", "provider": session.provider,
-                                      "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
-                                      "cpu_steal_share": (steal / total) if total > 0 else 0.0},
-        "roofline": {"device_peak_gflops": peak_gflops, "macs": macs, "peak_probe": "fp32 256x256 matmul, ONNX Runtime CPU"},
+        "load_ms": load_ms,
+        "latency": results,
+        "accuracy_on_device": accuracy,
+        "n_eval": len(inputs),
+        "peak_rss_beyond_baseline_kb": max(0, peak_rss - baseline_rss) // 1024,
+        "baseline_rss_kb": baseline_rss // 1024,
+        "memory_method": "VmHWM reset at baseline (/proc/self/clear_refs)"
+        if reset_ok
+        else "ru_maxrss (peak since process start)",
+        "energy": energy,
+        "device": {
+            **facts,
+            "threads": threads,
+            "cores_pinned": cores or "not pinned",
+            "provider": session.provider,
+            "load_avg_before": load_before,
+            "load_avg_after": os.getloadavg(),
+            "cpu_steal_share": (steal / total) if total > 0 else 0.0,
+        },
+        "roofline": {
+            "device_peak_gflops": peak_gflops,
+            "macs": macs,
+            "peak_probe": "fp32 256x256 matmul, ONNX Runtime CPU",
+        },
     }
     if device_memory_kb is not None:  # an accelerator's own memory (CUDA: peak allocated beyond the loaded model)
         record["device_memory_peak_beyond_baseline_kb"] = device_memory_kb
-        record["roofline"]["peak_probe"] = f"4096x4096 matmul in the artifact's precision, {session.runtime} on {session.provider}"
+        record["roofline"]["peak_probe"] = (
+            f"4096x4096 matmul in the artifact's precision, {session.runtime} on {session.provider}"
+        )
     if macs and "1" in results:
         record["roofline"]["achieved_gflops_batch1"] = results["1"]["achieved_gflops"]
         record["roofline"]["fraction_of_peak_batch1"] = results["1"]["achieved_gflops"] / peak_gflops

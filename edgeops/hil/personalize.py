@@ -4,9 +4,12 @@ Runs where the agent runs (numpy + onnxruntime; no torch on the device). The art
 its weights are read from the graph (dequantized when the artifact is int8 QDQ), its input is exposed as an extra
 output so the frozen backbone computes embeddings once, and the head is trained with mini-batch SGD on softmax
 cross-entropy. Optional DP: each example's gradient is clipped and Gaussian noise is added to every step's sum over
-Poisson-sampled batches (DP-SGD on the head). Its epsilon for the declared noise, sampling rate and steps is computed
-on the host (`edgeops.personalization.personalization_epsilon`) and reported; the device's data is not the pipeline's,
-so it is not charged to the pipeline's ledger, and the device keeps no budget of its own.
+Poisson-sampled batches (DP-SGD on the head); the sampling and the noise come from a fresh secret of edgeops.noise
+(never from `seed`, which only splits the holdout). Its epsilon for the declared noise, sampling rate and steps is
+computed
+on the host (`edgeops.personalization.personalization_epsilon`) and reported. The device's data is not the pipeline's,
+so it is not charged to the pipeline's ledger: the agent keeps the device's own ledger under its --home
+(`device_ledger`), refuses a DP job that names no epsilon, and refuses one that would pass the device's total.
 
 The device keeps its data: the job reports step latency, peak memory of the training, accuracy on a held-out part
 of the local data before and after, and returns the weight delta, the metrics only, or nothing, as declared.
@@ -18,14 +21,55 @@ import base64
 import io
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+
+    from edgeops.ledger import PrivacyLedger
 
 
 class PersonalizationError(ValueError):
     pass
+
+
+DEVICE_LEDGER = "privacy/personalization_ledger.sqlite"  # under the agent's --home
+DEFAULT_DEVICE_EPSILON = 8.0  # the device's total over every DP personalization job (agent serve --device-epsilon)
+DEFAULT_DEVICE_DELTA = 1e-5  # the device's total delta (agent serve --device-delta); each job asks for its own share
+DEFAULT_JOB_DELTA = 1e-6
+
+
+def device_ledger(
+    home: Path, epsilon: float = DEFAULT_DEVICE_EPSILON, delta: float = DEFAULT_DEVICE_DELTA
+) -> PrivacyLedger:
+    """The device's own privacy ledger: every DP personalization job on its local data, summed (basic composition)."""
+    from edgeops.ledger import Budget, PrivacyLedger
+
+    return PrivacyLedger(Path(home) / DEVICE_LEDGER, Budget(epsilon, delta))
+
+
+def job_epsilon(
+    rows: int, steps: int, batch_size: int, holdout: float, noise_multiplier: float, delta: float
+) -> tuple[float, float]:
+    """(epsilon, sample rate) of one DP personalization job on `rows` local rows, priced before it runs (the same split
+    and Poisson rate `personalize` uses)."""
+    from edgeops.personalization import personalization_epsilon
+
+    train_rows = int(round(rows * (1 - holdout)))
+    if train_rows < 2:
+        raise PersonalizationError(f"{rows} local rows are too few to train and hold out")
+    rate = min(batch_size, train_rows) / train_rows
+    epsilon = personalization_epsilon(steps, rate, noise_multiplier, delta)
+    if epsilon is None:
+        raise PersonalizationError(
+            f"noise_multiplier {noise_multiplier:g}: a job without DP noise has no epsilon to price"
+        )
+    return float(epsilon), rate
 
 
 @dataclass(frozen=True)
@@ -35,13 +79,13 @@ class Head:
     bias: np.ndarray  # (classes,)
 
 
-def _initializers(model) -> dict:
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
-def find_head(model) -> Head:
+def find_head(model: onnx.ModelProto) -> Head:
     """The Gemm that produces the graph's first output (possibly through a Cast), with its weights as float arrays."""
     producers = {out: node for node in model.graph.node for out in node.output}
     values = _initializers(model)
@@ -52,11 +96,17 @@ def find_head(model) -> Head:
             values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     name = model.graph.output[0].name
     node = producers.get(name)
-    while node is not None and node.op_type in {"Cast", "Identity", "QuantizeLinear", "DequantizeLinear"} and node.input[0] in producers:
+    while (
+        node is not None
+        and node.op_type in {"Cast", "Identity", "QuantizeLinear", "DequantizeLinear"}
+        and node.input[0] in producers
+    ):
         node = producers[node.input[0]]
     if node is None or node.op_type != "Gemm":
-        raise PersonalizationError(f"the artifact's output {name!r} does not come from a Gemm (last layer): "
-                                   f"{node.op_type if node is not None else 'a graph input'}; only a linear head can be personalized")
+        raise PersonalizationError(
+            f"the artifact's output {name!r} does not come from a Gemm (last layer): "
+            f"{node.op_type if node is not None else 'a graph input'}; only a linear head can be personalized"
+        )
 
     def value(tensor: str) -> np.ndarray:
         if tensor in values:
@@ -73,7 +123,9 @@ def find_head(model) -> Head:
             return (quantized - zero) * scale
         if source is not None and source.op_type in {"Cast", "Identity"}:
             return value(source.input[0])
-        raise PersonalizationError(f"head weight {tensor!r} is computed at run time ({source.op_type if source else 'input'}); cannot read it")
+        raise PersonalizationError(
+            f"head weight {tensor!r} is computed at run time ({source.op_type if source else 'input'}); cannot read it"
+        )
 
     attributes = {a.name: a for a in node.attribute}
     weight = value(node.input[1])
@@ -83,7 +135,7 @@ def find_head(model) -> Head:
     return Head(embedding=node.input[0], weight=weight.astype(np.float32), bias=bias.reshape(-1).astype(np.float32))
 
 
-def embedder(artifact: bytes, head: Head, threads: int = 1):
+def embedder(artifact: bytes, head: Head, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
     """An ONNX Runtime session that returns the head's input for a batch."""
     import onnx
     import onnxruntime as ort
@@ -101,10 +153,10 @@ def embedder(artifact: bytes, head: Head, threads: int = 1):
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return cast("np.ndarray", e / e.sum(axis=1, keepdims=True))
 
 
-def _accuracy(embeddings, labels, weight, bias) -> float:
+def _accuracy(embeddings: np.ndarray, labels: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> float:
     return float(np.mean(np.argmax(embeddings @ weight.T + bias, axis=1) == labels)) if len(labels) else float("nan")
 
 
@@ -118,18 +170,36 @@ def load_local_data(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     except ValueError as err:
         raise PersonalizationError(f"{folder}: not plain .npy arrays ({err})") from None
     if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or not np.isfinite(x).all():
-        raise PersonalizationError(f"{folder}: x.npy must be (N, features) finite and y.npy (N,), got {x.shape} and {y.shape}")
+        raise PersonalizationError(
+            f"{folder}: x.npy must be (N, features) finite and y.npy (N,), got {x.shape} and {y.shape}"
+        )
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def personalize(artifact: bytes, x: np.ndarray, y: np.ndarray, *, steps: int = 100, learning_rate: float = 0.1, batch_size: int = 32,
-                holdout: float = 0.3, weight_decay: float = 1e-3, clipping_norm: float | None = None, noise_multiplier: float = 0.0,
-                returns: str = "metrics", seed: int = 0, threads: int = 1) -> dict:
+def personalize(
+    artifact: bytes,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    steps: int = 100,
+    learning_rate: float = 0.1,
+    batch_size: int = 32,
+    holdout: float = 0.3,
+    weight_decay: float = 1e-3,
+    clipping_norm: float | None = None,
+    noise_multiplier: float = 0.0,
+    returns: str = "metrics",
+    seed: int = 0,
+    threads: int = 1,
+) -> dict[str, Any]:
     """Fine-tune the head on (x, y); evaluate on a held-out share of the same local data. See the module docstring."""
     if returns not in {"delta", "metrics", "nothing"}:
         raise PersonalizationError(f"returns must be delta, metrics or nothing, not {returns!r}")
-    if noise_multiplier > 0 and not clipping_norm:
-        raise PersonalizationError("noise_multiplier > 0 needs clipping_norm")
+    noise_std = 0.0
+    if noise_multiplier > 0:
+        if not clipping_norm:
+            raise PersonalizationError("noise_multiplier > 0 needs clipping_norm")
+        noise_std = noise_multiplier * clipping_norm
     import onnx
     import psutil
 
@@ -138,7 +208,12 @@ def personalize(artifact: bytes, x: np.ndarray, y: np.ndarray, *, steps: int = 1
     started = time.perf_counter()
     head = find_head(onnx.load_from_string(artifact))
     embed = embedder(artifact, head, threads)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # public: the holdout split and non-DP batches
+    private = None
+    if noise_multiplier > 0:  # DP: Poisson sampling and noise only from a fresh secret (edgeops.noise), never the seed
+        from edgeops.noise import NoiseSource
+
+        private = NoiseSource.fresh().stream("on-device dp personalization")
     order = rng.permutation(len(x))
     cut = int(round(len(x) * (1 - holdout)))
     train, held = order[:cut], order[cut:]
@@ -156,8 +231,8 @@ def personalize(artifact: bytes, x: np.ndarray, y: np.ndarray, *, steps: int = 1
     batch = min(batch_size, len(train))
     for _ in range(steps):
         step_started = time.perf_counter()
-        if noise_multiplier > 0:  # Poisson sampling (rate batch/n), as the accountant that prices this job assumes
-            rows = np.flatnonzero(rng.random(len(train)) < batch / len(train))
+        if private is not None:  # Poisson sampling (rate batch/n), as the accountant that prices this job assumes
+            rows = private.poisson_rows(len(train), batch / len(train))
         else:
             rows = rng.choice(len(train), size=batch, replace=False)
         e, labels = e_train[rows], y_train[rows]
@@ -165,27 +240,41 @@ def personalize(artifact: bytes, x: np.ndarray, y: np.ndarray, *, steps: int = 1
         error[np.arange(len(rows)), labels] -= 1.0
         if clipping_norm:
             # Per-example gradients of a linear head are outer products: their norm is |error| * sqrt(|e|^2 + 1).
-            norms = np.linalg.norm(error, axis=1) * np.sqrt((e ** 2).sum(axis=1) + 1.0)
+            norms = np.linalg.norm(error, axis=1) * np.sqrt((e**2).sum(axis=1) + 1.0)
             error = error * np.minimum(1.0, clipping_norm / np.maximum(norms, 1e-12))[:, None]
         grad_w, grad_b = error.T @ e, error.sum(axis=0)
-        if noise_multiplier > 0:
-            grad_w = grad_w + rng.normal(0, noise_multiplier * clipping_norm, grad_w.shape)
-            grad_b = grad_b + rng.normal(0, noise_multiplier * clipping_norm, grad_b.shape)
-        weight -= learning_rate * (grad_w / batch + weight_decay * weight)  # divided by the expected batch, not the drawn one
+        if private is not None:
+            grad_w = grad_w + private.gaussian(noise_std, grad_w.shape, np.float64)
+            grad_b = grad_b + private.gaussian(noise_std, grad_b.shape, np.float64)
+        weight -= learning_rate * (
+            grad_w / batch + weight_decay * weight
+        )  # divided by the expected batch, not the drawn one
         bias -= learning_rate * grad_b / batch
         step_ms.append((time.perf_counter() - step_started) * 1000)
     after = _accuracy(e_held, y_held, weight, bias)
     _, peak_traced = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    report = {"layers": "last (Gemm head)", "head_shape": list(head.weight.shape), "local_rows": len(x), "train_rows": len(train),
-              "heldout_rows": len(held), "steps": steps, "batch_size": batch,
-              "accuracy_before": before, "accuracy_after": after,
-              "step_latency_ms": {"p50": float(np.percentile(step_ms, 50)), "p95": float(np.percentile(step_ms, 95))},
-              "setup_seconds": setup_seconds, "total_seconds": time.perf_counter() - started,
-              "peak_traced_mb": peak_traced / 2**20, "rss_growth_mb": (psutil.Process().memory_info().rss - rss_before) / 2**20,
-              "energy": {"measured": False, "reason": "no energy counter readable by this process on this device"},
-              "dp": {"clipping_norm": clipping_norm, "noise_multiplier": noise_multiplier, "sample_rate": batch / len(train)} if noise_multiplier else None,
-              "returns": returns}
+    report = {
+        "layers": "last (Gemm head)",
+        "head_shape": list(head.weight.shape),
+        "local_rows": len(x),
+        "train_rows": len(train),
+        "heldout_rows": len(held),
+        "steps": steps,
+        "batch_size": batch,
+        "accuracy_before": before,
+        "accuracy_after": after,
+        "step_latency_ms": {"p50": float(np.percentile(step_ms, 50)), "p95": float(np.percentile(step_ms, 95))},
+        "setup_seconds": setup_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "peak_traced_mb": peak_traced / 2**20,
+        "rss_growth_mb": (psutil.Process().memory_info().rss - rss_before) / 2**20,
+        "energy": {"measured": False, "reason": "no energy counter readable by this process on this device"},
+        "dp": {"clipping_norm": clipping_norm, "noise_multiplier": noise_multiplier, "sample_rate": batch / len(train)}
+        if noise_multiplier
+        else None,
+        "returns": returns,
+    }
     if returns == "nothing":
         return {"returns": "nothing", "completed": True}
     if returns == "delta":

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -21,30 +22,62 @@ class BenchmarkError(EdgeopsError):
     pass
 
 
-def run_isolated(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray | None, batch_sizes: list[int], threads: int = 1,
-                 cores: list[int] | None = None, macs: int | None = None, timeout_s: float = 300.0, max_seconds: float = 10.0,
-                 min_runs: int = 200, power_meter: dict | None = None, runtime: str = "onnxruntime", accelerator: str = "cpu") -> dict:
+def run_isolated(
+    model_path: str | Path,
+    inputs: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    batch_sizes: list[int],
+    threads: int = 1,
+    cores: list[int] | None = None,
+    macs: int | None = None,
+    timeout_s: float = 300.0,
+    max_seconds: float = 10.0,
+    min_runs: int = 200,
+    power_meter: dict[str, Any] | None = None,
+    runtime: str = "onnxruntime",
+    accelerator: str = "cpu",
+) -> dict[str, Any]:
     """`runtime`: onnxruntime (.onnx) or torch (.safetensors, edgeops.runtimes.torch_runtime); `accelerator`: cpu or
     cuda (ONNX Runtime's CUDAExecutionProvider, or torch on the GPU)."""
-    with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as folder:
-        folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as tmp:
+        folder = Path(tmp)
         np.save(folder / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
         if labels is not None:
             np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64), allow_pickle=False)
-        request = {"model_path": str(model_path), "batch_sizes": batch_sizes, "threads": threads, "cores": cores, "macs": macs,
-                   "max_seconds": max_seconds, "min_runs": min_runs, "folder": str(folder), "power_meter": power_meter,
-                   "runtime": runtime, "accelerator": accelerator}
+        request = {
+            "model_path": str(model_path),
+            "batch_sizes": batch_sizes,
+            "threads": threads,
+            "cores": cores,
+            "macs": macs,
+            "max_seconds": max_seconds,
+            "min_runs": min_runs,
+            "folder": str(folder),
+            "power_meter": power_meter,
+            "runtime": runtime,
+            "accelerator": accelerator,
+        }
         (folder / "request.json").write_text(json.dumps(request))
         try:
-            completed = subprocess.run([sys.executable, "-m", "edgeops.hil.runner", str(folder / "request.json")],
-                                       capture_output=True, text=True, timeout=timeout_s)
+            completed = subprocess.run(
+                [sys.executable, "-m", "edgeops.hil.runner", str(folder / "request.json")],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
         except subprocess.TimeoutExpired:
-            raise BenchmarkError(f"benchmark of {Path(model_path).name} exceeded its timeout of {timeout_s:g} s and was stopped") from None
+            raise BenchmarkError(
+                f"benchmark of {Path(model_path).name} exceeded its timeout of {timeout_s:g} s and was stopped"
+            ) from None
         result_file = folder / "result.json"
         if completed.returncode != 0 or not result_file.exists():
             tail = (completed.stderr or "").strip().splitlines()[-3:]
-            raise BenchmarkError(f"the runtime failed on {Path(model_path).name} (exit code {completed.returncode}): {' | '.join(tail)[:600]}")
-        return json.loads(result_file.read_text())
+            raise BenchmarkError(
+                f"the runtime failed on {Path(model_path).name} (exit code {completed.returncode}): "
+                f"{' | '.join(tail)[:600]}"
+            )
+        return cast("dict[str, Any]", json.loads(result_file.read_text()))
 
 
 def _child(request_file: str) -> None:
@@ -61,9 +94,20 @@ def _child(request_file: str) -> None:
         TorchSession.preload()
         open_session = lambda path, threads: TorchSession(path, threads, request["accelerator"])  # noqa: E731
     provider = "CUDAExecutionProvider" if request["accelerator"] == "cuda" else "CPUExecutionProvider"
-    result = run_benchmark(request["model_path"], inputs, labels, request["batch_sizes"], request["threads"], request["cores"],
-                           macs=request["macs"], max_seconds=request["max_seconds"], min_runs=request["min_runs"],
-                           power_meter=request.get("power_meter"), provider=provider, open_session=open_session)
+    result = run_benchmark(
+        request["model_path"],
+        inputs,
+        labels,
+        batch_sizes=request["batch_sizes"],
+        threads=request["threads"],
+        cores=request["cores"],
+        macs=request["macs"],
+        max_seconds=request["max_seconds"],
+        min_runs=request["min_runs"],
+        power_meter=request.get("power_meter"),
+        provider=provider,
+        open_session=open_session,
+    )
     (folder / "result.json").write_text(json.dumps(result))
 
 

@@ -19,10 +19,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from edgeops.errors import CompressionError
+
+if TYPE_CHECKING:
+    import torch
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../edgeops
 REPO_ROOT = PACKAGE_DIR.parent
@@ -42,10 +46,16 @@ class ToolRuntime:
 
 
 TOOL_RUNTIMES = {
-    "executorch": ToolRuntime("executorch", ".pte", "ExecuTorch 1.5 (XNNPACK delegate)", "deploy/runtimes/executorch.txt"),
+    "executorch": ToolRuntime(
+        "executorch", ".pte", "ExecuTorch 1.5 (XNNPACK delegate)", "deploy/runtimes/executorch.txt"
+    ),
     "litert": ToolRuntime("litert", ".tflite", "LiteRT 2.3 (XNNPACK delegate)", "deploy/runtimes/litert.txt"),
 }
-ARTIFACT_SUFFIX = {"onnxruntime": ".onnx", "torch": ".safetensors", **{name: rt.suffix for name, rt in TOOL_RUNTIMES.items()}}
+ARTIFACT_SUFFIX = {
+    "onnxruntime": ".onnx",
+    "torch": ".safetensors",
+    **{name: rt.suffix for name, rt in TOOL_RUNTIMES.items()},
+}
 
 
 class RuntimeNotInstalled(CompressionError):
@@ -69,8 +79,10 @@ def tool_python(name: str) -> Path:
     runtime = TOOL_RUNTIMES[name]
     home = runtimes_dir() / name
     python, ready = home / "bin" / "python", home / ".ready"
-    hint = (f"run `make runtimes` (builds {home} from {runtime.requirements}; its converter cannot share edgeops' own "
-            f"environment, see edgeops/runtimes/__init__.py)")
+    hint = (
+        f"run `make runtimes` (builds {home} from {runtime.requirements}; its converter cannot share edgeops' own "
+        f"environment, see edgeops/runtimes/__init__.py)"
+    )
     if not python.exists() or not ready.exists():
         raise RuntimeNotInstalled(f"runtime {name!r} ({runtime.title}) is not installed: {hint}")
     if ready.read_text().strip() != requirements_digest(runtime):
@@ -86,7 +98,7 @@ def available(name: str) -> tuple[bool, str]:
         return False, str(err)
 
 
-def _call(name: str, command: str, request: dict, folder: Path, timeout_s: float) -> dict:
+def _call(name: str, command: str, request: dict[str, Any], folder: Path, timeout_s: float) -> dict[str, Any]:
     """Run one worker command in the runtime's environment. Only the edgeops package is put on its path (through a
     link), so none of edgeops' own environment leaks into the tool's."""
     python = tool_python(name)
@@ -97,8 +109,14 @@ def _call(name: str, command: str, request: dict, folder: Path, timeout_s: float
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(PYTHONPATH=str(path_dir), PYTHONNOUSERSITE="1", TF_CPP_MIN_LOG_LEVEL="2")
     try:
-        completed = subprocess.run([str(python), "-m", "edgeops.runtimes.worker", command, str(folder / "request.json")],
-                                   capture_output=True, text=True, timeout=timeout_s, env=env, cwd=folder)
+        completed = subprocess.run(
+            [str(python), "-m", "edgeops.runtimes.worker", command, str(folder / "request.json")],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            cwd=folder,
+        )
     except subprocess.TimeoutExpired:
         raise RuntimeToolError(f"runtime {name!r}: {command} exceeded {timeout_s:g} s and was stopped") from None
     result = folder / "result.json"
@@ -106,54 +124,97 @@ def _call(name: str, command: str, request: dict, folder: Path, timeout_s: float
         error = folder / "error.txt"
         detail = error.read_text() if error.exists() else " | ".join((completed.stderr or "").strip().splitlines()[-3:])
         raise RuntimeToolError(f"runtime {name!r}: {command} failed (exit code {completed.returncode}): {detail[:800]}")
-    return json.loads(result.read_text())
+    return cast("dict[str, Any]", json.loads(result.read_text()))
 
 
-def export(name: str, model, out: Path, timeout_s: float = 600.0) -> dict:
-    """Convert a float torch model (SmallCNN or MLP, pruned or distilled included) to the runtime's format."""
+def export(
+    name: str, model: torch.nn.Module, out: Path, timeout_s: float = 600.0, calibration: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Convert a float torch model (SmallCNN, MLP or MobileNet, pruned or distilled included) to the runtime's format;
+    with `calibration` inputs, quantize it to int8 with the runtime's own quantizer (edgeops.runtimes.worker)."""
     from safetensors.torch import save_file
 
     from edgeops.models import describe_architecture
 
-    with tempfile.TemporaryDirectory(prefix=f"edgeops-{name}-export-") as folder:
-        folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix=f"edgeops-{name}-export-") as tmp:
+        folder = Path(tmp)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(folder / "weights.safetensors"))
-        request = {"runtime": name, "architecture": describe_architecture(model), "weights": str(folder / "weights.safetensors"),
-                   "out": str(folder / f"model{TOOL_RUNTIMES[name].suffix}")}
+        exported = folder / f"model{TOOL_RUNTIMES[name].suffix}"
+        request = {
+            "runtime": name,
+            "architecture": describe_architecture(model),
+            "weights": str(folder / "weights.safetensors"),
+            "out": str(exported),
+            "calibration": None,
+        }
+        if calibration is not None:
+            np.save(folder / "calibration.npy", np.ascontiguousarray(calibration, dtype=np.float32), allow_pickle=False)
+            request["calibration"] = str(folder / "calibration.npy")
         result = _call(name, "export", request, folder, timeout_s)
         out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(request["out"], out)
+        os.replace(exported, out)
     return result
 
 
 def predict(name: str, artifact: Path, x: np.ndarray, timeout_s: float = 300.0) -> np.ndarray:
-    """Logits of the artifact on its own runtime (float64, like compression.onnx_logits). torch runs here, on the CPU
-    (it is edgeops' own dependency); the others in their tool environments."""
+    """Logits of the artifact on its own runtime (float64, like compression.measurement.onnx_logits). torch runs here,
+    on the CPU (it is edgeops' own dependency); the others in their tool environments."""
     if name == "torch":
         from edgeops.runtimes.torch_runtime import predict as torch_predict
 
         return torch_predict(artifact, x)
-    with tempfile.TemporaryDirectory(prefix=f"edgeops-{name}-predict-") as folder:
-        folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix=f"edgeops-{name}-predict-") as tmp:
+        folder = Path(tmp)
         np.save(folder / "inputs.npy", np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
-        _call(name, "predict", {"runtime": name, "artifact": str(artifact), "inputs": str(folder / "inputs.npy"),
-                                "out": str(folder / "outputs.npy")}, folder, timeout_s)
-        return np.load(folder / "outputs.npy", allow_pickle=False).astype(np.float64)
+        _call(
+            name,
+            "predict",
+            {
+                "runtime": name,
+                "artifact": str(artifact),
+                "inputs": str(folder / "inputs.npy"),
+                "out": str(folder / "outputs.npy"),
+            },
+            folder,
+            timeout_s,
+        )
+        return cast(np.ndarray, np.load(folder / "outputs.npy", allow_pickle=False).astype(np.float64))
 
 
-def benchmark(name: str, artifact: Path, inputs: np.ndarray, labels: np.ndarray | None, batch_sizes: list[int], threads: int = 1,
-              cores: list[int] | None = None, macs: int | None = None, max_seconds: float = 10.0, min_runs: int = 200,
-              power_meter: dict | None = None, timeout_s: float = 300.0) -> dict:
+def benchmark(
+    name: str,
+    artifact: Path,
+    inputs: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    batch_sizes: list[int],
+    threads: int = 1,
+    cores: list[int] | None = None,
+    macs: int | None = None,
+    max_seconds: float = 10.0,
+    min_runs: int = 200,
+    power_meter: dict[str, Any] | None = None,
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
     """The harness's record (edgeops.hil.harness.run_benchmark) for an artifact of this runtime, measured in a fresh
     process of the runtime's environment."""
-    with tempfile.TemporaryDirectory(prefix=f"edgeops-{name}-bench-") as folder:
-        folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix=f"edgeops-{name}-bench-") as tmp:
+        folder = Path(tmp)
         np.save(folder / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
         if labels is not None:
             np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64), allow_pickle=False)
-        request = {"runtime": name, "artifact": str(artifact), "inputs": str(folder / "inputs.npy"),
-                   "labels": str(folder / "labels.npy") if labels is not None else None, "batch_sizes": batch_sizes,
-                   "threads": threads, "cores": cores, "macs": macs, "max_seconds": max_seconds, "min_runs": min_runs,
-                   "power_meter": power_meter}
+        request = {
+            "runtime": name,
+            "artifact": str(artifact),
+            "inputs": str(folder / "inputs.npy"),
+            "labels": str(folder / "labels.npy") if labels is not None else None,
+            "batch_sizes": batch_sizes,
+            "threads": threads,
+            "cores": cores,
+            "macs": macs,
+            "max_seconds": max_seconds,
+            "min_runs": min_runs,
+            "power_meter": power_meter,
+        }
         return _call(name, "bench", request, folder, timeout_s)

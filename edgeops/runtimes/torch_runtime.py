@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 # One metadata entry holding JSON: safetensors writes its metadata map in hash order, which differs between
 # processes, so two entries made the same artifact's bytes (and sha256) differ from run to run.
 METADATA_KEY = "edgeops"
 
 
-def save_artifact(model, path: Path, precision: str = "fp32") -> None:
+def save_artifact(model: torch.nn.Module, path: Path, precision: str = "fp32") -> None:
     from safetensors.torch import save_file
 
     from edgeops.models import describe_architecture
@@ -26,12 +30,20 @@ def save_artifact(model, path: Path, precision: str = "fp32") -> None:
     if precision == "fp16":
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={METADATA_KEY: json.dumps({"architecture": describe_architecture(model), "precision": precision},
-                                                                  sort_keys=True)})
+    save_file(
+        state,
+        str(path),
+        metadata={
+            METADATA_KEY: json.dumps(
+                {"architecture": describe_architecture(model), "precision": precision}, sort_keys=True
+            )
+        },
+    )
 
 
-def load_artifact(path: str | Path, device: str = "cpu"):
-    """The network, on `device`, in the artifact's precision. Strict loading: a rebuilt shape that differs is an error."""
+def load_artifact(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, torch.dtype]:
+    """The network, on `device`, in the artifact's precision. Strict loading: a rebuilt shape that differs is an
+    error."""
     import torch
     from safetensors.torch import load_file
 
@@ -46,15 +58,17 @@ def load_artifact(path: str | Path, device: str = "cpu"):
     return model.to(device).eval(), (torch.float16 if precision == "fp16" else torch.float32)
 
 
-def read_metadata(path: str | Path) -> dict:
+def read_metadata(path: str | Path) -> dict[str, Any]:
     """The artifact's architecture and precision, or a ValueError naming the file."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if METADATA_KEY not in metadata:
-        raise ValueError(f"{path}: not an edgeops torch artifact (no {METADATA_KEY!r} entry in its safetensors metadata)")
-    return json.loads(metadata[METADATA_KEY])
+        raise ValueError(
+            f"{path}: not an edgeops torch artifact (no {METADATA_KEY!r} entry in its safetensors metadata)"
+        )
+    return cast("dict[str, Any]", json.loads(metadata[METADATA_KEY]))
 
 
 class TorchSession:
@@ -84,10 +98,10 @@ class TorchSession:
         torch = self._torch
         with torch.inference_mode():
             inputs = torch.from_numpy(x).to(self.device, non_blocking=False)
-            return self.model(inputs.to(self.dtype)).float().cpu().numpy()
+            return cast(np.ndarray, self.model(inputs.to(self.dtype)).float().cpu().numpy())
 
     # The harness asks a session for these where they exist: on a GPU, host RSS and a CPU matmul say nothing.
-    def device_facts(self) -> dict:
+    def device_facts(self) -> dict[str, Any]:
         return cuda_facts(self.device) if self.on_gpu else {}
 
     def reset_device_memory(self) -> None:
@@ -124,15 +138,22 @@ class TorchSession:
 
 
 def predict(path: str | Path, x: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Logits on `device` (float64, like compression.onnx_logits)."""
+    """Logits on `device` (float64, like compression.measurement.onnx_logits)."""
     session = TorchSession(str(path), threads=1, device=device)
-    return np.concatenate([session.run(np.ascontiguousarray(x[i:i + 256], dtype=np.float32)) for i in range(0, len(x), 256)]).astype(np.float64)
+    return np.concatenate(
+        [session.run(np.ascontiguousarray(x[i : i + 256], dtype=np.float32)) for i in range(0, len(x), 256)]
+    ).astype(np.float64)
 
 
-def cuda_facts(device: str = "cuda") -> dict:
+def cuda_facts(device: str = "cuda") -> dict[str, Any]:
     """What the harness records about a CUDA device (its name, capability, memory; torch's CUDA version)."""
     import torch
 
     props = torch.cuda.get_device_properties(device)
-    return {"gpu": props.name, "gpu_capability": f"{props.major}.{props.minor}", "gpu_memory_mb": props.total_memory // 2**20,
-            "gpu_multiprocessors": props.multi_processor_count, "cuda_version": torch.version.cuda}
+    return {
+        "gpu": props.name,
+        "gpu_capability": f"{props.major}.{props.minor}",
+        "gpu_memory_mb": props.total_memory // 2**20,
+        "gpu_multiprocessors": props.multi_processor_count,
+        "cuda_version": torch.version.cuda,
+    }

@@ -7,24 +7,37 @@ import json
 from pathlib import Path
 
 import pytest
-
-from conftest import table_declaration, table_frame
+from helpers import table_declaration, table_frame
 
 
 @pytest.mark.slow
-def test_federated_model_flows_through_compression_benchmarks_card_and_registry(project):
+def test_federated_model_flows_through_compression_benchmarks_card_and_registry(project, monkeypatch):
+    """A flow test: seeded noise (test mode only). With 5 simulated clients of 36 rows, the secret DP-FedAvg noise
+    leaves the model near chance: this test's pipeline scored 0.0 and 0.17 against the 0.3 floor in two runs, and 2 of
+    12 draws of train_federated with this federated section on the same table (scaled by hand, not by the pipeline)
+    fell below it. The model's quality is not what this test checks."""
+    monkeypatch.setenv("EDGEOPS_TEST_MODE", "1")
+    monkeypatch.setenv("EDGEOPS_INSECURE_TEST_NOISE_SEED", "federated-pipeline")
     from edgeops.lineage import Lineage
     from pipelines.launch import run_pipelines
 
     project.write_csv(table_frame(300))
     spec = table_declaration("fedtab")
     spec["training"]["mode"] = "federated"
-    spec["training"]["federated"] = {"clients": 5, "rounds": 4, "local_epochs": 1, "learning_rate": 0.1, "min_clients": 3, "alpha": 1.0,
-                                     "clipping_norm": 1.0, "noise_multiplier": 0.8}
+    spec["training"]["federated"] = {
+        "clients": 5,
+        "rounds": 4,
+        "local_epochs": 1,
+        "learning_rate": 0.1,
+        "min_clients": 3,
+        "alpha": 1.0,
+        "clipping_norm": 1.0,
+        "noise_multiplier": 0.8,
+    }
     spec["privacy"]["epsilon"] = 30
     project.declare(spec)
-    report, = run_pipelines(project.settings(), "fedtab")
-    assert report.core_success, report
+    (report,) = run_pipelines(project.settings(), "fedtab")
+    assert report.core_success, report.failures()
 
     settings = project.settings()
     client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client

@@ -16,8 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO, Project, tiny_digits
+from helpers import REPO, Project, tiny_digits
 
 PG_HOST, PG_PORT, RABBIT_PORT = "127.0.0.1", 5432, 5672
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -46,8 +45,12 @@ def require_services() -> None:
     missing = [name for name, port in (("PostgreSQL", PG_PORT), ("RabbitMQ", RABBIT_PORT)) if not reachable(port)]
     if missing:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {', '.join(missing)} not reachable on 127.0.0.1: the scale-out test must run in CI")
-        pytest.skip(f"{', '.join(missing)} not reachable on 127.0.0.1 (this test needs real services; it runs when CI=true)")
+            pytest.fail(
+                f"CI=true but {', '.join(missing)} not reachable on 127.0.0.1: the scale-out test must run in CI"
+            )
+        pytest.skip(
+            f"{', '.join(missing)} not reachable on 127.0.0.1 (this test needs real services; it runs when CI=true)"
+        )
 
 
 def run_admin_sql(statement: str) -> None:
@@ -99,12 +102,22 @@ def outcomes(settings) -> dict:
     dataset = json.loads((assets / "validated_dataset" / "__all__.json").read_text())
     model = json.loads((assets / "dp_model" / "__all__.json").read_text())
     targets = {p.stem: json.loads(p.read_text()) for p in (assets / "compressed_model").glob("*.json")}
-    return {"dataset": dataset["digest"], "splits": {k: v["digest"] for k, v in dataset["splits"].items()},
-            "weights": model["weights_sha256"], "epsilon": round(model["privacy"]["epsilon"], 6), "checks": dataset["checks"],
-            "artifacts": {name: record["sha256"] for name, record in targets.items()}}
+    return {
+        "dataset": dataset["digest"],
+        "splits": {k: v["digest"] for k, v in dataset["splits"].items()},
+        "weights": model["weights_sha256"],
+        "epsilon": round(model["privacy"]["epsilon"], 6),
+        "checks": dataset["checks"],
+        "artifacts": {name: record["sha256"] for name, record in targets.items()},
+    }
 
 
-PIPELINES = ("digits", "digits_b", "digits_c", "digits_d")  # declared before the workers start: they load the code location once
+PIPELINES = (
+    "digits",
+    "digits_b",
+    "digits_c",
+    "digits_d",
+)  # declared before the workers start: they load the code location once
 
 
 @pytest.fixture(scope="module")
@@ -125,25 +138,75 @@ def distributed(tmp_path_factory):
         mlflow_url = create_database(mlflow_db).replace("postgresql://", "postgresql+psycopg2://")
         home = project.root / ".edgeops"
         (home / "dagster").mkdir(parents=True)
-        (home / "dagster" / "dagster.yaml").write_text((REPO / "deploy" / "profiles" / "celery" / "dagster.yaml").read_text())
+        (home / "dagster" / "dagster.yaml").write_text(
+            (REPO / "deploy" / "profiles" / "celery" / "dagster.yaml").read_text()
+        )
         port = free_port()
         artifacts = (project.root / "shared-artifacts").as_uri()
-        env = {**os.environ, "EDGEOPS_ROOT": str(project.root), "EDGEOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-               "EDGEOPS_DAGSTER_PG_URL": dagster_url, "EDGEOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
-               "EDGEOPS_MLFLOW_ARTIFACT_ROOT": artifacts, "EDGEOPS_EXECUTOR": "celery",
-               "EDGEOPS_CELERY_BROKER": f"pyamqp://guest:guest@127.0.0.1:{RABBIT_PORT}//", "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            "EDGEOPS_ROOT": str(project.root),
+            "EDGEOPS_HOME": str(home),
+            "DAGSTER_HOME": str(home / "dagster"),
+            "EDGEOPS_DAGSTER_PG_URL": dagster_url,
+            "EDGEOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+            "EDGEOPS_MLFLOW_ARTIFACT_ROOT": artifacts,
+            "EDGEOPS_EXECUTOR": "celery",
+            "EDGEOPS_CELERY_BROKER": f"pyamqp://guest:guest@127.0.0.1:{RABBIT_PORT}//",
+            "PYTHONPATH": str(REPO),
+            # the comparison below needs identical weights from two runs:
+            # only the test switch's (NOT PRIVATE) noise gives them
+            "EDGEOPS_TEST_MODE": "1",
+            "EDGEOPS_INSECURE_TEST_NOISE_SEED": "scale-out",
+        }
         purge_stale_tasks(env["EDGEOPS_CELERY_BROKER"])
         bin_dir = Path(sys.executable).parent
         logs = project.root / "logs"
         logs.mkdir()
-        mlflow = subprocess.Popen([str(bin_dir / "mlflow"), "server", "--backend-store-uri", mlflow_url, "--default-artifact-root", artifacts,
-                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env=env, cwd=project.root,
-                                  stdout=open(logs / "mlflow.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        mlflow = subprocess.Popen(
+            [
+                str(bin_dir / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                mlflow_url,
+                "--default-artifact-root",
+                artifacts,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            cwd=project.root,
+            stdout=open(logs / "mlflow.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         processes.append(mlflow)
         for index in (1, 2):
-            processes.append(subprocess.Popen([str(bin_dir / "celery"), "-A", "dagster_celery.app", "worker", "--concurrency", "1",
-                                               "-n", f"edgeops{index}-{suffix}@%h", "-l", "warning"], env=env, cwd=REPO,
-                                              stdout=open(logs / f"worker{index}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "celery"),
+                        "-A",
+                        "dagster_celery.app",
+                        "worker",
+                        "--concurrency",
+                        "1",
+                        "-n",
+                        f"edgeops{index}-{suffix}@%h",
+                        "-l",
+                        "warning",
+                    ],
+                    env=env,
+                    cwd=REPO,
+                    stdout=open(logs / f"worker{index}.log", "w"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         wait_http(f"http://127.0.0.1:{port}/health", 120, mlflow)
         for key, value in env.items():
             if key.startswith(("EDGEOPS_", "DAGSTER_")):
@@ -169,8 +232,13 @@ def test_postgres_celery_profile_matches_the_embedded_run(distributed, tmp_path,
 
     project, env, logs = distributed
     with monkeypatch.context() as embedded_env:  # the embedded run: sqlite, in-process, its own folder
-        for key in ("EDGEOPS_DAGSTER_PG_URL", "EDGEOPS_MLFLOW_TRACKING_URI", "EDGEOPS_MLFLOW_ARTIFACT_ROOT", "EDGEOPS_EXECUTOR",
-                    "EDGEOPS_CELERY_BROKER"):
+        for key in (
+            "EDGEOPS_DAGSTER_PG_URL",
+            "EDGEOPS_MLFLOW_TRACKING_URI",
+            "EDGEOPS_MLFLOW_ARTIFACT_ROOT",
+            "EDGEOPS_EXECUTOR",
+            "EDGEOPS_CELERY_BROKER",
+        ):
             embedded_env.delenv(key, raising=False)
         embedded = Project(tmp_path / "embedded", embedded_env)
         embedded.declare(tiny_digits())
@@ -185,19 +253,24 @@ def test_postgres_celery_profile_matches_the_embedded_run(distributed, tmp_path,
     started = time.perf_counter()
     reports = run_pipelines(project.settings(), "digits")
     distributed_seconds = time.perf_counter() - started
-    assert all(r.core_success for r in reports), [r.runs for r in reports] + [(logs / "worker1.log").read_text()[-2000:]]
+    assert all(r.core_success for r in reports), [r.runs for r in reports] + [
+        (logs / "worker1.log").read_text()[-2000:]
+    ]
     got = outcomes(project.settings())
     assert got == expected
     client = Lineage(env["EDGEOPS_MLFLOW_TRACKING_URI"], env["EDGEOPS_MLFLOW_ARTIFACT_ROOT"]).client
     runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id], max_results=200)
-    assert runs and all(r.info.status == "FINISHED" for r in runs if r.data.tags.get("edgeops.stage") not in {"compressed_model"})
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
     from dagster import DagsterInstance
 
     instance = DagsterInstance.get()
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     worker_steps = [(logs / f"worker{i}.log").read_text().count("STEP_SUCCESS") for i in (1, 2)]
     assert all(count > 0 for count in worker_steps), f"both celery workers must execute steps: {worker_steps}"
-    print(f"embedded {embedded_seconds:.1f} s, postgres+celery {distributed_seconds:.1f} s, steps per worker {worker_steps}")
+    print(
+        f"embedded {embedded_seconds:.1f} s, postgres+celery {distributed_seconds:.1f} s, steps per worker "
+        f"{worker_steps}"
+    )
 
 
 def test_three_pipelines_materializing_at_once_leave_a_consistent_registry(distributed):
@@ -206,11 +279,19 @@ def test_three_pipelines_materializing_at_once_leave_a_consistent_registry(distr
     from edgeops.lineage import Lineage
     from edgeops.spec import load_declaration
 
-    project, env, logs = distributed
+    project, env, _logs = distributed
     names = PIPELINES[1:]
-    launched = {name: subprocess.Popen([str(Path(sys.executable).parent / "edgeops"), "run", "--pipeline", name, "--no-progress"],
-                                       env=env, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                for name in names}
+    launched = {
+        name: subprocess.Popen(
+            [str(Path(sys.executable).parent / "edgeops"), "run", "--pipeline", name, "--no-progress"],
+            env=env,
+            cwd=project.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in names
+    }
     outputs = {name: process.communicate(timeout=1500)[0] for name, process in launched.items()}
     assert all(process.returncode == 0 for process in launched.values()), {n: o[-2500:] for n, o in outputs.items()}
 
@@ -220,16 +301,28 @@ def test_three_pipelines_materializing_at_once_leave_a_consistent_registry(distr
         experiment = client.get_experiment_by_name(name)
         for target in declaration.spec.targets:
             versions = client.search_model_versions(f"name = '{name}-{target.name}'")
-            assert len(versions) == 1, (name, target.name, [v.version for v in versions])  # one run, one version, none lost or doubled
+            assert len(versions) == 1, (
+                name,
+                target.name,
+                [v.version for v in versions],
+            )  # one run, one version, none lost or doubled
             version = versions[0]
-            assert version.tags["edgeops.spec_sha256"] == declaration.sha256  # its own pipeline's declaration, not a neighbour's
+            assert (
+                version.tags["edgeops.spec_sha256"] == declaration.sha256
+            )  # its own pipeline's declaration, not a neighbour's
             assert client.get_run(version.run_id).info.experiment_id == experiment.experiment_id
             assert client.get_run(version.run_id).data.tags["edgeops.pipeline"] == name
-        open_runs = [r.info.run_name for r in client.search_runs([experiment.experiment_id], max_results=500)
-                     if r.info.status != "FINISHED" and r.data.tags.get("edgeops.stage") != "compressed_model"]
+        open_runs = [
+            r.info.run_name
+            for r in client.search_runs([experiment.experiment_id], max_results=500)
+            if r.info.status != "FINISHED"
+        ]
         assert open_runs == [], (name, open_runs)
-        # Each pipeline's own ledger holds its own charges: DP-SGD, the baseline, the MCU target's DP fine-tuning; each once.
-        ledger = ledger_for(project.settings().pipeline_dir(name), declaration.spec.privacy.epsilon, declaration.spec.privacy.delta)
+        # Each pipeline's own ledger holds its own charges: DP-SGD, the baseline, the MCU target's DP fine-tuning;
+        # each once.
+        ledger = ledger_for(
+            project.settings().pipeline_dir(name), declaration.spec.privacy.epsilon, declaration.spec.privacy.delta
+        )
         charges = [e.mechanism for e in ledger.entries()]
         assert len(charges) == len(set(e.charge_key for e in ledger.entries())) >= 3, charges
         assert ledger.spent()[0] <= declaration.spec.privacy.epsilon

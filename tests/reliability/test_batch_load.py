@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 import numpy as np
 import pandas as pd
-
-from conftest import tiny_digits
+from helpers import tiny_digits
 
 
 def test_two_hundred_batches_at_once_are_each_requested_exactly_once(project):

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import stop_process_group, table_declaration, table_frame
+from helpers import stop_process_group, table_declaration, table_frame
 
 BIN = Path(sys.executable).parent
 
@@ -29,9 +28,25 @@ def free_port() -> int:
 def start_server(store: Path, port: int) -> subprocess.Popen:
     import httpx
 
-    server = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                               "--default-artifact-root", (store / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--default-artifact-root",
+            (store / "artifacts").as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -58,11 +73,23 @@ def test_tracking_server_stopping_mid_run_fails_clearly_and_a_rerun_completes(pr
     store, port = tmp_path / "mlflow-server", free_port()
     store.mkdir()
     settings = project.settings()
-    env = {**os.environ, "EDGEOPS_ROOT": str(project.root), "EDGEOPS_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home),
-           "EDGEOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "EDGEOPS_MLFLOW_ARTIFACT_ROOT": (store / "artifacts").as_uri()}
+    env = {
+        **os.environ,
+        "EDGEOPS_ROOT": str(project.root),
+        "EDGEOPS_HOME": str(settings.home),
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "EDGEOPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+        "EDGEOPS_MLFLOW_ARTIFACT_ROOT": (store / "artifacts").as_uri(),
+    }
     server = start_server(store, port)
-    run = subprocess.Popen([str(BIN / "edgeops"), "run", "--no-progress"], cwd=project.root, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [str(BIN / "edgeops"), "run", "--no-progress"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 300
         while not stage_running(store, "dp_model"):
@@ -80,16 +107,28 @@ def test_tracking_server_stopping_mid_run_fails_clearly_and_a_rerun_completes(pr
     assert run.returncode == 1, output[-3000:]
     assert f"MLflow tracking server at http://127.0.0.1:{port} is unreachable" in output, output[-3000:]
     assert "any it registered is complete" in output
-    assert waited < 120, f"the run took {waited:.0f} s to give up"  # bounded retries, not MLflow's default minutes of backoff
+    assert waited < 120, (
+        f"the run took {waited:.0f} s to give up"
+    )  # bounded retries, not MLflow's default minutes of backoff
 
     server = start_server(store, port)  # back, on the same store
     try:
         with sqlite3.connect(store / "mlflow.db") as db:
             versions = db.execute("select name, version from model_versions").fetchall()
-            tagged = {(n, v) for n, v, k in db.execute("select name, version, key from model_version_tags") if k == "edgeops.sha256"}
+            tagged = {
+                (n, v)
+                for n, v, k in db.execute("select name, version, key from model_version_tags")
+                if k == "edgeops.sha256"
+            }
         assert set(versions) <= tagged, (versions, tagged)  # whatever exists is whole
-        rerun = subprocess.run([str(BIN / "edgeops"), "run", "--no-progress"], cwd=project.root, env=env, capture_output=True, text=True,
-                               timeout=600)
+        rerun = subprocess.run(
+            [str(BIN / "edgeops"), "run", "--no-progress"],
+            cwd=project.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
     finally:
         stop_process_group(server, signal.SIGTERM)

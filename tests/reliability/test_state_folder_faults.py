@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import Project, table_declaration, table_frame
+from helpers import Project, table_declaration, table_frame
 
 EDGEOPS = str(Path(sys.executable).parent / "edgeops")
 
@@ -43,7 +42,9 @@ def small_disk(tmp_path):
     def mount(size_mb: int) -> Path:
         point = tmp_path / f"disk{len(mounts)}"
         point.mkdir()
-        completed = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(point)], capture_output=True, text=True)
+        completed = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(point)], capture_output=True, text=True
+        )
         if completed.returncode != 0 and os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the state-folder fault tests: mount tmpfs failed: {completed.stderr}")
         if completed.returncode != 0:
@@ -57,10 +58,21 @@ def small_disk(tmp_path):
 
 
 def edgeops_run(project: Project, home: Path, *prefix: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    variables = {**os.environ, "EDGEOPS_ROOT": str(project.root), "EDGEOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-                 **(env or {})}
-    return subprocess.run([*prefix, EDGEOPS, "run", "--no-progress"], cwd=project.root, env=variables, capture_output=True, text=True,
-                          timeout=600)
+    variables = {
+        **os.environ,
+        "EDGEOPS_ROOT": str(project.root),
+        "EDGEOPS_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [*prefix, EDGEOPS, "run", "--no-progress"],
+        cwd=project.root,
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def table_project(project: Project) -> Project:
@@ -74,7 +86,11 @@ def test_a_state_folder_this_user_cannot_write_is_named_before_anything_runs(pro
     table_project(project)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    no_override = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search")
+    no_override = (
+        "setpriv",
+        "--bounding-set=-dac_override,-dac_read_search",
+        "--inh-caps=-dac_override,-dac_read_search",
+    )
     completed = edgeops_run(project, locked / "state", *no_override)
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert f"state folder {locked / 'state'} is not writable by uid 0: Permission denied" in completed.stderr
@@ -92,7 +108,11 @@ def test_a_full_disk_is_named_before_anything_runs(project, small_disk):
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def registered_versions(home: Path) -> list[tuple[str, str, str]]:
@@ -126,7 +146,9 @@ def test_a_disk_that_fills_mid_run_keeps_the_last_good_results_and_a_rerun_compl
     assert f"the filesystem of the state folder {home} filled up during the run" in filled.stderr
 
     assert fingerprint(cards) == good_cards  # no card replaced or half-written
-    assert {k: v for k, v in fingerprint(home / "pipelines" / "tabular" / "models").items() if k in good_models} == good_models
+    assert {
+        k: v for k, v in fingerprint(home / "pipelines" / "tabular" / "models").items() if k in good_models
+    } == good_models
     assert set(good_versions) <= set(registered_versions(home))  # every earlier version still registered, same source
 
     ballast.unlink()
@@ -134,4 +156,6 @@ def test_a_disk_that_fills_mid_run_keeps_the_last_good_results_and_a_rerun_compl
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     card_folders_before = {Path(k).parts[0] for k in good_cards}
     card_folders_after = {p.name for p in cards.iterdir() if p.is_dir()}
-    assert card_folders_before < card_folders_after and len(card_folders_after - card_folders_before) == 1  # the new version's card
+    assert (
+        card_folders_before < card_folders_after and len(card_folders_after - card_folders_before) == 1
+    )  # the new version's card

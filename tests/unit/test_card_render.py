@@ -5,52 +5,19 @@ is checked in tests/ui/test_browser.py."""
 from __future__ import annotations
 
 import copy
-import json
 import re
-from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
+from helpers import TABLE_CARD, visible
 
-from edgeops.cards.render import lineage_rows, review_state, target_outcome, to_html, to_markdown
-
-CARD = json.loads((Path(__file__).parent / "data" / "card_tabular.json").read_text())
-
-
-class _Text(HTMLParser):
-    """Visible text, and every URL the page would load by itself (src, link href, CSS url())."""
-
-    def __init__(self):
-        super().__init__()
-        self.parts, self.loads, self._skip = [], [], False
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self._skip = tag in ("style", "script")
-        if tag == "script":
-            self.loads.append("script")
-        if attrs.get("src"):
-            self.loads.append(attrs["src"])
-        if tag == "link" and attrs.get("href"):
-            self.loads.append(attrs["href"])
-
-    def handle_endtag(self, tag):
-        self._skip = False
-
-    def handle_data(self, data):
-        if not self._skip:
-            self.parts.append(data)
-
-
-def visible(html: str) -> tuple[str, list[str]]:
-    parser = _Text()
-    parser.feed(html)
-    return " ".join(" ".join(parser.parts).split()), parser.loads
+from edgeops.cards.html_page import review_state, target_outcome, to_html
+from edgeops.cards.markdown import to_markdown
+from edgeops.cards.render import lineage_rows
 
 
 @pytest.fixture
 def card():
-    return copy.deepcopy(CARD)
+    return copy.deepcopy(TABLE_CARD)
 
 
 def test_no_markdown_syntax_and_no_empty_out_of_scope(card):
@@ -60,13 +27,13 @@ def test_no_markdown_syntax_and_no_empty_out_of_scope(card):
     card["intended_use"]["out_of_scope"] = ["medical diagnosis"]
     text, _ = visible(to_html(card, None))
     assert "Out of scope: medical diagnosis" in text
-    markdown = to_markdown(CARD)
+    markdown = to_markdown(TABLE_CARD)
     assert "Out of scope:" not in markdown and "```json" not in markdown
 
 
 def test_summary_comes_first_and_states_purpose_guarantee_outcomes_and_review(card):
     html = to_html(card, None)
-    summary = html[html.index('id="summary"'):html.index("</section>")]
+    summary = html[html.index('id="summary"') : html.index("</section>")]
     text, _ = visible(summary)
     assert html.index('id="summary"') < html.index('id="privacy"')
     assert card["model_details"]["overview"] in text and "Intended use: Classify the test sensor" in text
@@ -92,8 +59,16 @@ def test_target_outcome_keeps_not_measured_apart_from_passed_and_failed(card):
 
 def test_review_state_follows_the_signed_history(card):
     assert review_state(card, [])["status"] == "pending"
-    history = [{"kind": "review", "decision": "reject", "reviewer": "a@x"}, {"kind": "review", "decision": "approve", "reviewer": "b@x",
-                                                                             "at": "2026-12-01T10:00:00+00:00", "comment": "numbers checked"}]
+    history = [
+        {"kind": "review", "decision": "reject", "reviewer": "a@x"},
+        {
+            "kind": "review",
+            "decision": "approve",
+            "reviewer": "b@x",
+            "at": "2026-12-01T10:00:00+00:00",
+            "comment": "numbers checked",
+        },
+    ]
     state = review_state(card, history)
     assert state["status"] == "approved" and state["reviewer"] == "b@x"
     text, _ = visible(to_html(card, None, history))
@@ -105,7 +80,12 @@ def test_lineage_is_a_table_of_digests_with_the_chain_drawn_and_links_only_when_
     text, loads = visible(html)
     assert all(url.startswith("data:") for url in loads), loads  # nothing fetched: the chart is inline
     lineage = card["lineage"]
-    for digest in (lineage["spec_sha256"], lineage["weights_sha256"], *lineage["dataset_digests"].values(), *lineage["artifact_sha256"].values()):
+    for digest in (
+        lineage["spec_sha256"],
+        lineage["weights_sha256"],
+        *lineage["dataset_digests"].values(),
+        *lineage["artifact_sha256"].values(),
+    ):
         assert digest in text
     assert "{" not in text.split("Lineage", 1)[-1].split("Evidence manifest")[0]  # no JSON dump
     assert html.count('<svg class="chain"') == 1 and html.count("<rect") >= 4 + 2 * len(card["targets"])
@@ -113,11 +93,20 @@ def test_lineage_is_a_table_of_digests_with_the_chain_drawn_and_links_only_when_
     registered = lineage["registered_models"]["cpu_float"]
     assert f'href="http://127.0.0.1:5000/#/models/{registered["name"]}/versions/{registered["version"]}"' in html
     rows = lineage_rows(card, None)
-    assert {what for what, *_ in rows} >= {"declaration", "dataset: train", "dataset: test", "DP model weights", "registered version (cpu_float)"}
+    assert {what for what, *_ in rows} >= {
+        "declaration",
+        "dataset: train",
+        "dataset: test",
+        "DP model weights",
+        "registered version (cpu_float)",
+    }
 
 
 def test_a_section_added_to_the_card_data_is_rendered_without_renderer_changes(card):
-    card["audit"] = {"auditor": "ext-audit@example.com", "findings": [{"id": "F-1", "severity": "low", "text": "calibration"}]}
+    card["audit"] = {
+        "auditor": "ext-audit@example.com",
+        "findings": [{"id": "F-1", "severity": "low", "text": "calibration"}],
+    }
     card["privacy"]["ledger"] = {"spent_epsilon": 5.0, "remaining_epsilon": 15.0}
     text, _ = visible(to_html(card, None))
     assert "Audit" in text and "ext-audit@example.com" in text and "F-1 low calibration" in text
@@ -125,8 +114,8 @@ def test_a_section_added_to_the_card_data_is_rendered_without_renderer_changes(c
 
 
 def test_print_css_keeps_rows_whole_and_the_summary_on_its_own_page():
-    from edgeops.cards.render import STYLE
+    from edgeops.cards.html_page import STYLE
 
-    print_rules = STYLE[STYLE.index("@media print"):]
+    print_rules = STYLE[STYLE.index("@media print") :]
     assert re.search(r"tr[^{]*\{[^}]*break-inside:avoid", print_rules)
     assert "thead{display:table-header-group}" in print_rules and re.search(r"\.summary\{break-after:page", print_rules)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import yaml
+from helpers import REPO, digits_declaration
 
-from conftest import REPO, digits_declaration
-from edgeops.cards.build import CardError, classify_nist, load_attestations, load_catalogue, load_rules
+from edgeops.cards.nist import classify_nist, load_attestations, load_catalogue, load_rules
+from edgeops.errors import CardError
+from edgeops.resources import MAPPING, read_card_file
 from edgeops.signing import SigningError, sign, signing_key, verify_signature
 from edgeops.spec import load_declaration
 
@@ -16,13 +16,15 @@ from edgeops.spec import load_declaration
 def test_catalogue_has_72_subcategories_with_official_statements():
     catalogue = load_catalogue(REPO / "model_cards")
     assert len(catalogue) == 72 and len({s["id"] for s in catalogue}) == 72
-    assert next(s for s in catalogue if s["id"] == "MEASURE 2.10")["statement"].startswith("Privacy risk of the AI system")
+    assert next(s for s in catalogue if s["id"] == "MEASURE 2.10")["statement"].startswith(
+        "Privacy risk of the AI system"
+    )
 
 
 def test_unknown_subcategory_in_the_mapping_is_refused(tmp_path):
-    cards = tmp_path / "model_cards"
-    shutil.copytree(REPO / "model_cards", cards, ignore=shutil.ignore_patterns("generated"))
-    rules = yaml.safe_load((cards / "nist_mapping.yaml").read_text())
+    cards = tmp_path / "model_cards"  # a project's own mapping rules override the packaged ones
+    cards.mkdir()
+    rules = yaml.safe_load(read_card_file(MAPPING))
     rules["rules"]["MEASURE 9.9"] = {"evidence": ["targets"], "max": "partial", "why": "x"}
     (cards / "nist_mapping.yaml").write_text(yaml.safe_dump(rules))
     with pytest.raises(CardError, match=r"unknown NIST AI RMF subcategory id\(s\) \['MEASURE 9.9'\]"):
@@ -30,15 +32,32 @@ def test_unknown_subcategory_in_the_mapping_is_refused(tmp_path):
 
 
 def test_classification_follows_evidence_and_never_leaves_one_out():
-    card = {"privacy": {"dp_statement": {"x": 1}, "rederivation": {"passed": True}, "membership_inference": {"auc": 0.5}, "ledger": {"a": 1}},
-            "model_details": {"pretrained_base": "none"}}
+    card = {
+        "privacy": {
+            "dp_statement": {"x": 1},
+            "rederivation": {"passed": True},
+            "canary_audit": {"consistent": True},
+            "ledger": {"a": 1},
+        },
+        "model_details": {"pretrained_base": "none"},
+    }
     items = {i["id"]: i for i in classify_nist(card, REPO / "model_cards", [])}
     assert len(items) == 72
     assert items["MEASURE 2.10"]["classification"] == "supported"
     assert items["MANAGE 3.2"]["classification"] == "not_applicable"
     assert items["MEASURE 2.11"]["classification"] == "attestation"  # no per-class evidence in this card
     card["privacy"]["rederivation"]["passed"] = False
-    assert {i["id"]: i for i in classify_nist(card, REPO / "model_cards", [])}["MEASURE 2.10"]["classification"] == "partial"
+    assert {i["id"]: i for i in classify_nist(card, REPO / "model_cards", [])}["MEASURE 2.10"][
+        "classification"
+    ] == "partial"
+    card["privacy"]["rederivation"]["passed"] = True
+    card["privacy"]["canary_audit"] = {
+        "outcome": "underpowered",
+        "consistent": False,
+    }  # an audit that could not fail is no support
+    assert {i["id"]: i for i in classify_nist(card, REPO / "model_cards", [])}["MEASURE 2.10"][
+        "classification"
+    ] == "partial"
 
 
 def attested_declaration(project, entries):
@@ -49,23 +68,36 @@ def attested_declaration(project, entries):
 
 
 def test_attestation_without_signer_is_refused(project):
-    declaration = attested_declaration(project, [{"subcategory": "GOVERN 1.1", "role": "DPO", "date": "2026-11-01", "statement": "reviewed"}])
+    declaration = attested_declaration(
+        project, [{"subcategory": "GOVERN 1.1", "role": "DPO", "date": "2026-11-01", "statement": "reviewed"}]
+    )
     with pytest.raises(CardError, match=r"attestations.0.signer is missing"):
         load_attestations(declaration, {s["id"] for s in load_catalogue(REPO / "model_cards")})
 
 
 def test_attestation_for_an_unknown_subcategory_is_refused(project):
-    declaration = attested_declaration(project, [{"subcategory": "GOVERN 42.0", "signer": "A", "role": "DPO", "date": "2026-11-01", "statement": "s"}])
+    declaration = attested_declaration(
+        project, [{"subcategory": "GOVERN 42.0", "signer": "A", "role": "DPO", "date": "2026-11-01", "statement": "s"}]
+    )
     with pytest.raises(CardError, match="is not a NIST AI RMF 1.0 subcategory"):
         load_attestations(declaration, {s["id"] for s in load_catalogue(REPO / "model_cards")})
 
 
 def test_attestations_are_shown_on_their_subcategory(project):
-    entry = {"subcategory": "GOVERN 1.1", "signer": "Ada Lovelace", "role": "DPO", "date": "2026-11-01", "statement": "legal review done"}
+    entry = {
+        "subcategory": "GOVERN 1.1",
+        "signer": "Ada Lovelace",
+        "role": "DPO",
+        "date": "2026-11-01",
+        "statement": "legal review done",
+    }
     declaration = attested_declaration(project, [entry])
     attestations = load_attestations(declaration, {s["id"] for s in load_catalogue(REPO / "model_cards")})
     items = {i["id"]: i for i in classify_nist({}, REPO / "model_cards", attestations)}
-    assert items["GOVERN 1.1"]["classification"] == "attestation" and items["GOVERN 1.1"]["attestations"][0]["signer"] == "Ada Lovelace"
+    assert (
+        items["GOVERN 1.1"]["classification"] == "attestation"
+        and items["GOVERN 1.1"]["attestations"][0]["signer"] == "Ada Lovelace"
+    )
 
 
 def test_malformed_signing_key_is_a_clear_error(tmp_path, monkeypatch):
@@ -86,14 +118,34 @@ def test_generated_key_is_private_and_signatures_detect_changes(tmp_path, monkey
 
 
 def test_drift_status_counts_only_this_versions_reports():
-    from edgeops.cards.build import drift_status
+    from edgeops.cards.sections import drift_status
 
     mine, other = "a" * 64, "b" * 64
-    reports = [{"key": "b1", "status": "checked", "drift_detected": False, "model_weights_sha256": mine, "mlflow_run_id": "r1"},
-               {"key": "b2", "status": "checked", "drift_detected": True, "model_weights_sha256": mine, "mlflow_run_id": "r2"},
-               {"key": "b3", "status": "checked", "drift_detected": True, "model_weights_sha256": other, "mlflow_run_id": "r3"},
-               {"key": "bad", "status": "quarantined", "drift_detected": None}]
+    reports = [
+        {
+            "key": "b1",
+            "status": "checked",
+            "drift_detected": False,
+            "model_weights_sha256": mine,
+            "mlflow_run_id": "r1",
+        },
+        {"key": "b2", "status": "checked", "drift_detected": True, "model_weights_sha256": mine, "mlflow_run_id": "r2"},
+        {
+            "key": "b3",
+            "status": "checked",
+            "drift_detected": True,
+            "model_weights_sha256": other,
+            "mlflow_run_id": "r3",
+        },
+        {"key": "bad", "status": "quarantined", "drift_detected": None},
+    ]
     status = drift_status(reports, mine)
-    assert status == {**status, "status": "drift detected", "batches_checked": 2, "batches_with_drift": ["b2"], "batches_quarantined": ["bad"]}
+    assert status == {
+        **status,
+        "status": "drift detected",
+        "batches_checked": 2,
+        "batches_with_drift": ["b2"],
+        "batches_quarantined": ["bad"],
+    }
     assert drift_status([reports[0]], mine)["status"] == "no drift"
     assert drift_status([], mine)["status"] is None

@@ -5,22 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import NullRun, table_declaration, table_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import table_declaration, table_frame
 from edgeops.data import frame_digest, ingest, load_source, split_frame
 from edgeops.errors import DataError
 from edgeops.spec import load_declaration
 from edgeops.validation import check_duplicates, check_leakage, check_poisoning, check_schema, run_check, suspect_labels
-
-
-class NullRun:
-    """Stands in for an MLflow run where a unit test only needs the stage's return value."""
-
-    def log_params(self, *_): ...
-    def log_metrics(self, *_, **__): ...
-    def set_tags(self, *_): ...
 
 
 def declared(project, frame: pd.DataFrame | None = None, **changes):
@@ -45,7 +37,9 @@ def test_split_is_seeded_stratified_and_digested(project):
     first = split_frame(load_source(declaration), declaration.spec.dataset)[0]
     second = split_frame(load_source(declaration), declaration.spec.dataset)[0]
     for name in first:
-        assert frame_digest(first[name], ["f0", "f1", "f2", "f3"], "label") == frame_digest(second[name], ["f0", "f1", "f2", "f3"], "label")
+        assert frame_digest(first[name], ["f0", "f1", "f2", "f3"], "label") == frame_digest(
+            second[name], ["f0", "f1", "f2", "f3"], "label"
+        )
     assert set(first["test"]["label"]) == {0, 1, 2}
     assert sum(len(part) for part in first.values()) == 300
 
@@ -81,9 +75,14 @@ def test_non_numeric_values_name_rows_and_column(project):
     assert {(p["row"], p["column"]) for p in outcome.examples} >= {(7, "f1"), (12, "f1")}
 
 
-@pytest.mark.parametrize("bad_value, expectation", [(np.nan, "expect_column_values_to_not_be_null"),
-                                                    (np.inf, "expect_column_values_to_be_between"),
-                                                    (99.0, "expect_column_values_to_be_between")])
+@pytest.mark.parametrize(
+    "bad_value, expectation",
+    [
+        (np.nan, "expect_column_values_to_not_be_null"),
+        (np.inf, "expect_column_values_to_be_between"),
+        (99.0, "expect_column_values_to_be_between"),
+    ],
+)
 def test_nan_inf_and_out_of_bounds_fail_expectations_with_rows(project, bad_value, expectation):
     frame = table_frame()
     frame.loc[5, "f3"] = bad_value
@@ -100,7 +99,9 @@ def test_label_outside_declared_classes(project):
     frame.loc[3, "label"] = 7
     declaration, ref = ingested(project, frame)
     outcome = run_check("expectations", ref, declaration, project.root / ".edgeops" / "gx")
-    assert any(f["expectation"] == "expect_column_values_to_be_in_set" and f["column"] == "label" for f in outcome.examples)
+    assert any(
+        f["expectation"] == "expect_column_values_to_be_in_set" and f["column"] == "label" for f in outcome.examples
+    )
 
 
 def test_empty_file(project):
@@ -145,7 +146,9 @@ def test_rows_duplicated_between_train_and_test_are_leakage(project):
 
 
 def test_duplicates_within_a_split(project):
-    frame = pd.concat([table_frame().iloc[:30], table_frame()], ignore_index=True)  # rows 0-29 repeat as 30-59, all in train
+    frame = pd.concat(
+        [table_frame().iloc[:30], table_frame()], ignore_index=True
+    )  # rows 0-29 repeat as 30-59, all in train
     frame["split"] = ["train"] * 270 + ["validation"] * 30 + ["test"] * 30
     project.write_csv(frame)
     spec = table_declaration()
@@ -174,7 +177,9 @@ def test_suspect_labels_finds_nothing_on_clean_clusters():
     assert len(suspects) == 0
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.binary(max_size=3000))
 def test_fuzz_csv_bytes_only_data_errors_or_problems(project, payload):
     declaration = declared(project)
@@ -197,7 +202,9 @@ def test_image_folder_source_labels_from_subfolders(project):
             pixels = (rng.random((4, 4)) * 100 + (150 if label == "1" else 0)).astype(np.uint8)
             Image.fromarray(pixels, mode="L").save(folder / f"{index}.png")
     spec = table_declaration(name="pictures", source="images:data/images")
-    spec["dataset"].update(kind="image", image_shape=[1, 4, 4], n_features=16, feature_bounds=[0, 255], classes=[0, 1], min_rows=4)
+    spec["dataset"].update(
+        kind="image", image_shape=[1, 4, 4], n_features=16, feature_bounds=[0, 255], classes=[0, 1], min_rows=4
+    )
     spec["model"] = {"family": "cnn", "channels": [4], "hidden": [], "activation": "tanh", "norm": "none"}
     declaration = load_declaration(project.declare(spec))
     data = load_source(declaration)
@@ -212,7 +219,9 @@ def test_image_of_the_wrong_size_is_named(project):
     folder.mkdir(parents=True)
     Image.fromarray(np.zeros((5, 4), dtype=np.uint8), mode="L").save(folder / "odd.png")
     spec = table_declaration(name="pictures", source="images:data/images")
-    spec["dataset"].update(kind="image", image_shape=[1, 4, 4], n_features=16, feature_bounds=[0, 255], classes=[0, 1], min_rows=1)
+    spec["dataset"].update(
+        kind="image", image_shape=[1, 4, 4], n_features=16, feature_bounds=[0, 255], classes=[0, 1], min_rows=1
+    )
     spec["model"] = {"family": "cnn", "channels": [4], "hidden": [], "activation": "tanh", "norm": "none"}
     declaration = load_declaration(_declare_without_suite(project, spec))
     with pytest.raises(DataError, match=r"odd.png: image is 4x5, declared 4x4"):
@@ -222,5 +231,7 @@ def test_image_of_the_wrong_size_is_named(project):
 def _declare_without_suite(project, spec):
     import json
 
-    (project.root / spec["validation"]["expectations"]).write_text(json.dumps({"name": spec["name"], "expectations": []}))
+    (project.root / spec["validation"]["expectations"]).write_text(
+        json.dumps({"name": spec["name"], "expectations": []})
+    )
     return project.declare(spec, suite_from_declaration=False)

@@ -18,13 +18,21 @@ def run(path, x: np.ndarray) -> np.ndarray:
 def scaled_gemm(path, input_width: int, constant: np.ndarray) -> None:
     """y = (x * c) @ W with c a per-feature constant, written the way exporters write it (metadata, defaults)."""
     weight = np.arange(64 * 3, dtype=np.float32).reshape(64, 3) / 100
-    nodes = [helper.make_node("Mul", ["x", "c"], ["scaled"], name="a_long_exporter_name", doc_string="stack trace ..."),
-             helper.make_node("Gemm", ["scaled", "w"], ["y"], alpha=1.0, beta=1.0, transA=0)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", input_width])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
-                              [numpy_helper.from_array(constant, "c"), numpy_helper.from_array(weight, "w")])
+    nodes = [
+        helper.make_node("Mul", ["x", "c"], ["scaled"], name="a_long_exporter_name", doc_string="stack trace ..."),
+        helper.make_node("Gemm", ["scaled", "w"], ["y"], alpha=1.0, beta=1.0, transA=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", input_width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(constant, "c"), numpy_helper.from_array(weight, "w")],
+    )
     graph.metadata_props.add(key="pkg.torch.export.graph_signature", value="x" * 300)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=8)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=8
+    )
     model.metadata_props.add(key="exporter", value="x" * 100)
     onnx.save(model, str(path))
 
@@ -65,9 +73,13 @@ def test_unequal_constants_and_nonzero_zero_points_are_kept(tmp_path):
 
     quantized = tmp_path / "q.onnx"
     nodes = [helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("q", TensorProto.INT8, [4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
-                              [numpy_helper.from_array(np.float32(0.5), "s"), numpy_helper.from_array(np.int8(3), "z")])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("q", TensorProto.INT8, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(np.float32(0.5), "s"), numpy_helper.from_array(np.int8(3), "z")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(quantized))
     strip_for_device(str(quantized))
     assert len(onnx.load(str(quantized)).graph.node[0].input) == 3  # zero point 3 matters

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import table_declaration, tiny_digits, train_dp_model
 
-from conftest import table_declaration, tiny_digits
 from edgeops.errors import SpecError
 from edgeops.ledger import Budget
 from edgeops.spec import load_declaration
@@ -25,26 +25,24 @@ def test_synthetic_digits_are_deterministic_balanced_and_in_the_scan_levels():
 
 
 def test_a_restricted_class_list_draws_only_those_digits():
-    x, y = synthetic_digits(30, seed=0, classes=[3, 8])
+    _x, y = synthetic_digits(30, seed=0, classes=[3, 8])
     assert set(y.tolist()) == {0, 1}  # indices into the declared classes, like the training labels
 
 
 def test_dp_training_starts_from_the_pretrained_weights_records_it_and_charges_only_dp_sgd(project, tmp_path):
-    from test_compression import train_dp_model
-
     spec = tiny_digits()
     spec["training"]["epochs"] = 2
     declaration = load_declaration(project.declare(spec))
     dp_model, ledger = train_dp_model(declaration, tmp_path, Budget(20, 1e-5))
-    pretrain = dp_model["pretrain"]
+    pretrain = dp_model.pretrain
     assert pretrain["source"] == "synthetic_digits" and pretrain["samples"] == spec["training"]["pretrain"]["samples"]
     assert 0.2 < pretrain["test_accuracy_before_dp"] <= 1  # it learned digits from synthetic data alone (chance: 0.1)
     assert "no privacy cost" in pretrain["privacy"]
     assert [e.mechanism for e in ledger.entries()] == ["dp-sgd (opacus)"]
 
-    from edgeops.cards.build import _pretrained_base
+    from edgeops.cards.sections import pretrained_base
 
-    assert "public synthetic digits" in _pretrained_base(dp_model) and "cost no privacy" in _pretrained_base(dp_model)
+    assert "public synthetic digits" in pretrained_base(dp_model) and "cost no privacy" in pretrained_base(dp_model)
 
 
 def test_pretraining_is_reproducible(project):
@@ -52,20 +50,37 @@ def test_pretraining_is_reproducible(project):
 
     declaration = load_declaration(project.declare(tiny_digits()))
     rng = np.random.default_rng(0)
-    fake = TrainingData(*(rng.uniform(0, 16, (20, 64)).astype(np.float32), rng.integers(0, 10, 20)) * 3,
-                        classes=list(range(10)), digest="d", features=[f"pixel_{i}" for i in range(64)])
-    spec = declaration.spec.model_copy(update={"training": declaration.spec.training.model_copy(
-        update={"pretrain": declaration.spec.training.pretrain.model_copy(update={"samples": 300})})})
+    fake = TrainingData(
+        *(rng.uniform(0, 16, (20, 64)).astype(np.float32), rng.integers(0, 10, 20)) * 3,
+        classes=list(range(10)),
+        digest="d",
+        features=[f"pixel_{i}" for i in range(64)],
+    )
+    spec = declaration.spec.model_copy(
+        update={
+            "training": declaration.spec.training.model_copy(
+                update={"pretrain": declaration.spec.training.pretrain.model_copy(update={"samples": 300})}
+            )
+        }
+    )
     first, second = pretrain_on_public(spec, fake)[1], pretrain_on_public(spec, fake)[1]
     assert first["weights_sha256"] == second["weights_sha256"]
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s["training"].update(pretrain={"source": "synthetic_digits"}), r"training\.pretrain\.source: synthetic_digits draws 8x8 digits"),
-    (lambda s: s["targets"][0].update(recipe=[{"step": "int8", "calibration": {"source": "synthetic_digits"}}]),
-     r"targets\.0\.recipe: calibration source synthetic_digits draws 8x8 digits"),
-    (lambda s: s["training"].update(pretrain={"source": "hub:mnist"}), r"training\.pretrain\.source"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda s: s["training"].update(pretrain={"source": "synthetic_digits"}),
+            r"training\.pretrain\.source: synthetic_digits draws 8x8 digits",
+        ),
+        (
+            lambda s: s["targets"][0].update(recipe=[{"step": "int8", "calibration": {"source": "synthetic_digits"}}]),
+            r"targets\.0\.recipe: calibration source synthetic_digits draws 8x8 digits",
+        ),
+        (lambda s: s["training"].update(pretrain={"source": "hub:mnist"}), r"training\.pretrain\.source"),
+    ],
+)
 def test_synthetic_digits_are_refused_for_a_table(project, change, message):
     spec = table_declaration()
     change(spec)

@@ -28,13 +28,14 @@ def test_a_failing_listener_is_dropped_and_the_work_goes_on():
 
 def test_dp_training_epochs_are_reported(monkeypatch):
     """The real DP-SGD loop reports every epoch with its epsilon so far."""
-    from conftest import Project, table_declaration, table_frame
+    import tempfile
+    from pathlib import Path
+
+    from helpers import NullRun, Project, table_declaration, table_frame
+
     from edgeops.data import ingest
     from edgeops.spec import load_declaration
     from edgeops.training import TrainingData, plan_dp_training, train_dp
-    from test_data_validation import NullRun
-    import tempfile
-    from pathlib import Path
 
     root = Path(tempfile.mkdtemp())
     project = Project(root / "p", monkeypatch)
@@ -46,7 +47,9 @@ def test_dp_training_epochs_are_reported(monkeypatch):
     with progress.listening(lambda *report: seen.append(report)):
         train_dp(declaration.spec, data, plan_dp_training(declaration.spec, data), root / "train")
     epochs = declaration.spec.training.epochs
-    assert [(task, done, total) for task, done, total, _ in seen] == [("DP-SGD training", e, epochs) for e in range(1, epochs + 1)]
+    assert [(task, done, total) for task, done, total, _ in seen] == [
+        ("DP-SGD training", e, epochs) for e in range(1, epochs + 1)
+    ]
     assert all("eps" in detail for *_, detail in seen)
 
 

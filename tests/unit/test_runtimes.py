@@ -8,33 +8,40 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import needs_runtime, tiny_digits, trained_tiny_digits
 
-from conftest import needs_runtime, tiny_digits
 from edgeops import runtimes
 from edgeops.compression import budget_outcomes, build_target
 from edgeops.errors import SpecError
-from edgeops.ledger import Budget
 from edgeops.spec import TargetSpec, load_declaration
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small DP CNN on the digits (the default family: conv, pool, reshape), trained once for the module."""
-    from test_compression import trained_tiny_digits
-
     yield from trained_tiny_digits(tmp_path_factory, "runtimes")
 
 
 def target(name: str, runtime: str, recipe: list | None = None) -> TargetSpec:
-    return TargetSpec.model_validate({"name": name, "runtime": runtime, "device": "local_cpu", "recipe": recipe or [],
-                                      "budgets": {"max_accuracy_drop_points": 1.0}, "batch_sizes": [1, 32]})
+    return TargetSpec.model_validate(
+        {
+            "name": name,
+            "runtime": runtime,
+            "device": "local_cpu",
+            "recipe": recipe or [],
+            "budgets": {"max_accuracy_drop_points": 1.0},
+            "batch_sizes": [1, 32],
+        }
+    )
 
 
 @pytest.mark.parametrize("runtime, suffix, magic", [("executorch", ".pte", b"ET"), ("litert", ".tflite", b"TFL3")])
 def test_float_target_converts_and_matches_the_dp_model_on_its_own_runtime(trained, runtime, suffix, magic):
     needs_runtime(runtime)
     declaration, dp_model, _, root = trained
-    record = build_target(declaration, target(f"{runtime}_float", runtime), dp_model, root / f"{runtime}_float")
+    record = build_target(
+        declaration, target(f"{runtime}_float", runtime), dp_model.to_json(), root / f"{runtime}_float"
+    )
     artifact = record["artifact_path"]
     assert artifact.endswith(suffix) and magic in open(artifact, "rb").read(16)
     assert record["runtime"] == runtime and record["notes"]["delegate"] == "XNNPACK delegate"
@@ -50,8 +57,13 @@ def test_pruned_executorch_target_is_rebuilt_from_its_pruned_architecture(traine
     needs_runtime("executorch")
     declaration, dp_model, ledger, root = trained
     spent = ledger.spent()[0]
-    record = build_target(declaration, target("et_pruned", "executorch", [{"step": "prune", "ratio": 0.5}]), dp_model, root / "et_pruned")
-    assert record["parameters"] < 0.6 * dp_model["parameters"]  # channels really removed, and the .pte carries them
+    record = build_target(
+        declaration,
+        target("et_pruned", "executorch", [{"step": "prune", "ratio": 0.5}]),
+        dp_model.to_json(),
+        root / "et_pruned",
+    )
+    assert record["parameters"] < 0.6 * dp_model.parameters  # channels really removed, and the .pte carries them
     assert record["parity_reference"] == "pruned_float.onnx" and record["parity_relative"] < 1e-4
     assert ledger.spent()[0] == spent  # pruning without fine-tuning is post-processing: free
 
@@ -59,13 +71,21 @@ def test_pruned_executorch_target_is_rebuilt_from_its_pruned_architecture(traine
 def test_benchmark_runs_in_the_tool_environment_and_says_which_batches_it_cannot_take(trained):
     needs_runtime("litert")
     declaration, dp_model, _, root = trained
-    record = build_target(declaration, target("lt", "litert"), dp_model, root / "lt_bench")
+    record = build_target(declaration, target("lt", "litert"), dp_model.to_json(), root / "lt_bench")
     x = np.random.default_rng(0).uniform(0, 16, (40, 64)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 10, 40)
-    result = runtimes.benchmark("litert", record["artifact_path"], x, y, [1, 32], max_seconds=0.5, min_runs=50)
+    result = runtimes.benchmark(
+        "litert", record["artifact_path"], x, y, batch_sizes=[1, 32], max_seconds=0.5, min_runs=50
+    )
     assert result["device"]["runtime"] == "litert" and result["device"]["provider"] == "XNNPACK delegate"
-    assert result["latency"]["1"]["runs"] >= 50 and result["latency"]["1"]["p99_ms"] >= result["latency"]["1"]["p50_ms"] > 0
-    assert result["latency"]["32"] == {"measured": False, "reason": "the litert artifact takes at most 1 rows per call (static shape)"}
+    assert (
+        result["latency"]["1"]["runs"] >= 50
+        and result["latency"]["1"]["p99_ms"] >= result["latency"]["1"]["p50_ms"] > 0
+    )
+    assert result["latency"]["32"] == {
+        "measured": False,
+        "reason": "the litert artifact takes at most 1 rows per call (static shape)",
+    }
     assert result["accuracy_on_device"] is not None and result["peak_rss_beyond_baseline_kb"] >= 0
 
 
@@ -74,8 +94,10 @@ def test_a_runtime_that_is_not_installed_is_an_install_hint_and_spends_nothing(t
     monkeypatch.setenv("EDGEOPS_RUNTIMES_DIR", str(tmp_path / "none"))
     spent = ledger.spent()[0]
     pruned = target("et", "executorch", [{"step": "prune", "ratio": 0.25, "finetune": {"epsilon": 0.5, "epochs": 1}}])
-    with pytest.raises(runtimes.RuntimeNotInstalled, match=r"runtime 'executorch' .* is not installed: run `make runtimes`"):
-        build_target(declaration, pruned, dp_model, root / "et_missing", ledger)
+    with pytest.raises(
+        runtimes.RuntimeNotInstalled, match=r"runtime 'executorch' .* is not installed: run `make runtimes`"
+    ):
+        build_target(declaration, pruned, dp_model.to_json(), root / "et_missing", ledger)
     assert ledger.spent()[0] == spent  # refused before the DP fine-tuning could charge the ledger
     assert not (root / "et_missing").exists()
 
@@ -90,11 +112,25 @@ def test_an_outdated_tool_environment_is_named(tmp_path, monkeypatch):
         runtimes.tool_python("litert")
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"runtime": "executorch", "recipe": [{"step": "int8"}]}, r"targets\.0\.recipe: int8 rewrites the ONNX graph, so it needs runtime onnxruntime"),
-    ({"runtime": "litert", "device": "gpu"}, r"targets\.0\.runtime: litert runs on CPUs here"),
-    ({"runtime": "tensorrt"}, r"targets\.0\.runtime"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"runtime": "executorch", "recipe": [{"step": "fp16"}]},
+            r"targets\.0\.recipe: fp16 rewrites the ONNX graph, so it needs runtime onnxruntime",
+        ),
+        (
+            {"runtime": "executorch", "recipe": [{"step": "int8"}]},
+            r"targets\.0\.recipe: int8 on a executorch target is not supported yet",
+        ),
+        (
+            {"runtime": "litert", "recipe": [{"step": "int8"}]},
+            r"targets\.0\.recipe: int8 on a litert target is not supported yet",
+        ),
+        ({"runtime": "litert", "device": "gpu"}, r"targets\.0\.runtime: litert runs on CPUs here"),
+        ({"runtime": "tensorrt"}, r"targets\.0\.runtime"),
+    ],
+)
 def test_declaration_refuses_runtime_and_recipe_mismatches(project, change, message):
     spec = tiny_digits()
     spec["devices"].append({"name": "gpu", "kind": "cuda"})

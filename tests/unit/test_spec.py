@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
 import yaml
+from helpers import REPO, digits_declaration
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, digits_declaration
 from edgeops.errors import SpecError
 from edgeops.spec import load_declaration, parse_spec
 
@@ -28,7 +29,12 @@ def problems_of(spec: dict) -> list[tuple[str, str]]:
 def test_default_declaration_loads():
     declaration = load_declaration(REPO / "pipelines" / "digits.yaml")
     assert declaration.spec.name == "digits"
-    assert {t.name for t in declaration.spec.targets} >= {"float_baseline", "mobile_int8", "mcu_pruned_int8", "gpu_fp16"}
+    assert {t.name for t in declaration.spec.targets} >= {
+        "float_baseline",
+        "mobile_int8",
+        "mcu_pruned_int8",
+        "gpu_fp16",
+    }
     assert len(declaration.sha256) == 64
 
 
@@ -71,7 +77,7 @@ def test_prune_ratio_outside_unit_interval():
 def test_fp16_on_a_cpu_device_is_refused():
     spec = digits_declaration()
     spec["targets"][0]["recipe"] = [{"step": "fp16"}]
-    (path, message), = problems_of(spec)
+    ((_path, message),) = problems_of(spec)
     assert "targets.0.recipe: fp16 needs a cuda device" in message
 
 
@@ -113,7 +119,9 @@ def test_file_name_must_match_pipeline_name(project):
         load_declaration(path)
 
 
-@pytest.mark.parametrize("text", [b"\xff\xfe\x00garbage", b"[1, 2, 3]", b"name: [unclosed", b"a: " + b"[" * 5000, b"", b"~"])
+@pytest.mark.parametrize(
+    "text", [b"\xff\xfe\x00garbage", b"[1, 2, 3]", b"name: [unclosed", b"a: " + b"[" * 5000, b"", b"~"]
+)
 def test_malformed_files(text):
     with pytest.raises(SpecError):
         parse_spec(text, "pipelines/bad.yaml")
@@ -122,19 +130,22 @@ def test_malformed_files(text):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2000))
 def test_fuzz_random_bytes_only_spec_errors(data):
-    try:
+    with contextlib.suppress(SpecError):
         parse_spec(data, "pipelines/fuzz.yaml")
-    except SpecError:
-        pass
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats() | st.text(max_size=20),
-                           lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
-                           max_leaves=30)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=30,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["dataset", "privacy", "training", "targets", "devices", "model", "validation", "name"]), json_values)
+@given(
+    st.sampled_from(["dataset", "privacy", "training", "targets", "devices", "model", "validation", "name"]),
+    json_values,
+)
 def test_fuzz_mutated_sections_only_spec_errors(section, value):
     spec = copy.deepcopy(digits_declaration())
     spec[section] = value

@@ -1,0 +1,499 @@
+"""A privacy audit that can fail: Steinke, Nasr and Jagielski (2023), "Privacy Auditing with One (1) Training Run".
+
+How it works. m canaries are each included independently with probability 1/2 in one DP-SGD run with the declared
+model and settings (edgeops.training's own `plan_dp_training` and `train_dp`, not a copy) on public synthetic data
+(edgeops.synthetic's digits where the input is digits-shaped) of the declared training size. Two canary designs:
+- "gradient" (the default): white-box Dirac gradient canaries scored on the last iterate. Each canary is a
+  per-example gradient of its own, the clipping norm C on one coordinate of the model's largest weight tensor and 0
+  elsewhere (distinct coordinates, so canaries do not interfere). An included canary is sampled at each step with the
+  plan's Poisson rate, like a row, and joins the sum of clipped gradients before the noise (train_dp's
+  `before_noise` hook). DP-SGD's guarantee holds for every per-example gradient of norm <= C, so this adversary is
+  within the threat model. Its score is the initial minus the final weight at the canary's coordinate (an auditor
+  who saw every iterate could do better; this one sees what is released). On the declared digits settings with the
+  noise off it proves epsilon 4.8 > 3 with 1,000 canaries, where the input canaries below proved 0 to 0.16 (README,
+  "The privacy audit").
+- "input": random binary images within the declared feature bounds, each with a random label, added to the training
+  rows (black-box: the score is how much training lowered the canary's loss). Weaker: it catches training without
+  noise only where one example moves the model a lot.
+The auditor guesses "in" for the k highest scores
+and "out" for the k lowest, abstains on the rest, and counts the correct guesses. For an (epsilon, delta)-DP algorithm,
+the number of correct guesses out of r is dominated by Binomial(r, e^eps / (1 + e^eps)) plus a delta term
+(Corollary 5.4 of the paper; its Appendix D computes the p-value). The largest epsilon that the observed count rejects
+at 95% confidence is the empirical lower bound: the claim is violated if that bound is above the claimed epsilon.
+
+The audit reads no private row (the canaries and the filler are drawn in code), so it costs no privacy budget. Its
+inclusion draws are public randomness (seeded, reproducible): the training run never sees them except
+through which canaries are in its data, which is what the audit is meant to detect.
+
+Power. Even a perfect attack (every guess right) can certify only a bounded epsilon at a given canary count: with r
+guesses all right, the bound is the epsilon whose Binomial(r, p) tail at r is 5%. If that maximum is below the claim,
+the audit cannot detect a violation and says "underpowered", never "passed". The same holds when the attack cannot
+catch the noise-off control (the same training with noise multiplier 0, clipping on), which `run_canary_audit` runs
+beside the declared one: then the attack is too weak for these settings, whatever the canary count.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import torch
+    from opacus.optimizers import DPOptimizer
+    from torch import nn
+
+    from edgeops.lineage import LineageRun
+    from edgeops.spec import PipelineSpec
+    from edgeops.training.dpsgd import DpPlan
+
+AUDIT_METHOD = "one-run canary audit (Steinke, Nasr and Jagielski 2023, Corollary 5.4)"
+DEFAULT_CONFIDENCE = 0.95
+# Guess counts tried, as fractions of the canaries guessed on each side (k "in" + k "out"); the significance is
+# split evenly over them (Bonferroni), so trying several keeps the bound valid.
+GUESS_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+Outcome = Literal["consistent", "violated", "underpowered"]
+CanaryKind = Literal["gradient", "input"]
+CANARY_DESIGN = {
+    "gradient": "white-box gradient canaries: each the clipping norm on one coordinate of the model's largest weight "
+    "tensor (distinct coordinates), included with probability 1/2 and then sampled at each step at the plan's "
+    "Poisson rate; the training set is public synthetic data of the declared size",
+    "input": "random binary images within the declared feature bounds, each with a random label, each included with "
+    "probability 1/2; the rest of the training set is public synthetic data",
+}
+CANARY_SCORE = {
+    "gradient": "the weight at the canary's coordinate before training minus after; higher means guessed 'in'",
+    "input": "loss of the canary's label before training minus after; higher means guessed 'in'",
+}
+
+
+# ---------------------------------------------------------------- statistics
+def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
+    """P[at least v of r guesses right] for an (epsilon, delta)-DP algorithm with m canaries (Corollary 5.4): the
+    Binomial(r, e^eps/(1+e^eps)) tail plus 2 m delta times the largest average of the probabilities just below v."""
+    from scipy.stats import binom
+
+    if not (0 <= v <= r <= m) or epsilon < 0 or not (0 <= delta <= 1):
+        raise ValueError(
+            f"need 0 <= v <= r <= m, epsilon >= 0, 0 <= delta <= 1; got m={m}, r={r}, v={v}, epsilon={epsilon}, "
+            f"delta={delta}"
+        )
+    q = 1.0 / (1.0 + math.exp(-epsilon))
+    tail = float(binom.sf(v - 1, r, q))
+    if delta == 0 or v == 0:
+        return min(tail, 1.0)
+    below = binom.pmf(v - np.arange(1, v + 1), r, q).cumsum()  # P[v - i <= B < v] for i = 1..v
+    alpha = float((below / np.arange(1, v + 1)).max())
+    return min(tail + alpha * delta * 2 * m, 1.0)
+
+
+def epsilon_lower_bound(m: int, r: int, v: int, delta: float, significance: float) -> float:
+    """The largest epsilon whose p-value for v right out of r is below `significance` (bisection, returns the low
+    end, so the bound is conservative). 0 when the guesses prove nothing."""
+    if r == 0 or one_run_p_value(m, r, v, 0.0, delta) >= significance:
+        return 0.0
+    low, high = 0.0, 1.0
+    while one_run_p_value(m, r, v, high, delta) < significance:
+        low, high = high, high * 2
+        if high > 1e3:  # unreachable for finite r; a guard against a loop
+            return low
+    for _ in range(40):
+        middle = (low + high) / 2
+        if one_run_p_value(m, r, v, middle, delta) < significance:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def guess_counts(m: int, fractions: tuple[float, ...] = GUESS_FRACTIONS) -> list[int]:
+    """k per side for each fraction (at least 1, at most m // 2), without repeats."""
+    return sorted({min(max(1, int(round(f * m))), m // 2) for f in fractions})
+
+
+class GuessResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k_per_side: int = Field(description="guesses 'in' for the k highest scores and 'out' for the k lowest")
+    guesses: int = Field(description="r: guesses made (2k)")
+    correct: int = Field(description="v: guesses that were right")
+    epsilon_lower_bound: float
+
+
+def audit_scores(
+    scores: np.ndarray,
+    included: np.ndarray,
+    delta: float,
+    confidence: float = DEFAULT_CONFIDENCE,
+    fractions: tuple[float, ...] = GUESS_FRACTIONS,
+) -> tuple[float, float, list[GuessResult]]:
+    """(lower bound, largest bound any attack could reach, per-k results) for one run's canary scores (higher score:
+    guessed 'in') and the true inclusion. The significance 1 - confidence is split over the k tried (Bonferroni)."""
+    scores, included = np.asarray(scores, dtype=float), np.asarray(included, dtype=bool)
+    if scores.shape != included.shape or scores.ndim != 1 or len(scores) < 2:
+        raise ValueError(
+            f"scores and inclusion must be 1-D of the same length >= 2; got {scores.shape} and {included.shape}"
+        )
+    if not np.isfinite(scores).all():
+        raise ValueError("canary scores must be finite")
+    m = len(scores)
+    ks = guess_counts(m, fractions)
+    significance = (1 - confidence) / len(ks)
+    order = np.argsort(-scores, kind="stable")  # highest first
+    results = []
+    for k in ks:
+        correct = int(included[order[:k]].sum() + (~included[order[-k:]]).sum())
+        results.append(
+            GuessResult(
+                k_per_side=k,
+                guesses=2 * k,
+                correct=correct,
+                epsilon_lower_bound=epsilon_lower_bound(m, 2 * k, correct, delta, significance),
+            )
+        )
+    best = max(r.epsilon_lower_bound for r in results)
+    # Every guess right needs k canaries in and k out: beyond the smaller side no k can be all right.
+    reachable = [k for k in ks if k <= min(int(included.sum()), int((~included).sum()))]
+    most = max((epsilon_lower_bound(m, 2 * k, 2 * k, delta, significance) for k in reachable), default=0.0)
+    return best, most, results
+
+
+def outcome_for(
+    lower_bound: float, max_detectable: float, claimed_epsilon: float, control_lower_bound: float | None = None
+) -> Outcome:
+    """violated beats everything (a bound above the claim is proof, whatever the power). Below the claim, an audit that
+    could not have reached the claim says underpowered, not consistent: when every guess right would not prove more
+    than the claim, or when the same attack on the noise-off control (if run) did not prove more than the claim."""
+    if lower_bound > claimed_epsilon:
+        return "violated"
+    if max_detectable <= claimed_epsilon or (
+        control_lower_bound is not None and control_lower_bound <= claimed_epsilon
+    ):
+        return "underpowered"
+    return "consistent"
+
+
+# ---------------------------------------------------------------- the audit run
+class CanaryAuditResult(BaseModel):
+    """One audit's outcome: what was trained, what the attack got right, and what that proves. The control is the same
+    training with the noise off (noise multiplier 0, clipping on): an attack that cannot catch it is underpowered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = AUDIT_METHOD
+    outcome: Outcome
+    claimed_epsilon: float = Field(description="the epsilon the DP-SGD plan was calibrated to (the claim under audit)")
+    delta: float
+    epsilon_lower_bound: float = Field(
+        description="empirical lower bound on epsilon at `confidence`: the run is not (eps, delta)-DP for any smaller "
+        "eps"
+    )
+    max_detectable_epsilon: float = Field(
+        description="the bound if every guess were right: the most this canary count can prove"
+    )
+    control_epsilon_lower_bound: float | None = Field(
+        description="the same attack's bound on the noise-off control run; None when no control ran"
+    )
+    confidence: float
+    canaries: int
+    canaries_included: int
+    canary: CanaryKind = Field("input", description="gradient: white-box Dirac gradient canaries; input: canary rows")
+    training_rows: int = Field(
+        description="rows in the audit's training set (public filler, plus the included canaries for input canaries)"
+    )
+    noise_multiplier: float
+    noise: Literal["declared", "off"] = Field(description="off: noise multiplier 0, clipping on (the negative control)")
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    guesses: list[GuessResult]
+    score: str = CANARY_SCORE["input"]
+    canary_design: str = CANARY_DESIGN["input"]
+    private_rows_read: int = 0
+    seconds: float
+
+    @property
+    def summary(self) -> str:
+        verdict = {
+            "consistent": "consistent with the claim",
+            "violated": "VIOLATES the claim",
+            "underpowered": "UNDERPOWERED (this audit cannot detect a violation of the claim; not a pass)",
+        }[self.outcome]
+        control = (
+            ""
+            if self.control_epsilon_lower_bound is None
+            else f"; the same attack on the noise-off control gives {self.control_epsilon_lower_bound:.3f}"
+        )
+        return (
+            f"one-run canary audit ({self.canaries} {self.canary} canaries, noise {self.noise}): empirical epsilon "
+            "lower bound "
+            f"{self.epsilon_lower_bound:.3f} at {self.confidence:.0%} vs claimed {self.claimed_epsilon:.3f}; at most "
+            f"{self.max_detectable_epsilon:.3f} is detectable with this canary count{control}: {verdict}"
+        )
+
+
+def _canaries(
+    spec: PipelineSpec, features: list[str], n_classes: int, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canaries: random binary images within the declared feature bounds (each value at its low or high bound with
+    probability 1/2), each with a uniformly random label. Far from the data and nearly orthogonal to each other, so a
+    canary's inclusion moves its own loss more than the others do."""
+    from edgeops.validation import feature_bounds
+
+    low, high = feature_bounds(spec, features)
+    x = np.where(rng.random((count, len(features))) < 0.5, low, high).astype(np.float32)
+    return x, rng.integers(0, n_classes, size=count).astype(np.int64)
+
+
+def _public_filler(
+    spec: PipelineSpec, features: list[str], classes: list[int], count: int, seed: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rest of the training set: edgeops.synthetic's digits where the declared input is sklearn digits-shaped
+    (64 features, classes within 0-9), else uniform random inputs within the bounds with random labels. The guarantee
+    under audit does not depend on the data, so neither choice changes what the audit proves; only its power."""
+    from edgeops.training.nonprivate import public_synthetic_digits
+    from edgeops.validation import feature_bounds
+
+    if len(features) == 64 and set(classes) <= set(range(10)):
+        return public_synthetic_digits(spec, features, classes, count, seed)
+    low, high = feature_bounds(spec, features)
+    return (low + rng.random((count, len(features))) * (high - low)).astype(np.float32), rng.integers(
+        0, len(classes), size=count
+    )
+
+
+def _canary_loss(model: nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from edgeops.privacy.membership import _per_example_loss
+    from edgeops.training.evaluation import predict_logits
+
+    return _per_example_loss(predict_logits(model, x), y)
+
+
+class GradientCanaries:
+    """The white-box canaries of one audit run: `coordinates` (flat indices into `parameter`, the tensor the optimizer
+    updates), which are `included`, and the public generator that samples the included ones at each step with
+    `sample_rate` (Poisson, like the rows). Called by train_dp once per step, after clipping, before the noise."""
+
+    def __init__(
+        self,
+        parameter: torch.Tensor,
+        coordinates: np.ndarray,
+        included: np.ndarray,
+        sample_rate: float,
+        rng: np.random.Generator,
+    ) -> None:
+        self.parameter, self.coordinates, self.included = parameter, coordinates, included
+        self.sample_rate, self.rng = sample_rate, rng
+
+    def __call__(self, optimizer: DPOptimizer) -> None:
+        import torch
+
+        if not any(p is self.parameter for p in optimizer.params):  # e.g. a frozen tensor Opacus does not update
+            raise ValueError("the canaries' weight tensor is not one the DP optimizer updates")
+        sampled = self.included & (self.rng.random(len(self.coordinates)) < self.sample_rate)
+        summed: torch.Tensor = self.parameter.summed_grad  # type: ignore[attr-defined]  # set by Opacus's optimizer
+        # A clipped per-example gradient of norm exactly C each, on its own coordinate (in place: summed_grad is
+        # contiguous, Opacus sums the per-example gradients into a fresh tensor).
+        summed.view(-1)[torch.from_numpy(self.coordinates[sampled])] += optimizer.max_grad_norm
+
+    @staticmethod
+    def target_parameter(model: nn.Module) -> int:
+        """The index of the model's largest weight tensor (a matrix or kernel, not a bias): the most coordinates."""
+        parameters = list(model.parameters())
+        return max(range(len(parameters)), key=lambda i: parameters[i].numel() if parameters[i].dim() > 1 else -1)
+
+
+def run_canary_audit(
+    spec: PipelineSpec,
+    features: list[str],
+    classes: list[int],
+    *,
+    n_train: int,
+    canaries: int,
+    canary: CanaryKind = "gradient",
+    noise: Literal["declared", "off"] = "declared",
+    control: bool = True,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+    pretrained_cache: Path | None = None,
+    workdir: Path | None = None,
+) -> CanaryAuditResult:
+    """Train with the declared model and DP settings on public data of the declared training size (`n_train` rows in
+    expectation) with `canaries` canaries (`canary`: "gradient" or "input", see the module docstring), each in with
+    probability 1/2, then audit the trained model.
+    `noise="off"` trains with noise multiplier 0 (clipping and all else unchanged). `control` also runs the noise-off
+    training on the same canaries: unless the attack catches that one, the outcome is "underpowered". `seed` draws the
+    canaries, the filler and the inclusion (public randomness; the run's DP noise is the training code's own)."""
+    import time
+
+    from edgeops.errors import TrainingError
+
+    if canaries < 2 or canaries % 2:
+        raise TrainingError(f"the audit needs an even number of canaries >= 2, got {canaries}")
+    if canary == "input" and canaries // 2 >= n_train:
+        raise TrainingError(
+            f"{canaries} canaries do not fit a training set of {n_train} rows (half of them are in it, in expectation)"
+        )
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    x_can, y_can = _canaries(spec, features, len(classes), canaries, rng)
+    included = rng.random(canaries) < 0.5
+    # The expected training size is the declared one, so the sample rate and noise match. Gradient canaries are not
+    # rows: the filler is the whole training set.
+    filler = n_train - canaries // 2 if canary == "input" else n_train
+    rows_in = included if canary == "input" else np.zeros(canaries, dtype=bool)
+    x_fill, y_fill = _public_filler(spec, features, classes, filler, 20_000 + seed, rng)
+    x_val, y_val = _public_filler(spec, features, classes, 200, 30_000 + seed, rng)
+    order = rng.permutation(filler + int(rows_in.sum()))
+    x_train = np.concatenate([x_fill, x_can[rows_in]])[order]
+    y_train = np.concatenate([y_fill, y_can[rows_in]]).astype(np.int64)[order]
+    run_inputs: dict[str, Any] = {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_val": x_val,
+        "y_val": y_val,
+        "x_can": x_can,
+        "y_can": y_can,
+        "seed": seed,
+        "pretrained_cache": pretrained_cache,
+        "workdir": workdir,
+        "gradient_canaries": (canaries, included, seed) if canary == "gradient" else None,
+    }
+    scores, plan = _train_and_score(spec, features, classes, **run_inputs, noise=noise)
+    lower, most, guesses = audit_scores(scores, included, plan.delta, confidence)
+    control_lower = None
+    if control and noise != "off":
+        control_scores = _train_and_score(spec, features, classes, **run_inputs, noise="off")[0]
+        control_lower = audit_scores(control_scores, included, plan.delta, confidence)[0]
+    claimed = float(spec.privacy.training_epsilon)
+    return CanaryAuditResult(
+        outcome=outcome_for(lower, most, claimed, control_lower),
+        claimed_epsilon=claimed,
+        delta=plan.delta,
+        epsilon_lower_bound=lower,
+        max_detectable_epsilon=most,
+        control_epsilon_lower_bound=control_lower,
+        confidence=confidence,
+        canaries=canaries,
+        canary=canary,
+        score=CANARY_SCORE[canary],
+        canary_design=CANARY_DESIGN[canary],
+        canaries_included=int(included.sum()),
+        training_rows=len(y_train),
+        noise_multiplier=plan.noise_multiplier,
+        noise=noise,
+        sample_rate=plan.sample_rate,
+        steps=plan.steps,
+        max_grad_norm=plan.max_grad_norm,
+        guesses=guesses,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _train_and_score(
+    spec: PipelineSpec,
+    features: list[str],
+    classes: list[int],
+    *,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    x_can: np.ndarray,
+    y_can: np.ndarray,
+    seed: int,
+    pretrained_cache: Path | None,
+    workdir: Path | None,
+    noise: Literal["declared", "off"],
+    gradient_canaries: tuple[int, np.ndarray, int] | None = None,
+) -> tuple[np.ndarray, DpPlan]:
+    """One DP-SGD run through edgeops.training (plan, optional public pre-training, train_dp) and each canary's score.
+    `gradient_canaries`: (count, included, seed) for white-box canaries; None scores the input canaries by loss."""
+    import copy
+
+    import torch
+
+    from edgeops.errors import TrainingError
+    from edgeops.training.data import TrainingData, new_model
+    from edgeops.training.dpsgd import plan_dp_training, train_dp
+    from edgeops.training.nonprivate import cached_pretraining
+
+    data = TrainingData(
+        x_train, y_train, x_val, y_val, x_val, y_val, list(classes), f"public-synthetic-audit:{seed}", list(features)
+    )
+    plan = plan_dp_training(spec, data, purpose="privacy audit (public synthetic data)")
+    if noise == "off":
+        # The accountant is not consulted for training; RDP reports an infinite epsilon for zero noise where PRV cannot.
+        plan = replace(plan, noise_multiplier=0.0, accountant="rdp")
+    if spec.training.pretrain:
+        cache = pretrained_cache or Path(tempfile.mkdtemp(prefix="edgeops-audit-pretrain-"))
+        cache.mkdir(parents=True, exist_ok=True)
+        initial = cached_pretraining(spec, data, cache)[0]
+    else:
+        torch.manual_seed(plan.seed)
+        initial = new_model(spec, data)
+    hook = None
+    if gradient_canaries is not None:
+        count, included, canary_seed = gradient_canaries
+        target = GradientCanaries.target_parameter(initial)
+        weights = list(initial.parameters())[target]  # the same tensor the optimizer updates (Opacus wraps, not copies)
+        if weights.numel() < count:
+            raise TrainingError(
+                f"{count} gradient canaries need as many coordinates; the model's largest weight tensor has "
+                f"{weights.numel()}: declare fewer privacy.audit.canaries"
+            )
+        # The same public generator draws the coordinates for the declared run and its noise-off control.
+        canary_rng = np.random.default_rng([canary_seed, 7])
+        coordinates = canary_rng.choice(weights.numel(), count, replace=False)
+        hook = GradientCanaries(weights, coordinates, included, plan.sample_rate, canary_rng)
+        before = weights.detach().flatten()[torch.from_numpy(coordinates)].numpy().copy()
+    else:
+        before = _canary_loss(copy.deepcopy(initial), x_can, y_can)
+    with tempfile.TemporaryDirectory(
+        prefix="edgeops-audit-", dir=workdir
+    ) as folder:  # fresh: train_dp resumes from checkpoints
+        model = train_dp(spec, data, plan, Path(folder), initial_model=initial.train(), before_noise=hook)["model"]
+    if hook is not None:
+        # The returned model's tensor at the same place (the trained module itself, or its EMA copy: same order).
+        after = list(model.parameters())[target].detach().flatten()[torch.from_numpy(hook.coordinates)]
+        return before - after.numpy(), plan
+    return before - _canary_loss(model, x_can, y_can), plan
+
+
+# ---------------------------------------------------------------- the stage
+def run_canary_audit_stage(
+    spec: PipelineSpec, ref: dict[str, Any], run: LineageRun, pretrained_cache: Path | None = None
+) -> dict[str, Any]:
+    """Stage: the audit of the declared DP-SGD settings (privacy.audit), at the declared training size. Reads the
+    training split's row count and feature names only, never a row. Logs the outcome to MLflow; returns the record."""
+    from edgeops.validation import with_dp_bounds
+
+    spec = with_dp_bounds(spec, ref)  # the same input scaling as the released model's
+    settings = spec.privacy.audit
+    result = run_canary_audit(
+        spec,
+        list(ref["features"]),
+        list(spec.dataset.classes),
+        n_train=int(ref["splits"]["train"]["rows"]),
+        canaries=settings.canaries,
+        canary=settings.canary,
+        seed=settings.seed,
+        confidence=settings.confidence,
+        pretrained_cache=pretrained_cache,
+    )
+    run.log_metrics(
+        {
+            "audit_epsilon_lower_bound": result.epsilon_lower_bound,
+            "audit_max_detectable_epsilon": result.max_detectable_epsilon,
+            "audit_control_epsilon_lower_bound": result.control_epsilon_lower_bound,
+        }
+    )
+    record = {**result.model_dump(mode="json"), "summary": result.summary}
+    run.log_json(record, "audit/canary_audit.json")
+    return {**record, "mlflow_run_id": run.run_id}

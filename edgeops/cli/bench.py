@@ -1,0 +1,55 @@
+"""`bench`: benchmark one target's latest artifact on its device, outside a pipeline run."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgeops.cli.common import settings_and_declaration
+from edgeops.errors import EdgeopsError
+
+
+@click.command()
+@click.option("--pipeline", required=True)
+@click.option("--target", required=True)
+@click.option("--device", default=None, help="override the target's declared device")
+@click.option("--json", "as_json", is_flag=True)
+def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None:
+    """Benchmark one target's latest artifact on its device (or --device)."""
+    from edgeops.hil.bench import benchmark_target
+
+    settings, declaration = settings_and_declaration(pipeline)
+    spec = declaration.spec
+    target_spec = spec.target(target)
+    if device:
+        spec.device(device)
+        target_spec = target_spec.model_copy(update={"device": device})
+    assets_dir = settings.home / "assets" / pipeline
+    compressed_file = assets_dir / "compressed_model" / f"{target}.json"
+    if not compressed_file.exists():
+        raise EdgeopsError(
+            f"target {target!r} has no compressed artifact yet; run `edgeops run --pipeline {pipeline}` first"
+        )
+    compressed = json.loads(compressed_file.read_text())
+    dataset = json.loads((assets_dir / "validated_dataset" / "__all__.json").read_text())
+    result = benchmark_target(spec, target_spec, compressed, dataset, root=declaration.root)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    if not result.get("measured"):
+        click.echo(f"{target} on {target_spec.device}: not measured: {result['reason']}")
+        return
+    for batch, stats in result["latency"].items():
+        if not stats.get("measured", True):
+            click.echo(f"{target} on {target_spec.device} batch {batch}: not measured: {stats['reason']}")
+            continue
+        click.echo(
+            f"{target} on {target_spec.device} batch {batch}: p50 {stats['p50_ms']:.4f} ms, "
+            f"p99 {stats['p99_ms']:.4f} ms, {stats['throughput_per_s']:.0f}/s"
+        )
+    click.echo(
+        f"accuracy on device {result['accuracy_on_device']:.4f}; "
+        f"peak memory {result['peak_rss_beyond_baseline_kb']} KB; "
+        f"energy: {result['energy'].get('reason') or 'measured'}"
+    )

@@ -163,8 +163,8 @@ def test_cli_info_json_and_spec_check():
 def test_federated_mode_trains_the_released_model_with_flower_and_charges_the_ledger(project, monkeypatch):
     """Seeded noise (test mode only): with 4 simulated clients of about 45 rows, the secret client-level DP-FedAvg
     noise leaves the model near chance, and CI's run of this test with secret noise scored below the 0.3 utility floor
-    (the blocking check stopped dp_model). The mechanics (Flower, the client unit, the charge) are what this test checks,
-    not the model's quality."""
+    (the blocking check stopped dp_model). The mechanics (Flower, the client unit, the charge) are what this test
+    checks, not the model's quality."""
     monkeypatch.setenv("EDGEOPS_TEST_MODE", "1")
     monkeypatch.setenv("EDGEOPS_INSECURE_TEST_NOISE_SEED", "federated-assets")
     from pipelines.instance import ensure_instance

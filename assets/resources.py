@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from edgeops import __version__
+from edgeops.asset_store import AssetStore
 from edgeops.lineage import STAGE_DP_MODEL
 from edgeops.records import DpModel, Record
 from edgeops.spec import Declaration
@@ -90,17 +91,15 @@ class JsonIOManager(dg.ConfigurableIOManager):
     base_dir: str
 
     def _path(self, key: dg.AssetKey, partition: str | None) -> Path:
-        return Path(self.base_dir, *key.path, f"{partition or '__all__'}.json")
+        return AssetStore(Path(self.base_dir)).path_of_key(list(key.path), partition)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         if obj is None:
             return
         partition = context.asset_partition_key if context.has_asset_partitions else None
-        path = self._path(context.asset_key, partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(obj.to_json() if isinstance(obj, Record) else obj, indent=1, default=str))
-        tmp.replace(path)
+        AssetStore.write_json(
+            self._path(context.asset_key, partition), obj.to_json() if isinstance(obj, Record) else obj
+        )
 
     def load_input(self, context: dg.InputContext):
         key = context.asset_key

@@ -12,12 +12,13 @@ evaluations of the run's Dagster runs; plain Python, no dagster import.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from edgeops.asset_store import AssetStore
+from edgeops.lineage import STAGE_BENCHMARK, STAGE_COMPRESSION
 from edgeops.records import DpModel
 
 if TYPE_CHECKING:
@@ -113,13 +114,6 @@ class RunSummary(_Record):
         return all(p.ok for p in self.pipelines)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return cast(dict[str, Any], json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return None
-
-
 def _checks(runs: list[dict[str, Any]]) -> list[CheckSummary]:
     out = []
     for run in runs:
@@ -147,9 +141,9 @@ def _energy(bench: dict[str, Any] | None) -> str:
     return f"{per:.4g} mJ per inference" if per is not None else f"measured ({energy.get('source', '')})"
 
 
-def _target(spec_target: TargetSpec, assets: Path, runs: list[dict[str, Any]]) -> TargetSummary:
-    compressed = _read(assets / "compressed_model" / f"{spec_target.name}.json") or {}
-    bench = _read(assets / "hil_benchmark" / f"{spec_target.name}.json")
+def _target(spec_target: TargetSpec, store: AssetStore, pipeline: str, runs: list[dict[str, Any]]) -> TargetSummary:
+    compressed = store.read_if_present(pipeline, STAGE_COMPRESSION, spec_target.name) or {}
+    bench = store.read_if_present(pipeline, STAGE_BENCHMARK, spec_target.name)
     mine = [r for r in runs if r.get("partition") == spec_target.name]
     checks = _checks(mine)
     failed_steps = [
@@ -210,9 +204,9 @@ def summarize(
     pipelines = []
     for report in reports:
         spec = declarations[report.pipeline].spec
-        assets = home / "assets" / spec.name
+        store = AssetStore.under_home(home)
         shared = [r for r in report.runs if r.get("partition") is None]
-        stored = _read(assets / "dp_model" / "__all__.json") or _read(assets / "federated_model" / "__all__.json")
+        stored = store.released_model(spec.name)
         dp = DpModel.model_validate(stored) if stored else None
         ledger_path = home / "pipelines" / spec.name / "privacy_ledger.sqlite"
         spent = (
@@ -220,7 +214,7 @@ def summarize(
             if ledger_path.exists()
             else None
         )
-        card = _read(assets / "model_card" / "__all__.json")
+        card = store.model_card(spec.name)
         shared_checks = _checks(shared)
         card_checks = [c for c in shared_checks if c.name == "card_verifies"]
         if card_checks:
@@ -252,7 +246,7 @@ def summarize(
                     for s in r.get("failed_steps", [])
                 ],
                 shared_checks=[c for c in shared_checks if c.outcome != PASSED],
-                targets=[_target(t, assets, report.runs) for t in spec.targets],
+                targets=[_target(t, store, spec.name, report.runs) for t in spec.targets],
             )
         )
     return RunSummary(

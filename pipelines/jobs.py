@@ -6,6 +6,7 @@ import time
 
 import dagster as dg
 
+from edgeops.asset_store import AssetStore
 from edgeops.settings import Settings
 
 
@@ -37,9 +38,7 @@ def build_release_jobs(settings: Settings) -> list:
         from edgeops.release import promote
 
         declaration, client = _context(settings, config.pipeline)
-        dataset = json.loads(
-            (settings.home / "assets" / config.pipeline / "validated_dataset" / "__all__.json").read_text()
-        )
+        dataset = AssetStore.under_home(settings.home).validated_dataset(config.pipeline)
         try:
             result = promote(
                 client,

@@ -8,6 +8,7 @@ import dagster as dg
 
 from assets.factory import build_pipeline_assets, build_pipeline_automation
 from assets.resources import JsonIOManager, MlflowLineage
+from edgeops.asset_store import AssetStore
 from edgeops.settings import Settings
 from edgeops.spec import discover_declarations
 from pipelines.jobs import build_failure_sensor, build_release_jobs
@@ -18,7 +19,7 @@ def resources_for(settings: Settings) -> dict:
         "lineage": MlflowLineage(
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root
         ),
-        "io_manager": JsonIOManager(base_dir=str(settings.home / "assets")),
+        "io_manager": JsonIOManager(base_dir=str(AssetStore.under_home(settings.home).root)),
     }
 
 

@@ -7,7 +7,6 @@ import json
 import click
 
 from edgeops.cli.common import settings_and_declaration
-from edgeops.errors import EdgeopsError
 
 
 @click.command()
@@ -17,6 +16,7 @@ from edgeops.errors import EdgeopsError
 @click.option("--json", "as_json", is_flag=True)
 def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None:
     """Benchmark one target's latest artifact on its device (or --device)."""
+    from edgeops.asset_store import AssetStore
     from edgeops.hil.bench import benchmark_target
 
     settings, declaration = settings_and_declaration(pipeline)
@@ -25,14 +25,9 @@ def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None
     if device:
         spec.device(device)
         target_spec = target_spec.model_copy(update={"device": device})
-    assets_dir = settings.home / "assets" / pipeline
-    compressed_file = assets_dir / "compressed_model" / f"{target}.json"
-    if not compressed_file.exists():
-        raise EdgeopsError(
-            f"target {target!r} has no compressed artifact yet; run `edgeops run --pipeline {pipeline}` first"
-        )
-    compressed = json.loads(compressed_file.read_text())
-    dataset = json.loads((assets_dir / "validated_dataset" / "__all__.json").read_text())
+    store = AssetStore.under_home(settings.home)
+    compressed = store.compressed_model(pipeline, target)
+    dataset = store.validated_dataset(pipeline)
     result = benchmark_target(spec, target_spec, compressed, dataset, root=declaration.root)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

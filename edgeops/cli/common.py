@@ -4,9 +4,8 @@ Only click and light project modules are imported here, so `edgeops --help` stay
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -51,7 +50,6 @@ def mlflow_client(settings: Settings) -> MlflowClient:
 
 
 def validated_dataset(settings: Settings, pipeline: str) -> dict[str, Any]:
-    path = settings.home / "assets" / pipeline / "validated_dataset" / "__all__.json"
-    if not path.exists():
-        raise EdgeopsError(f"pipeline {pipeline!r} has no validated dataset yet; run it first")
-    return cast(dict[str, Any], json.loads(path.read_text()))
+    from edgeops.asset_store import AssetStore
+
+    return AssetStore.under_home(settings.home).validated_dataset(pipeline)

@@ -35,8 +35,10 @@ def doctor(pipeline: str, as_json: bool) -> None:
     whether the budget covers every target's fine-tuning, and warnings (with numbers) when the data is too small."""
     import json
 
+    from edgeops.asset_store import AssetStore
     from edgeops.doctor import diagnose
     from edgeops.ledger import ledger_for
+    from edgeops.lineage import STAGE_VALIDATED
 
     settings, declaration = settings_and_declaration(pipeline)
     privacy = declaration.spec.privacy
@@ -46,8 +48,8 @@ def doctor(pipeline: str, as_json: bool) -> None:
         if ledger_file.exists()
         else None
     )
-    validated = settings.home / "assets" / pipeline / "validated_dataset" / "__all__.json"
-    statistics = json.loads(validated.read_text()).get("dp_statistics") if validated.exists() else None
+    validated = AssetStore.under_home(settings.home).read_if_present(pipeline, STAGE_VALIDATED)
+    statistics = validated.get("dp_statistics") if validated else None
     report = diagnose(declaration, summary, statistics)
     if as_json:
         click.echo(

@@ -1,0 +1,102 @@
+"""Where each asset's JSON output lives, in one place: the Dagster IO manager writes through this layout and every
+reader outside Dagster (the CLI, the run summary, release jobs, the card's drift history) reads through it.
+
+Layout: `<home>/assets/<pipeline>/<asset>/<partition>.json`, `__all__.json` for an unpartitioned asset. Each file is
+an asset's small JSON reference (paths, hashes, numbers); models and data are files it points to. No pickles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, cast
+
+from edgeops.errors import EdgeopsError
+from edgeops.lineage import STAGE_CARD, STAGE_COMPRESSION, STAGE_DP_MODEL, STAGE_VALIDATED
+
+ASSETS_FOLDER = "assets"  # below the edgeops home
+UNPARTITIONED = "__all__"
+# Assets read outside Dagster that have no lineage stage of their own.
+ASSET_FEDERATED_MODEL, ASSET_DRIFT_REPORT = "federated_model", "drift_report"
+
+
+class AssetNotMaterialized(EdgeopsError):
+    """An asset's output was asked for before any run wrote it."""
+
+
+class AssetStore:
+    """Reads and writes asset outputs under `<home>/assets` (`root`); written atomically, read as JSON."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @classmethod
+    def under_home(cls, home: Path) -> AssetStore:
+        return cls(Path(home) / ASSETS_FOLDER)
+
+    def path(self, pipeline: str, asset: str, partition: str | None = None) -> Path:
+        return self.root / pipeline / asset / f"{partition or UNPARTITIONED}.json"
+
+    def path_of_key(self, key_path: list[str], partition: str | None = None) -> Path:
+        """The file of a Dagster asset key's path (`[pipeline, asset]`), for the IO manager."""
+        return Path(self.root, *key_path, f"{partition or UNPARTITIONED}.json")
+
+    @staticmethod
+    def write_json(path: Path, payload: Any) -> None:
+        """Write through a temporary file and rename it, so a reader never sees half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1, default=str))
+        tmp.replace(path)
+
+    def read(self, pipeline: str, asset: str, partition: str | None = None, *, hint: str = "") -> Any:
+        """The stored output; AssetNotMaterialized (naming the asset and the file) when no run has written it."""
+        path = self.path(pipeline, asset, partition)
+        if not path.exists():
+            part = f" for {partition}" if partition else ""
+            raise AssetNotMaterialized(
+                f"pipeline {pipeline!r}: {asset}{part} has not been materialized yet ({path} is missing)"
+                + (f"; {hint}" if hint else "")
+            )
+        return json.loads(path.read_text())
+
+    def read_if_present(self, pipeline: str, asset: str, partition: str | None = None) -> Any | None:
+        """The stored output, or None when it is absent or unreadable (for summaries that report what exists)."""
+        try:
+            return json.loads(self.path(pipeline, asset, partition).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def partitions(self, pipeline: str, asset: str) -> dict[str, Any]:
+        """Every stored partition of a partitioned asset, by partition key, in key order."""
+        folder = self.root / pipeline / asset
+        if not folder.exists():
+            return {}
+        return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+
+    # ---------------------------------------------------------------- the outputs read outside Dagster
+    def validated_dataset(self, pipeline: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.read(pipeline, STAGE_VALIDATED, hint="run the pipeline first"))
+
+    def compressed_model(self, pipeline: str, target: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.read(
+                pipeline,
+                STAGE_COMPRESSION,
+                target,
+                hint=f"target {target!r} has no compressed artifact yet; run `edgeops run --pipeline {pipeline}` first",
+            ),
+        )
+
+    def released_model(self, pipeline: str) -> dict[str, Any] | None:
+        """The DP model's stored record, from central or federated training, or None."""
+        stored = self.read_if_present(pipeline, STAGE_DP_MODEL) or self.read_if_present(pipeline, ASSET_FEDERATED_MODEL)
+        return cast("dict[str, Any] | None", stored)
+
+    def model_card(self, pipeline: str) -> dict[str, Any] | None:
+        return cast("dict[str, Any] | None", self.read_if_present(pipeline, STAGE_CARD))
+
+    def drift_reports(self, pipeline: str) -> list[dict[str, Any]]:
+        """Every batch's drift report, in partition-key order."""
+        return list(self.partitions(pipeline, ASSET_DRIFT_REPORT).values())

@@ -1,0 +1,51 @@
+"""The asset layout in one place: what the IO manager writes is what the CLI, the run summary and the card read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeops.asset_store import AssetNotMaterialized, AssetStore
+
+
+def test_outputs_are_read_back_where_they_were_written_partitioned_or_not(tmp_path):
+    store = AssetStore.under_home(tmp_path)
+    AssetStore.write_json(store.path("digits", "validated_dataset"), {"rows": 3})
+    AssetStore.write_json(store.path_of_key(["digits", "compressed_model"], "mobile_int8"), {"sha256": "ab"})
+
+    assert (tmp_path / "assets" / "digits" / "validated_dataset" / "__all__.json").exists()
+    assert store.validated_dataset("digits") == {"rows": 3}
+    assert store.compressed_model("digits", "mobile_int8") == {"sha256": "ab"}
+    assert not list((tmp_path / "assets").rglob("*.tmp")), "the temporary file of an atomic write was left behind"
+
+
+def test_a_missing_output_names_the_asset_the_file_and_what_to_do(tmp_path):
+    store = AssetStore.under_home(tmp_path)
+    with pytest.raises(AssetNotMaterialized, match=r"'digits': compressed_model for tiny .*tiny\.json.*edgeops run"):
+        store.compressed_model("digits", "tiny")
+    assert store.read_if_present("digits", "model_card") is None
+
+
+def test_an_unreadable_file_is_absent_for_summaries_but_an_error_for_readers(tmp_path):
+    store = AssetStore.under_home(tmp_path)
+    path = store.path("digits", "validated_dataset")
+    path.parent.mkdir(parents=True)
+    path.write_text("{half a file")
+    assert store.read_if_present("digits", "validated_dataset") is None
+    with pytest.raises(json.JSONDecodeError):
+        store.validated_dataset("digits")
+
+
+def test_drift_reports_come_in_partition_key_order_and_the_model_from_either_training_mode(tmp_path):
+    store = AssetStore.under_home(tmp_path)
+    for batch in ("batch-2", "batch-10", "batch-1"):
+        AssetStore.write_json(store.path("digits", "drift_report", batch), {"batch": batch})
+    assert [r["batch"] for r in store.drift_reports("digits")] == ["batch-1", "batch-10", "batch-2"]
+    assert store.drift_reports("other") == []
+
+    assert store.released_model("digits") is None
+    AssetStore.write_json(store.path("digits", "federated_model"), {"training_mode": "federated"})
+    assert store.released_model("digits") == {"training_mode": "federated"}
+    AssetStore.write_json(store.path("digits", "dp_model"), {"training_mode": "central"})
+    assert store.released_model("digits") == {"training_mode": "central"}

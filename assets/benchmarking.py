@@ -6,8 +6,8 @@ import dagster as dg
 from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
 from assets.compression import target_partitions
 from assets.resources import MlflowLineage
-from edgeops.lineage import STAGE_BENCHMARK, STAGE_ROBUSTNESS, STAGE_TRAINABILITY, artifact_tags
-from edgeops.records import DpModel, benchmark_metrics
+from edgeops.lineage import STAGE_BENCHMARK, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
+from edgeops.records import DpModel
 from edgeops.report import NOT_MEASURED, not_measured_description
 
 
@@ -43,39 +43,20 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
         "on the target's declared device in a separate process; device facts and a roofline point recorded.",
     )
     def hil_benchmark(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dataset: dict):
-        from edgeops.hil.bench import benchmark_target, latency_memory_outcomes
-        from edgeops.registry import log_on_device_metrics, tag_version
+        from edgeops.measurement_stages import run_benchmark_stage
 
         target = spec.target(context.partition_key)
         with edgeops_failure(), lineage.stage_run(context, declaration, STAGE_BENCHMARK) as run:
-            record = benchmark_target(spec, target, compressed, dataset, root=declaration.root)
-            record["mlflow_run_id"] = run.run_id
-            if record.get("measured") and "p50_ms" in record["latency"].get("1", {}):
-                batch1 = record["latency"]["1"]
-                context.log.info(
-                    f"{target.name} on {target.device}: p50 {batch1['p50_ms']:.4f} ms, p95 {batch1['p95_ms']:.4f} ms "
-                    f"at batch 1 ({batch1['runs']} runs); accuracy on the device {record['accuracy_on_device']}"
-                )
-            else:
-                context.log.info(
-                    f"{target.name} on {target.device}: not measured: {record.get('reason', 'see the record')}"
-                )
-            run.log_json(record, "benchmark/record.json")
-            if record.get("measured"):
-                run.log_metrics(benchmark_metrics(record))
-            run.log_params(
-                {"device": target.device, "measured": record.get("measured"), "reason": record.get("reason", "")}
+            record, outcomes = run_benchmark_stage(spec, target, compressed, dataset, run, root=declaration.root)
+        if record.get("measured") and "p50_ms" in record["latency"].get("1", {}):
+            batch1 = record["latency"]["1"]
+            context.log.info(
+                f"{target.name} on {target.device}: p50 {batch1['p50_ms']:.4f} ms, p95 {batch1['p95_ms']:.4f} ms "
+                f"at batch 1 ({batch1['runs']} runs); accuracy on the device {record['accuracy_on_device']}"
             )
-            log_on_device_metrics(run, compressed, record, dataset, spec.name)
-            run.set_tags(artifact_tags(target.name, compressed["sha256"]))
-            outcomes = latency_memory_outcomes(record, target)
-            tag_version(
-                run.client,
-                compressed,
-                {
-                    f"edgeops.check.{name}": "not_measured" if ok is None else "passed" if ok else "failed"
-                    for name, (ok, _) in outcomes.items()
-                },
+        else:
+            context.log.info(
+                f"{target.name} on {target.device}: not measured: {record.get('reason', 'see the record')}"
             )
         metadata = {"measured": bool(record.get("measured"))}
         if record.get("measured"):
@@ -162,21 +143,14 @@ def build_robustness_asset(ctx: AssetFactoryContext):
     def robustness(
         context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dp_model: DpModel, dataset: dict
     ) -> dict:
-        from edgeops.robustness import measure_robustness, metric_names
+        from edgeops.measurement_stages import run_robustness_stage
 
         target = spec.target(context.partition_key)
         if not spec.robustness.enabled:
             context.add_output_metadata({"skipped": "robustness.enabled is false"})
             return {"skipped": "robustness.enabled is false", "target": target.name}
         with edgeops_failure(), lineage.stage_run(context, declaration, STAGE_ROBUSTNESS) as run:
-            record = measure_robustness(spec, dp_model, compressed, dataset)
-            metrics = {"clean_accuracy": record["clean_accuracy"]}
-            for budget in record["budgets"]:
-                fgsm, pgd = metric_names(budget["epsilon_fraction_of_span"])
-                metrics |= {fgsm: budget["fgsm_accuracy"], pgd: budget["pgd_accuracy"]}
-            run.log_metrics(metrics)
-            run.set_tags(artifact_tags(target.name, compressed["sha256"]))
-            record.update(mlflow_run_id=run.run_id, artifact_sha256=compressed["sha256"], target=target.name)
+            record, metrics = run_robustness_stage(spec, target, dp_model, compressed, dataset, run)
         context.add_output_metadata(metrics)
         return record
 
@@ -214,24 +188,11 @@ def build_trainability_asset(ctx: AssetFactoryContext):
         "target's artifact against simulated local data (the test split under personalization.local_shift).",
     )
     def trainability(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dataset: dict):
-        from edgeops.personalization import measure_trainability
+        from edgeops.measurement_stages import run_trainability_stage
 
         target = spec.target(context.partition_key)
         with edgeops_failure(), lineage.stage_run(context, declaration, STAGE_TRAINABILITY) as run:
-            record = measure_trainability(declaration, target, compressed["artifact_path"], dataset)
-            run.log_json(record, "personalization/trainability.json")
-            run.set_tags(artifact_tags(target.name, compressed["sha256"]))
-            if record.get("checks"):
-                run.log_metrics(
-                    {
-                        "accuracy_shifted_before": record["accuracy_shifted_before"],
-                        "accuracy_shifted_after": record["accuracy_shifted_after"],
-                        "recovery": record["recovery"],
-                        "finetune_seconds": record["total_seconds"],
-                        "finetune_extra_memory_mb": record["extra_memory_mb"],
-                        "finetune_step_p95_ms": record["step_latency_ms"]["p95"],
-                    }
-                )
+            record = run_trainability_stage(declaration, target, compressed, dataset, run)
         metadata = {
             k: record[k]
             for k in (

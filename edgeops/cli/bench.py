@@ -1,4 +1,5 @@
-"""`bench`: benchmark one target's latest artifact on its device, outside a pipeline run."""
+"""`bench`: benchmark one target's latest artifact on its device, outside a pipeline run. It leaves the evidence the
+benchmark asset leaves (edgeops.measurement_stages.run_benchmark_stage), in an MLflow stage run of its own."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import click
 
 from edgeops.cli.common import settings_and_declaration
 
+BENCH_COMMAND_TAG = "edgeops.bench_command.device"  # on the runs `edgeops bench` makes: the device it measured on
+
 
 @click.command()
 @click.option("--pipeline", required=True)
@@ -15,9 +18,12 @@ from edgeops.cli.common import settings_and_declaration
 @click.option("--device", default=None, help="override the target's declared device")
 @click.option("--json", "as_json", is_flag=True)
 def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None:
-    """Benchmark one target's latest artifact on its device (or --device)."""
+    """Benchmark one target's latest artifact on its device (or --device), logged to MLflow like the asset's run."""
+    import uuid
+
     from edgeops.asset_store import AssetStore
-    from edgeops.hil.bench import benchmark_target
+    from edgeops.lineage import STAGE_BENCHMARK, Lineage
+    from edgeops.measurement_stages import run_benchmark_stage
 
     settings, declaration = settings_and_declaration(pipeline)
     spec = declaration.spec
@@ -28,7 +34,17 @@ def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None
     store = AssetStore.under_home(settings.home)
     compressed = store.compressed_model(pipeline, target)
     dataset = store.validated_dataset(pipeline)
-    result = benchmark_target(spec, target_spec, compressed, dataset, root=declaration.root)
+    lineage = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+    invocation = uuid.uuid4().hex[:8]
+    with lineage.run(
+        pipeline,
+        STAGE_BENCHMARK,
+        {BENCH_COMMAND_TAG: target_spec.device},
+        pipeline_run=f"edgeops-bench-{invocation}",
+        pipeline_run_title=f"{pipeline} · edgeops bench {target} {invocation}",
+        partition=target,
+    ) as run:
+        result, _ = run_benchmark_stage(spec, target_spec, compressed, dataset, run, root=declaration.root)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return

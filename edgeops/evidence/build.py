@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeops import attest, mlbom, oms
 from edgeops.evidence.check import EvidenceError, verify
+from edgeops.measurement_stages import BENCHMARK_RECORD_ARTIFACT
 from edgeops.records import LATENCY_B1_P95_MS
 from edgeops.signing import public_pem, signing_key
 
@@ -152,7 +153,7 @@ def gather(
     benchmark = {}
     for run in benchmarks:
         if run.data.tags.get("edgeops.artifact_sha256") == record["sha256"]:
-            downloaded = _download(client, run.info.run_id, "benchmark/record.json", scratch)
+            downloaded = _download(client, run.info.run_id, BENCHMARK_RECORD_ARTIFACT, scratch)
             benchmark = {**json.loads(downloaded.read_text()), "mlflow_run": run.info.run_id} if downloaded else {}
             break
     if not benchmark:

@@ -1063,3 +1063,32 @@ def test_no_secret_reaches_logs_mlflow_cards_bundles_or_event_storage(finished):
             scanned += 1
             found += [f"{name} in {path}" for name, secret in secrets.items() if secret in blob]
     assert scanned > 100 and not found, found
+
+
+def test_bench_command_leaves_the_evidence_the_benchmark_asset_leaves(finished):
+    """`edgeops bench` and the hil_benchmark asset call the same stage function: the command's MLflow run carries the
+    record, the metrics, the params and the artifact's tags that the asset's run carries, under a parent of its own."""
+    project, _ = finished
+    from edgeops.lineage import ARTIFACT_SHA256_TAG, PARENT_RUN_TAG, PARTITION_TAG, STAGE_TAG, Lineage
+    from edgeops.measurement_stages import BENCHMARK_RECORD_ARTIFACT
+
+    settings = project.settings()
+    client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
+    experiment = client.get_experiment_by_name("tabular").experiment_id
+    query = f"tags.`{STAGE_TAG}` = 'hil_benchmark' and tags.`{PARTITION_TAG}` = 'cpu_float'"
+    (asset_run,) = client.search_runs([experiment], query)
+
+    done = _cli(project, "bench", "--pipeline", "tabular", "--target", "cpu_float", "--json")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    runs = {r.info.run_id: r for r in client.search_runs([experiment], query)}
+    assert set(runs) == {asset_run.info.run_id, printed["mlflow_run_id"]}
+    command_run = runs[printed["mlflow_run_id"]]
+    assert command_run.info.status == "FINISHED"
+    assert command_run.data.tags[PARENT_RUN_TAG] != asset_run.data.tags[PARENT_RUN_TAG]
+    assert command_run.data.tags[ARTIFACT_SHA256_TAG] == asset_run.data.tags[ARTIFACT_SHA256_TAG]
+    assert set(command_run.data.metrics) == set(asset_run.data.metrics) and asset_run.data.metrics
+    assert set(command_run.data.params) == set(asset_run.data.params)
+    for run in (asset_run, command_run):
+        logged = {a.path for a in client.list_artifacts(run.info.run_id, BENCHMARK_RECORD_ARTIFACT.split("/")[0])}
+        assert BENCHMARK_RECORD_ARTIFACT in logged

@@ -1,0 +1,106 @@
+"""The three stages that measure one target's artifact (benchmark, robustness, trainability), each with its MLflow
+evidence: the Dagster assets and `edgeops bench` call the same function inside a stage run, so both leave the same
+record, metrics and tags. Plain Python, no dagster import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeops.lineage import artifact_tags
+
+if TYPE_CHECKING:
+    from edgeops.lineage import LineageRun
+    from edgeops.records import DpModel
+    from edgeops.spec import Declaration, PipelineSpec, TargetSpec
+
+BENCHMARK_RECORD_ARTIFACT = "benchmark/record.json"
+TRAINABILITY_RECORD_ARTIFACT = "personalization/trainability.json"
+
+
+def run_benchmark_stage(
+    spec: PipelineSpec,
+    target: TargetSpec,
+    compressed: dict[str, Any],
+    dataset: dict[str, Any],
+    run: LineageRun,
+    *,
+    root: Path,
+) -> tuple[dict[str, Any], dict[str, tuple[bool | None, str]]]:
+    """Benchmark the artifact on the target's device and log the evidence: the whole record, its metrics (when
+    measured), the device and outcome as params, the on-device numbers on the target's LoggedModel, the artifact's
+    tags, and each budget's outcome on the registered version. Returns the record and the latency/memory outcomes.
+
+    On a device other than the declared one (`edgeops bench --device`), the numbers describe that device, not the
+    target: they stay on this run, and neither the LoggedModel nor the registered version's check tags change."""
+    from edgeops.hil.bench import benchmark_target, latency_memory_outcomes
+    from edgeops.records import benchmark_metrics
+    from edgeops.registry import log_on_device_metrics, tag_version
+
+    record = benchmark_target(spec, target, compressed, dataset, root=root)
+    record["mlflow_run_id"] = run.run_id
+    run.log_json(record, BENCHMARK_RECORD_ARTIFACT)
+    if record.get("measured"):
+        run.log_metrics(benchmark_metrics(record))
+    run.log_params({"device": target.device, "measured": record.get("measured"), "reason": record.get("reason", "")})
+    run.set_tags(artifact_tags(target.name, compressed["sha256"]))
+    outcomes = latency_memory_outcomes(record, target)
+    if target.device != spec.target(target.name).device:
+        return record, outcomes
+    log_on_device_metrics(run, compressed, record, dataset, spec.name)
+    tag_version(
+        run.client,
+        compressed,
+        {
+            f"edgeops.check.{name}": "not_measured" if ok is None else "passed" if ok else "failed"
+            for name, (ok, _) in outcomes.items()
+        },
+    )
+    return record, outcomes
+
+
+def run_robustness_stage(
+    spec: PipelineSpec,
+    target: TargetSpec,
+    dp_model: DpModel,
+    compressed: dict[str, Any],
+    dataset: dict[str, Any],
+    run: LineageRun,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """FGSM and PGD crafted on the float DP model, replayed on the artifact; logs the accuracies and the artifact's
+    tags. Returns the record and the metrics logged."""
+    from edgeops.robustness import measure_robustness, metric_names
+
+    record = measure_robustness(spec, dp_model, compressed, dataset)
+    metrics = {"clean_accuracy": record["clean_accuracy"]}
+    for budget in record["budgets"]:
+        fgsm, pgd = metric_names(budget["epsilon_fraction_of_span"])
+        metrics |= {fgsm: budget["fgsm_accuracy"], pgd: budget["pgd_accuracy"]}
+    run.log_metrics(metrics)
+    run.set_tags(artifact_tags(target.name, compressed["sha256"]))
+    record.update(mlflow_run_id=run.run_id, artifact_sha256=compressed["sha256"], target=target.name)
+    return record, metrics
+
+
+def run_trainability_stage(
+    declaration: Declaration, target: TargetSpec, compressed: dict[str, Any], dataset: dict[str, Any], run: LineageRun
+) -> dict[str, Any]:
+    """The device agent's fine-tuning run on the artifact against simulated local data; logs the record, the artifact's
+    tags and, when measured, the recovery, time and memory."""
+    from edgeops.personalization import measure_trainability
+
+    record = measure_trainability(declaration, target, compressed["artifact_path"], dataset)
+    run.log_json(record, TRAINABILITY_RECORD_ARTIFACT)
+    run.set_tags(artifact_tags(target.name, compressed["sha256"]))
+    if record.get("checks"):
+        run.log_metrics(
+            {
+                "accuracy_shifted_before": record["accuracy_shifted_before"],
+                "accuracy_shifted_after": record["accuracy_shifted_after"],
+                "recovery": record["recovery"],
+                "finetune_seconds": record["total_seconds"],
+                "finetune_extra_memory_mb": record["extra_memory_mb"],
+                "finetune_step_p95_ms": record["step_latency_ms"]["p95"],
+            }
+        )
+    return record

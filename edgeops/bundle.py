@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from edgeops.errors import EdgeopsError
-from edgeops.signing import canonical_bytes, fingerprint, public_pem, sign, verify_signature
+from edgeops.signing import canonical_bytes, fingerprint, public_pem, sign, verify_signature, write_private_key
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -69,10 +69,7 @@ def device_private_key(folder: Path) -> X25519PrivateKey:
         return key
     folder.mkdir(parents=True, exist_ok=True)
     key = X25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
+    write_private_key(path, key)
     return key
 
 

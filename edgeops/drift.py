@@ -111,6 +111,11 @@ def load_batch(path: Path, declaration: Declaration, features: list[str]) -> tup
     return frame, problems
 
 
+def _rows_problem(rows: np.ndarray, issue: str) -> dict[str, Any]:
+    """One problem for every row in `rows` (indices, at least one) that has it: their count, and the first of them."""
+    return {"row": int(rows[0]), "column": None, "value": None, "issue": f"{len(rows)} rows {issue}"}
+
+
 def validate_batch(
     frame: pd.DataFrame, problems: list[dict[str, Any]], declaration: Declaration, features: list[str]
 ) -> list[dict[str, Any]]:
@@ -120,27 +125,13 @@ def validate_batch(
     values = frame[features].to_numpy(dtype=np.float64)
     bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if len(bad_rows):
-        found.append(
-            {
-                "row": int(bad_rows[0]),
-                "column": None,
-                "value": None,
-                "issue": f"{len(bad_rows)} rows with missing or infinite values",
-            }
-        )
+        found.append(_rows_problem(bad_rows, "with missing or infinite values"))
     from edgeops.validation import feature_bounds
 
     low, high = feature_bounds(spec, features)
     outside = np.flatnonzero(((values < low) | (values > high)).any(axis=1))
     if len(outside):
-        found.append(
-            {
-                "row": int(outside[0]),
-                "column": None,
-                "value": None,
-                "issue": f"{len(outside)} rows outside the declared feature bounds",
-            }
-        )
+        found.append(_rows_problem(outside, "outside the declared feature bounds"))
     if spec.dataset.label in frame.columns:
         labels = frame[spec.dataset.label].dropna()
         unknown = sorted(set(labels.astype(int)) - set(spec.dataset.classes)) if len(labels) else []

@@ -45,6 +45,8 @@ def private_key_path(home: Path, key_file: str | None = None) -> Path:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from edgeops.signing import write_private_key
+
     declared = key_file or os.environ.get(OMS_KEY_ENV)
     if declared:
         path = Path(declared)
@@ -55,13 +57,7 @@ def private_key_path(home: Path, key_file: str | None = None) -> Path:
     private, public = key_paths(home)
     if not private.exists():
         private.parent.mkdir(parents=True, exist_ok=True)
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(pem)
+        write_private_key(private, ec.generate_private_key(ec.SECP256R1()))
         public.write_bytes(public_pem_of(private))
     return private
 

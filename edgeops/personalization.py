@@ -54,6 +54,11 @@ def simulated_local_data(
     return x.astype(np.float32), shifted.astype(np.float32), y
 
 
+def _not_measured(target: TargetSpec, reason: str) -> dict[str, Any]:
+    """The trainability record of a target this host cannot measure, with the reason."""
+    return {"measured": False, "target": target.name, "reason": reason}
+
+
 def measure_trainability(
     declaration: Declaration, target: TargetSpec, artifact_path: str, dataset: dict[str, Any]
 ) -> dict[str, Any]:
@@ -63,21 +68,17 @@ def measure_trainability(
     settings = spec.personalization
     device = spec.device(target.device)
     if device.kind != "local":
-        return {
-            "measured": False,
-            "target": target.name,
-            "reason": f"device {device.name!r} is {device.kind}: the pipeline measures trainability on this host's "
-            "CPU; on an agent "
-            "the same job runs through POST /v1/personalize against the device's own data",
-        }
+        return _not_measured(
+            target,
+            f"device {device.name!r} is {device.kind}: the pipeline measures trainability on this host's CPU; on an "
+            "agent the same job runs through POST /v1/personalize against the device's own data",
+        )
     if target.runtime != "onnxruntime":
-        return {
-            "measured": False,
-            "target": target.name,
-            "reason": f"on-device personalization retrains the head of an ONNX artifact; {target.runtime} artifacts "
-            "have no "
+        return _not_measured(
+            target,
+            f"on-device personalization retrains the head of an ONNX artifact; {target.runtime} artifacts have no "
             "training path in the device agent",
-        }
+        )
     artifact = Path(artifact_path).read_bytes()
     x, shifted, y = simulated_local_data(declaration, dataset)
     if settings.noise_multiplier > 0:  # priced before the job runs, against the job's own declared budget

@@ -18,6 +18,7 @@ from edgeops.errors import EdgeopsError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 
@@ -60,16 +61,23 @@ def signing_key(home: Path, key_file: str | None = None) -> Ed25519PrivateKey:
 
 def new_private_key_file(path: Path) -> Ed25519PrivateKey:
     """A fresh ed25519 key written to `path` (PKCS8 PEM), readable by its owner only; refuses to overwrite a file."""
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
+    write_private_key(path, key)
+    return key
+
+
+def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
+    """`key` as unencrypted PKCS8 PEM in a new file at `path`, readable by its owner only (0600 from its creation,
+    never a moment wider); refuses to overwrite a file. Every key edgeops creates is written here."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(pem)
-    return key
 
 
 def public_key_path(home: Path) -> Path:

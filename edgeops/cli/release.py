@@ -5,12 +5,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgeops.cli.common import mlflow_client, settings_and_declaration, validated_dataset
 from edgeops.errors import EdgeopsError
 from edgeops.settings import Settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+# The signing key of a release that an offline verifier trusts; an evidence folder carries its own copy under keys/.
+trusted_release_key_option = click.option(
+    "--public-key",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the release's ed25519 public key you trust (default: the folder's keys/signing_ed25519.pub)",
+)
+
+
+def _trusted_key(key_path: Path) -> Ed25519PublicKey:
+    """The ed25519 public key a verify command checks signatures with (EdgeopsError naming the path if it is not a
+    file)."""
+    from edgeops.signing import load_public
+
+    if not key_path.is_file():
+        raise EdgeopsError(f"{key_path}: no public key to verify with (pass --public-key)")
+    return load_public(key_path.read_bytes(), str(key_path))
 
 
 @click.group()
@@ -121,12 +144,7 @@ def release_evidence(pipeline: str, target: str, out: Path, version: str | None)
 
 @release.command("verify-evidence")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--public-key",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="the release's ed25519 public key you trust (default: the folder's keys/signing_ed25519.pub)",
-)
+@trusted_release_key_option
 @click.option(
     "--oms-public-key",
     default=None,
@@ -175,23 +193,16 @@ def attest() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="the release's evidence folder (default: the folder above the artifact's artifact/ folder)",
 )
-@click.option(
-    "--public-key",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="the release's ed25519 public key you trust (default: the folder's keys/signing_ed25519.pub)",
-)
+@trusted_release_key_option
 def attest_verify(artifact: Path, folder: Path | None, public_key: Path | None) -> None:
     """Walk the attestation's chain: DSSE signature, subject = the artifact's sha256, every linked digest, and the
     ledger entries that paid for it."""
     from edgeops import attest as attestations
-    from edgeops.signing import load_public
 
     folder = folder or artifact.resolve().parent.parent
-    key_path = public_key or folder / "keys" / "signing_ed25519.pub"
-    if not key_path.is_file():
-        raise EdgeopsError(f"{key_path}: no public key to verify with (pass --public-key)")
-    statement = attestations.verify(artifact, folder, load_public(key_path.read_bytes(), str(key_path)))
+    statement = attestations.verify(
+        artifact, folder, _trusted_key(public_key or folder / "keys" / "signing_ed25519.pub")
+    )
     for at, node in attestations.links(statement["predicate"]):
         click.echo(f"ok  {at}: {node['name']} sha256 {node['digest']['sha256'][:16]}...")
     privacy = statement["predicate"]["privacy"]
@@ -231,12 +242,9 @@ def bundle_verify(path: Path, public_key: Path | None, device_key: Path | None) 
     from cryptography.hazmat.primitives import serialization
 
     from edgeops import bundle as bundles
-    from edgeops.signing import load_public, public_key_path
+    from edgeops.signing import public_key_path
 
-    key_path = public_key or public_key_path(Settings.resolve().home)
-    if not key_path.exists():
-        raise EdgeopsError(f"{key_path}: no public key to verify with (pass --public-key)")
-    trusted = load_public(key_path.read_bytes(), str(key_path))
+    trusted = _trusted_key(public_key or public_key_path(Settings.resolve().home))
     blob = path.read_bytes()
     private = None
     if device_key:

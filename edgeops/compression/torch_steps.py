@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import torch
 
     from edgeops.ledger import LedgerEntry, PrivacyLedger
+    from edgeops.training.charged import SecretDpRun
     from edgeops.training.data import TrainingData
 
 
@@ -80,40 +81,79 @@ def _dp_finetune(
     step: PruneStep, finetune: DpFinetuneSpec, net: torch.nn.Module, ctx: CompressionContext
 ) -> dict[str, Any]:
     """DP-SGD fine-tuning of the pruned model on the private training split, charged to the ledger first."""
-    from edgeops.training.charged import charged_dp_sgd, noise_statement
+    ledger, data = _private_inputs(ctx, "DP fine-tuning after pruning")
+    outcome = _charged_step_training(
+        ctx,
+        ledger,
+        data,
+        finetune,
+        net,
+        purpose=f"fine-tuning after pruning ({ctx.target.name}, ratio {step.ratio})",
+        plan_model={"pruned_from": ctx.declaration.spec.model.model_dump(mode="json"), "ratio": step.ratio},
+        plan_inputs={"starts_from_weights_sha256": ctx.teacher_sha256},
+        mechanism=f"dp-sgd fine-tuning after pruning (target {ctx.target.name})",
+        kind="dpsgd-finetune",
+    )
+    net.load_state_dict(outcome.model.state_dict())
+    return {"data": "private training split (DP-SGD fine-tuning)", **_charge_note(outcome, "finetune")}
+
+
+def _charged_step_training(
+    ctx: CompressionContext,
+    ledger: PrivacyLedger,
+    data: TrainingData,
+    settings: DpFinetuneSpec | DistillStep,
+    skeleton: torch.nn.Module,
+    *,
+    purpose: str,
+    plan_model: dict[str, Any],
+    plan_inputs: dict[str, Any],
+    mechanism: str,
+    kind: str,
+    **train_options: Any,
+) -> SecretDpRun:
+    """A torch step's DP-SGD run on the private training split with the step's epsilon, epochs and learning rate,
+    starting from `skeleton`: planned (`plan_model` and `plan_inputs`, what it starts from, join the plan's charge key)
+    and charged to the ledger before it reads a private row (edgeops.training.charged)."""
+    from edgeops.training.charged import charged_dp_sgd
     from edgeops.training.dpsgd import plan_dp_training
 
     spec = ctx.declaration.spec
-    ledger, data = _private_inputs(ctx, "DP fine-tuning after pruning")
     plan = plan_dp_training(
         spec,
         data,
-        epsilon=finetune.epsilon,
-        epochs=finetune.epochs,
-        purpose=f"fine-tuning after pruning ({ctx.target.name}, ratio {step.ratio})",
-        learning_rate=finetune.learning_rate,
+        epsilon=settings.epsilon,
+        epochs=settings.epochs,
+        purpose=purpose,
+        learning_rate=settings.learning_rate,
     )
-    plan.model = {"pruned_from": spec.model.model_dump(mode="json"), "ratio": step.ratio}
-    plan.inputs = {**plan.inputs, "starts_from_weights_sha256": ctx.teacher_sha256}
-    outcome = charged_dp_sgd(
+    plan.model = plan_model
+    plan.inputs = {**plan.inputs, **plan_inputs}
+    return charged_dp_sgd(
         spec,
         data,
         plan,
         ledger,
         dp_outputs(ctx),
-        skeleton=net,
-        mechanism=f"dp-sgd fine-tuning after pruning (target {ctx.target.name})",
+        skeleton=skeleton,
+        mechanism=mechanism,
         note="compression step on private data",
         run_id=ctx.run_id,
-        kind="dpsgd-finetune",
-        learning_rate=finetune.learning_rate,
+        kind=kind,
+        learning_rate=settings.learning_rate,
+        **train_options,
     )
+
+
+def _charge_note(outcome: SecretDpRun, parameters_key: str) -> dict[str, Any]:
+    """What a step's note says of its charged DP-SGD run: the charge, the run's ledger parameters under
+    `parameters_key`, and where its noise came from."""
+    from edgeops.training.charged import noise_statement
+
     result, plan, entry = outcome.record, outcome.plan, cast("LedgerEntry", outcome.entry)
-    net.load_state_dict(outcome.model.state_dict())
     return {
-        "data": "private training split (DP-SGD fine-tuning)",
         "privacy": f"charged epsilon {result['epsilon']:.3f}, delta {plan.delta:g} (ledger entry {entry.id})",
-        "finetune": {**plan.ledger_parameters(), "epsilon": result["epsilon"], "ledger_entry": entry.id},
+        parameters_key: {**plan.ledger_parameters(), "epsilon": result["epsilon"], "ledger_entry": entry.id},
         "noise": noise_statement(result.get("noise")),
     }
 
@@ -127,8 +167,6 @@ def _distill(step: DistillStep, model: WorkingModel, ctx: CompressionContext) ->
     import torch
 
     from edgeops.models import build_model
-    from edgeops.training.charged import charged_dp_sgd, noise_statement
-    from edgeops.training.dpsgd import plan_dp_training
     from edgeops.training.evaluation import predict_logits
 
     if model.onnx_path is not None:
@@ -149,40 +187,28 @@ def _distill(step: DistillStep, model: WorkingModel, ctx: CompressionContext) ->
         *model_input_bounds(spec, data.features),
     )
     student_parameters = sum(p.numel() for p in student.parameters())
-    plan = plan_dp_training(
-        spec,
-        data,
-        epsilon=step.epsilon,
-        epochs=step.epochs,
-        purpose=f"distillation ({ctx.target.name})",
-        learning_rate=step.learning_rate,
-    )
-    plan.model = {
-        "student": step.student.model_dump(mode="json"),
-        "teacher_weights": ctx.teacher_sha256,
-        "temperature": step.temperature,
-        "weight": step.weight,
-    }
-    plan.inputs = {**plan.inputs, "teacher_weights_sha256": ctx.teacher_sha256, "student_init_seed": ctx.seed}
-    outcome = charged_dp_sgd(
-        spec,
-        data,
-        plan,
+    outcome = _charged_step_training(
+        ctx,
         ledger,
-        dp_outputs(ctx),
-        skeleton=student,
+        data,
+        step,
+        student,
+        purpose=f"distillation ({ctx.target.name})",
+        plan_model={
+            "student": step.student.model_dump(mode="json"),
+            "teacher_weights": ctx.teacher_sha256,
+            "temperature": step.temperature,
+            "weight": step.weight,
+        },
+        plan_inputs={"teacher_weights_sha256": ctx.teacher_sha256, "student_init_seed": ctx.seed},
         mechanism=f"dp-sgd distillation into a student (target {ctx.target.name})",
-        note="compression step on private data",
-        run_id=ctx.run_id,
         kind="dpsgd-distill",
-        learning_rate=step.learning_rate,
         # the teacher's logits read the training rows: computed only after the charge
         late_options=lambda: {"teacher_logits": predict_logits(teacher, data.x_train)},
         temperature=step.temperature,
         distill_weight=step.weight,
     )
-    result, plan, entry = {**outcome.record, "model": outcome.model}, outcome.plan, cast("LedgerEntry", outcome.entry)
-    model.torch_model = result["model"].eval()
+    model.torch_model = outcome.model.eval()
     model.notes.append(
         {
             "step": "distill",
@@ -192,9 +218,7 @@ def _distill(step: DistillStep, model: WorkingModel, ctx: CompressionContext) ->
             "temperature": step.temperature,
             "weight": step.weight,
             "data": "private training split (DP-SGD distillation)",
-            "privacy": f"charged epsilon {result['epsilon']:.3f}, delta {plan.delta:g} (ledger entry {entry.id})",
-            "distill": {**plan.ledger_parameters(), "epsilon": result["epsilon"], "ledger_entry": entry.id},
-            "noise": noise_statement(result.get("noise")),
+            **_charge_note(outcome, "distill"),
         }
     )
     return model

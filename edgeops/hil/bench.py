@@ -55,20 +55,26 @@ def benchmark_target(
         "artifact_sha256": compressed["sha256"],
         "batch_sizes": target.batch_sizes,
     }
+    # What every measurement is asked, on whichever device and runtime: the declared batch sizes and pinning. A power
+    # meter is read on this host only (an agent reads its own).
+    measurement: dict[str, Any] = {
+        "batch_sizes": target.batch_sizes,
+        "threads": device.threads,
+        "cores": device.cores,
+        "macs": compressed.get("macs"),
+        "max_seconds": max_seconds,
+    }
     power_meter = device.power_meter.model_dump() if device.power_meter else None
     if device.kind == "cuda":
         present, why = cuda_available(target.runtime)
         if not present:
             return {**base, "measured": False, "reason": why}
+        on_gpu = {**measurement, "threads": 1, "cores": None}  # the GPU does the work, not pinned host cores
         result = run_isolated(
             compressed["artifact_path"],
             x,
             y,
-            batch_sizes=target.batch_sizes,
-            threads=1,
-            cores=None,
-            macs=compressed.get("macs"),
-            max_seconds=max_seconds,
+            **on_gpu,
             power_meter=power_meter,
             runtime=target.runtime,
             accelerator="cuda",
@@ -83,16 +89,7 @@ def benchmark_target(
                 "on local and cuda devices",
             }
         result = run_isolated(
-            compressed["artifact_path"],
-            x,
-            y,
-            batch_sizes=target.batch_sizes,
-            threads=device.threads,
-            cores=device.cores,
-            macs=compressed.get("macs"),
-            max_seconds=max_seconds,
-            power_meter=power_meter,
-            runtime="torch",
+            compressed["artifact_path"], x, y, **measurement, power_meter=power_meter, runtime="torch"
         )
     elif target.runtime != "onnxruntime":
         from edgeops import runtimes
@@ -105,29 +102,10 @@ def benchmark_target(
                 "benchmarked on local devices, in the runtime's tool environment",
             }
         result = runtimes.benchmark(
-            target.runtime,
-            Path(compressed["artifact_path"]),
-            x,
-            y,
-            batch_sizes=target.batch_sizes,
-            threads=device.threads,
-            cores=device.cores,
-            macs=compressed.get("macs"),
-            max_seconds=max_seconds,
-            power_meter=power_meter,
+            target.runtime, Path(compressed["artifact_path"]), x, y, **measurement, power_meter=power_meter
         )
     elif device.kind == "local":
-        result = run_isolated(
-            compressed["artifact_path"],
-            x,
-            y,
-            batch_sizes=target.batch_sizes,
-            threads=device.threads,
-            cores=device.cores,
-            macs=compressed.get("macs"),
-            max_seconds=max_seconds,
-            power_meter=power_meter,
-        )
+        result = run_isolated(compressed["artifact_path"], x, y, **measurement, power_meter=power_meter)
     else:
         from edgeops.hil.client import client_for
 
@@ -142,11 +120,7 @@ def benchmark_target(
             compressed["sha256"],
             x,
             y,
-            batch_sizes=target.batch_sizes,
-            threads=device.threads,
-            cores=device.cores,
-            macs=compressed.get("macs"),
-            max_seconds=max_seconds,
+            **measurement,
             nonce=nonce,
         )
         return {**base, "measured": True, **receipt_numbers(answer, device, nonce, compressed["sha256"])}

@@ -244,6 +244,16 @@ def time_session(session: Any, batch: np.ndarray, warmup: int, min_runs: int, ma
     return np.asarray(samples)
 
 
+# run_benchmark's settings that a parent process (edgeops.hil.runner, edgeops.runtimes) writes into its benchmark
+# child's request file, passed on as they are; the power meter may be absent (no declared meter).
+REQUEST_SETTINGS = ("batch_sizes", "threads", "cores", "macs", "max_seconds", "min_runs")
+
+
+def settings_from_request(request: dict[str, Any]) -> dict[str, Any]:
+    """run_benchmark's keyword settings from a benchmark child's request."""
+    return {**{name: request[name] for name in REQUEST_SETTINGS}, "power_meter": request.get("power_meter")}
+
+
 def run_benchmark(
     model_path: str,
     inputs: np.ndarray,

@@ -81,7 +81,7 @@ def run_isolated(
 
 
 def _child(request_file: str) -> None:
-    from edgeops.hil.harness import run_benchmark
+    from edgeops.hil.harness import run_benchmark, settings_from_request
 
     request = json.loads(Path(request_file).read_text())
     folder = Path(request["folder"])
@@ -98,13 +98,7 @@ def _child(request_file: str) -> None:
         request["model_path"],
         inputs,
         labels,
-        batch_sizes=request["batch_sizes"],
-        threads=request["threads"],
-        cores=request["cores"],
-        macs=request["macs"],
-        max_seconds=request["max_seconds"],
-        min_runs=request["min_runs"],
-        power_meter=request.get("power_meter"),
+        **settings_from_request(request),
         provider=provider,
         open_session=open_session,
     )

@@ -269,7 +269,7 @@ def _artifact_max_batch(request: dict[str, Any]) -> int | None:
 
 
 def bench(request: dict[str, Any]) -> dict[str, Any]:
-    from edgeops.hil.harness import run_benchmark
+    from edgeops.hil.harness import run_benchmark, settings_from_request
 
     inputs = np.load(request["inputs"], allow_pickle=False)
     labels = np.load(request["labels"], allow_pickle=False) if request.get("labels") else None
@@ -281,13 +281,7 @@ def bench(request: dict[str, Any]) -> dict[str, Any]:
         request["artifact"],
         inputs,
         labels,
-        batch_sizes=request["batch_sizes"],
-        threads=request["threads"],
-        cores=request["cores"],
-        macs=request["macs"],
-        max_seconds=request["max_seconds"],
-        min_runs=request["min_runs"],
-        power_meter=request.get("power_meter"),
+        **settings_from_request(request),
         open_session=lambda path, threads: SESSIONS[request["runtime"]](path, threads, max_batch),
     )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from edgeops.cards.nist import CLASSIFICATIONS, classify_nist, load_attestations, load_catalogue
+from edgeops.cards.record import CARD_SCHEMA_VERSION
 from edgeops.cards.sections import (
     MlflowEvidence,
     derived_limitations,
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
     from edgeops.lineage import LineageRun
     from edgeops.settings import Settings
-
-CARD_SCHEMA_VERSION = "edgeops.card/1.0"
 
 
 def build_card(

@@ -13,25 +13,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from edgeops.cards.nist import CLASSIFICATIONS, classify_nist, load_attestations, load_catalogue
+from edgeops.cards.record import CARD_SCHEMA_VERSION
 from edgeops.cards.sections import (
     MlflowEvidence,
-    canary_audit_section,
     derived_limitations,
     drift_status,
     evidence_manifest,
     plain_value,
     pretrained_base,
+    privacy_section,
     robustness_section,
     software_versions,
 )
-from edgeops.noise import NOT_PRIVATE
 from edgeops.records import (
     ACCURACY_ON_DEVICE,
     LATENCY_B1_P50_MS,
     LATENCY_B1_P95_MS,
     PEAK_RSS_BEYOND_BASELINE_KB,
     DpModel,
-    FederatedPrivacy,
 )
 from edgeops.spec import Declaration
 
@@ -40,8 +39,6 @@ if TYPE_CHECKING:
 
     from edgeops.lineage import LineageRun
     from edgeops.settings import Settings
-
-CARD_SCHEMA_VERSION = "edgeops.card/1.0"
 
 
 def build_card(
@@ -64,7 +61,6 @@ def build_card(
 ) -> dict[str, Any]:
     from edgeops.compression.build import budget_outcomes
     from edgeops.hil.bench import latency_memory_outcomes
-    from edgeops.privacy.accounting import card_ledger, verify_claim
     from edgeops.registry import target_guarantee
 
     spec = declaration.spec
@@ -157,72 +153,7 @@ def build_card(
             "per_target": [],
         },
     }
-    # CentralPrivacy | FederatedPrivacy, told apart by `federated` (a flag mypy does not narrow on)
-    privacy: Any = dp_model.privacy
-    federated = isinstance(privacy, FederatedPrivacy)
-    card["privacy"] = {
-        "dp_statement": {
-            "epsilon": evidence.metric(dp_run, "epsilon"),
-            "delta": privacy.delta,
-            "accountant": privacy.accountant.upper(),
-            "sampling": f"{privacy.sampling}, rate {privacy.sample_rate:.4f}",
-            "clipping": f"{privacy.clipping}, L2 norm {privacy.clipping_norm if federated else privacy.max_grad_norm}",
-            "noise_multiplier": privacy.noise_multiplier,
-            "steps": privacy.steps,
-            "epochs": None if federated else privacy.epochs,
-            "unit": privacy.unit,
-            "training_mode": dp_model.training_mode,
-            "noise": privacy.noise,
-            "text": (
-                f"{NOT_PRIVATE}: this model was trained with the test switch's replayable noise and carries NO privacy "
-                "guarantee. "
-                if privacy.noise.startswith(NOT_PRIVATE)
-                else ""
-            )
-            + f"The released model is ({plain_value(evidence.metric(dp_run, 'epsilon')):.3f}, "
-            f"{privacy.delta:g})-differentially private "
-            + (
-                f"with respect to one client's whole data, trained by federated averaging across {privacy.clients} "
-                "clients "
-                f"(Flower DP-FedAvg, {privacy.steps} rounds, {privacy.accountant.upper()} accountant"
-                + (", secure aggregation with SecAgg+)." if privacy.secure_aggregation else ").")
-                if federated
-                else f"with respect to one row of the training split ({privacy.accountant.upper()} accountant)."
-            )
-            + (
-                ""
-                if privacy.noise.startswith(NOT_PRIVATE)
-                else " The noise and the private sampling come from a secret, cryptographically secure source; the "
-                "seed in the "
-                "declaration drives only public randomness (split, initialisation, pre-training)."
-            ),
-        },
-        "rederivation": verify_claim(privacy.model_dump()),
-        "membership_inference": {
-            k: audit[k]
-            for k in ("dp_model", "nonprivate_reference", "role", "max_detectable_epsilon", "summary")
-            if k in audit
-        }
-        | {"mlflow_run_id": audit.get("mlflow_run_id")},
-        "canary_audit": canary_audit_section(canary_audit),
-        "protected": [
-            "training split (DP-SGD)",
-            "pruning fine-tuning data where declared (DP-SGD, charged to the ledger)",
-        ],
-        "per_target": "each target's own (epsilon, delta) is in its entry under targets[].guarantee: the DP model "
-        "plus that target's DP fine-tuning or distillation, by basic composition (a PLD figure beside it)",
-        "ledger": card_ledger(ledger_summary)
-        if ledger_summary is not None
-        else {"not_available": "no ledger summary was given to the card"},
-        "not_protected": [
-            "validation and test splits (used for evaluation and checks; their aggregate metrics are published "
-            "without DP)",
-            "the non-private reference's aggregate metrics (never released as a model)",
-            "data validation reports (row ids of suspect rows are shown to the data owner only)",
-            "per-epoch training loss and each federated client's update norm: un-noised, so kept in owner-only files "
-            "and never published (not in MLflow, Dagster metadata or this card)",
-        ],
-    }
+    card["privacy"] = privacy_section(evidence, dp_model, audit, canary_audit, ledger_summary)
     targets = []
     energy_reason = ""
     for target_spec in spec.targets:

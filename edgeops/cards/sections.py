@@ -1,6 +1,7 @@
 """The parts of a model card built from one source each: MLflow evidence (every number carried with the run and metric
-it came from), the pre-trained base, installed software, drift reports, the robustness run, the canary audit and the
-evidence manifest; and the limitations derived from the built card's numbers."""
+it came from), the pre-trained base, installed software, drift reports, the robustness run, the privacy section (the
+DP model's guarantee, its audits and the ledger), the canary audit and the evidence manifest; and the limitations
+derived from the built card's numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from edgeops.errors import CardError
-from edgeops.records import DpModel
+from edgeops.records import DpModel, FederatedPrivacy
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -175,6 +176,87 @@ def robustness_section(evidence: MlflowEvidence, robustness: dict[str, Any], cur
             "rows": first["rows"],
             "per_target": per_target,
         }
+    }
+
+
+def privacy_section(
+    evidence: MlflowEvidence,
+    dp_model: DpModel,
+    audit: dict[str, Any],
+    canary_audit: dict[str, Any] | None,
+    ledger_summary: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The card's privacy section: the released model's guarantee in numbers and words (its epsilon cited from MLflow),
+    its re-derivation, the audits, what is and is not protected, and the privacy ledger."""
+    from edgeops.noise import NOT_PRIVATE
+    from edgeops.privacy.accounting import card_ledger, verify_claim
+
+    dp_run = dp_model.mlflow_run_id
+    # CentralPrivacy | FederatedPrivacy, told apart by `federated` (a flag mypy does not narrow on)
+    privacy: Any = dp_model.privacy
+    federated = isinstance(privacy, FederatedPrivacy)
+    return {
+        "dp_statement": {
+            "epsilon": evidence.metric(dp_run, "epsilon"),
+            "delta": privacy.delta,
+            "accountant": privacy.accountant.upper(),
+            "sampling": f"{privacy.sampling}, rate {privacy.sample_rate:.4f}",
+            "clipping": f"{privacy.clipping}, L2 norm {privacy.clipping_norm if federated else privacy.max_grad_norm}",
+            "noise_multiplier": privacy.noise_multiplier,
+            "steps": privacy.steps,
+            "epochs": None if federated else privacy.epochs,
+            "unit": privacy.unit,
+            "training_mode": dp_model.training_mode,
+            "noise": privacy.noise,
+            "text": (
+                f"{NOT_PRIVATE}: this model was trained with the test switch's replayable noise and carries NO privacy "
+                "guarantee. "
+                if privacy.noise.startswith(NOT_PRIVATE)
+                else ""
+            )
+            + f"The released model is ({plain_value(evidence.metric(dp_run, 'epsilon')):.3f}, "
+            f"{privacy.delta:g})-differentially private "
+            + (
+                f"with respect to one client's whole data, trained by federated averaging across {privacy.clients} "
+                "clients "
+                f"(Flower DP-FedAvg, {privacy.steps} rounds, {privacy.accountant.upper()} accountant"
+                + (", secure aggregation with SecAgg+)." if privacy.secure_aggregation else ").")
+                if federated
+                else f"with respect to one row of the training split ({privacy.accountant.upper()} accountant)."
+            )
+            + (
+                ""
+                if privacy.noise.startswith(NOT_PRIVATE)
+                else " The noise and the private sampling come from a secret, cryptographically secure source; the "
+                "seed in the "
+                "declaration drives only public randomness (split, initialisation, pre-training)."
+            ),
+        },
+        "rederivation": verify_claim(privacy.model_dump()),
+        "membership_inference": {
+            k: audit[k]
+            for k in ("dp_model", "nonprivate_reference", "role", "max_detectable_epsilon", "summary")
+            if k in audit
+        }
+        | {"mlflow_run_id": audit.get("mlflow_run_id")},
+        "canary_audit": canary_audit_section(canary_audit),
+        "protected": [
+            "training split (DP-SGD)",
+            "pruning fine-tuning data where declared (DP-SGD, charged to the ledger)",
+        ],
+        "per_target": "each target's own (epsilon, delta) is in its entry under targets[].guarantee: the DP model "
+        "plus that target's DP fine-tuning or distillation, by basic composition (a PLD figure beside it)",
+        "ledger": card_ledger(ledger_summary)
+        if ledger_summary is not None
+        else {"not_available": "no ledger summary was given to the card"},
+        "not_protected": [
+            "validation and test splits (used for evaluation and checks; their aggregate metrics are published "
+            "without DP)",
+            "the non-private reference's aggregate metrics (never released as a model)",
+            "data validation reports (row ids of suspect rows are shown to the data owner only)",
+            "per-epoch training loss and each federated client's update norm: un-noised, so kept in owner-only files "
+            "and never published (not in MLflow, Dagster metadata or this card)",
+        ],
     }
 
 

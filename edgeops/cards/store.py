@@ -48,17 +48,30 @@ def resolve_card(path: str | Path) -> Path:
 
 
 def validate_card_schema(card: dict[str, Any], cards_dir: Path) -> None:
+    """Refuse a card that does not match `Card` (edgeops.cards.record) or the card schema shipped with edgeops (the one
+    auditors validate with, generated from `Card`). Both read the card as card.json will hold it, lists and text."""
     import jsonschema
+    from pydantic import ValidationError
 
+    from edgeops.cards.record import Card
     from edgeops.resources import CARD_SCHEMA, read_card_file
 
+    document = json.loads(json.dumps(card, default=str))
     schema = json.loads(read_card_file(CARD_SCHEMA, cards_dir))
     try:
-        jsonschema.validate(card, schema)
+        jsonschema.validate(document, schema)
     except jsonschema.ValidationError as err:
         raise CardError(
             "card does not match the card schema (edgeops/resources/model_cards/card.schema.json) at "
             f"{'/'.join(map(str, err.absolute_path))}: {err.message}"
+        ) from None
+    try:
+        Card.model_validate(document)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise CardError(
+            f"card does not match the Card record (edgeops.cards.record) at {'/'.join(map(str, first['loc']))}: "
+            f"{first['msg']}"
         ) from None
 
 

@@ -8,7 +8,6 @@ and check each one against the tracking server.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -338,11 +337,13 @@ def generate_card(
     """The card stage: build from recorded results, write every format, sign, and log the files to MLflow."""
     import time
 
+    from edgeops.asset_store import AssetStore
     from edgeops.cards.store import write_card
 
     started = time.perf_counter()
-    drift_dir = settings.home / "assets" / declaration.spec.name / "drift_report"
-    drift_reports = [json.loads(p.read_text()) for p in sorted(drift_dir.glob("*.json"))] if drift_dir.exists() else []
+    # Every batch's drift report so far. Read here, not declared as an input: batches arrive on their own schedule and
+    # a card must not wait for (or re-run with) one.
+    drift_reports = AssetStore.under_home(settings.home).drift_reports(declaration.spec.name)
     card = build_card(
         declaration,
         settings.model_cards_dir,

@@ -113,15 +113,23 @@ def groupnorm_model(declaration, data, ref, folder: Path) -> dict:
 def targets(runtimes_available: dict) -> list:
     from edgeops.spec import TargetSpec
 
-    int8 = [{"step": "int8", "per_channel": True, "calibration": {"source": "synthetic_digits", "samples": 256}}]
+    calibration = {"source": "synthetic_digits", "samples": 256}
+    int8 = [{"step": "int8", "per_channel": True, "calibration": calibration}]
+    # ONNX Runtime also per tensor: one weight scale per layer instead of one per output channel. On this model the
+    # per-channel scales and float biases alone take 52 KB beside 412 KB of int8 weights, which puts per-channel int8
+    # at >= 0.276x float whatever else is stripped; per tensor is the variant that can reach 0.27x, at some accuracy.
+    per_tensor = [{"step": "int8", "per_channel": False, "calibration": calibration}]
     out = []
     for runtime in ("onnxruntime", "executorch", "litert"):
         if runtime != "onnxruntime" and not runtimes_available[runtime][0]:
             continue
-        for precision, recipe in (("float", []), ("int8", int8)):
+        variants = [("float", []), ("int8", int8)] + (
+            [("int8_per_tensor", per_tensor)] if runtime == "onnxruntime" else []
+        )
+        for variant, recipe in variants:
             out.append(
                 TargetSpec.model_validate(
-                    {"name": f"{runtime}_{precision}", "runtime": runtime, "device": "local_cpu", "recipe": recipe}
+                    {"name": f"{runtime}_{variant}", "runtime": runtime, "device": "local_cpu", "recipe": recipe}
                 )
             )
     return out
@@ -319,7 +327,7 @@ def main() -> None:
     rows = []
     for name, record in records.items():
         runtime, precision = record["runtime"], record["precision"]
-        float_name = name.replace("int8", "float")
+        float_name = name.split("_int8")[0] + "_float"  # onnxruntime_int8_per_tensor -> onnxruntime_float
         if float_name not in records:  # its float twin failed to build: no ratio, the size compared with itself
             float_name = name
             round_medians.setdefault(("", 0), [])
@@ -428,12 +436,12 @@ def evaluate_goals(rows: list[dict]) -> list[str]:
                 f"best int8/float at batch {batch}: {best} {ratios[best]:.3f} (goal <= 0.5): "
                 f"{'met' if ratios[best] <= 0.5 else 'MISSED'}"
             )
-        ort = ratios.get("onnxruntime_int8")
-        if ort is not None:
-            out.append(
-                f"ONNX Runtime int8/float at batch {batch}: {ort:.3f} (goal <= 0.7): "
-                f"{'met' if ort <= 0.7 else 'MISSED'}"
-            )
+        for variant, ort in ratios.items():
+            if variant.startswith("onnxruntime_int8"):
+                out.append(
+                    f"ONNX Runtime int8/float at batch {batch} ({variant}): {ort:.3f} (goal <= 0.7): "
+                    f"{'met' if ort <= 0.7 else 'MISSED'}"
+                )
     for r in real:
         if r["batch"] == 1:
             out.append(

@@ -7,7 +7,7 @@ from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
 from assets.compression import target_partitions
 from assets.resources import MlflowLineage
 from edgeops.lineage import STAGE_BENCHMARK, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
-from edgeops.records import DpModel
+from edgeops.records import DpModel, RobustnessSkipped
 from edgeops.report import NOT_MEASURED, not_measured_description
 
 
@@ -142,13 +142,14 @@ def build_robustness_asset(ctx: AssetFactoryContext):
     )
     def robustness(
         context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dp_model: DpModel, dataset: dict
-    ) -> dict:
+    ):  # -> RobustnessRecord | RobustnessSkipped: Dagster takes no union as an output type
         from edgeops.measurement_stages import run_robustness_stage
 
         target = spec.target(context.partition_key)
         if not spec.robustness.enabled:
-            context.add_output_metadata({"skipped": "robustness.enabled is false"})
-            return {"skipped": "robustness.enabled is false", "target": target.name}
+            skipped = RobustnessSkipped(skipped="robustness.enabled is false", target=target.name)
+            context.add_output_metadata({"skipped": skipped.skipped})
+            return skipped
         with edgeops_failure(), lineage.stage_run(context, declaration, STAGE_ROBUSTNESS) as run:
             record, metrics = run_robustness_stage(spec, target, dp_model, compressed, dataset, run)
         context.add_output_metadata(metrics)
@@ -193,36 +194,31 @@ def build_trainability_asset(ctx: AssetFactoryContext):
         target = spec.target(context.partition_key)
         with edgeops_failure(), lineage.stage_run(context, declaration, STAGE_TRAINABILITY) as run:
             record = run_trainability_stage(declaration, target, compressed, dataset, run)
-        metadata = {
-            k: record[k]
-            for k in (
-                "measured",
-                "trainable",
-                "reason",
-                "accuracy_shifted_before",
-                "accuracy_shifted_after",
-                "recovery",
-                "total_seconds",
-                "extra_memory_mb",
-            )
-            if k in record
+        shown = {
+            "measured",
+            "trainable",
+            "reason",
+            "accuracy_shifted_before",
+            "accuracy_shifted_after",
+            "recovery",
+            "total_seconds",
+            "extra_memory_mb",
         }
+        metadata = record.model_dump(include=shown, exclude_unset=True)
         yield dg.Output(record, metadata=metadata)
-        if not record["measured"]:
+        if not record.measured:
             yield dg.AssetCheckResult(
                 check_name="fine_tunable_within_budget",
                 passed=False,
                 severity=dg.AssetCheckSeverity.WARN,
-                description=not_measured_description(f"{record['reason']} (target {target.name})"),
+                description=not_measured_description(f"{record.reason} (target {target.name})"),
                 metadata={"outcome": NOT_MEASURED},
             )
         else:
-            detail = "; ".join(f"{k}: {v['detail']}" for k, v in record.get("checks", {}).items()) or record.get(
-                "reason", ""
-            )
+            detail = "; ".join(f"{k}: {v.detail}" for k, v in (record.checks or {}).items()) or record.reason or ""
             yield dg.AssetCheckResult(
                 check_name="fine_tunable_within_budget",
-                passed=record["trainable"],
+                passed=bool(record.trainable),
                 description=f"{target.name}: {detail}",
             )
 

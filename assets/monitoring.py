@@ -12,7 +12,7 @@ import dagster as dg
 
 from assets.common import AssetFactoryContext, edgeops_failure
 from assets.resources import MlflowLineage
-from edgeops.records import DpModel
+from edgeops.records import DpModel, DriftQuarantined
 
 SENSOR_INTERVAL_ENV = "EDGEOPS_SENSOR_INTERVAL_S"
 
@@ -78,54 +78,48 @@ def build_monitoring_assets(ctx: AssetFactoryContext) -> list:
                 ctx.settings.pipeline_dir(spec.name) / "monitoring",
                 run,
             )
-            context.log.info(
-                f"batch {context.partition_key}: {result['status']}"
-                + (
-                    ", drift "
-                    f"""{
-                        "detected: " + "; ".join(result.get("reasons", []))
-                        if result.get("drift_detected")
-                        else "not detected"
-                    }"""
-                    if result["status"] != "quarantined"
-                    else ""
-                )
+            drift = (
+                ""
+                if isinstance(result, DriftQuarantined)
+                else f", drift detected: {'; '.join(result.reasons)}"
+                if result.drift_detected
+                else ", drift not detected"
             )
-        metadata = {"status": result["status"]}
-        if result["status"] == "quarantined":
-            metadata["quarantine"] = dg.MetadataValue.path(result["quarantine"])
+            context.log.info(f"batch {context.partition_key}: {result.status}{drift}")
+        metadata = {"status": result.status}
+        if isinstance(result, DriftQuarantined):
+            metadata["quarantine"] = dg.MetadataValue.path(result.quarantine)
         else:
             metadata.update(
                 {
-                    "drift_detected": result["drift_detected"],
-                    "report": dg.MetadataValue.path(result["html_report"]),
+                    "drift_detected": result.drift_detected,
+                    "report": dg.MetadataValue.path(result.html_report),
                     "summary": dg.MetadataValue.json(
-                        {
-                            k: result[k]
-                            for k in (
+                        result.model_dump(
+                            include={
                                 "reasons",
                                 "feature_drift_share",
                                 "embedding_drift_share",
                                 "accuracy_on_batch",
                                 "rows_in_batch",
                                 "rows_sampled",
-                            )
-                        }
+                            }
+                        )
                     ),
                 }
             )
         yield dg.Output(result, metadata=metadata)
-        problems = result.get("problems", [])
+        problems = result.problems if isinstance(result, DriftQuarantined) else []
         yield dg.AssetCheckResult(
             check_name="batch_valid",
             passed=not problems,
             severity=dg.AssetCheckSeverity.ERROR,
             description="batch valid"
             if not problems
-            else f"quarantined: {problems[0]['issue']} (+{len(problems) - 1} more)",
-            metadata={"problems": dg.MetadataValue.json(problems[:10])},
+            else f"quarantined: {problems[0].issue} (+{len(problems) - 1} more)",
+            metadata={"problems": dg.MetadataValue.json([p.model_dump() for p in problems[:10]])},
         )
-        if result["status"] == "quarantined":
+        if isinstance(result, DriftQuarantined):
             yield dg.AssetCheckResult(
                 check_name="no_drift",
                 passed=False,
@@ -135,10 +129,10 @@ def build_monitoring_assets(ctx: AssetFactoryContext) -> list:
         else:
             yield dg.AssetCheckResult(
                 check_name="no_drift",
-                passed=not result["drift_detected"],
+                passed=not result.drift_detected,
                 severity=severity,
-                description="; ".join(result["reasons"]) or "no drift",
-                metadata={"drift_detected": result["drift_detected"]},
+                description="; ".join(result.reasons) or "no drift",
+                metadata={"drift_detected": result.drift_detected},
             )
 
     return [drift_report]

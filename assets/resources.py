@@ -7,13 +7,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+from pydantic import TypeAdapter
 
 from edgeops import __version__
-from edgeops.asset_store import AssetStore
-from edgeops.lineage import STAGE_DP_MODEL
-from edgeops.records import DpModel, Record
+from edgeops.asset_store import ASSET_DRIFT_REPORT, AssetStore
+from edgeops.lineage import STAGE_DP_MODEL, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
+from edgeops.records import DpModel, DriftReport, Record, Robustness, TrainabilityRecord
 from edgeops.spec import Declaration
 
 
@@ -78,8 +80,22 @@ class MlflowLineage(dg.ConfigurableResource):
         )
 
 
-# the assets whose output is a typed record (edgeops.records): stored as its JSON, handed downstream validated
-RECORD_OF_ASSET: dict[str, type[Record]] = {STAGE_DP_MODEL: DpModel, "federated_model": DpModel}
+# the assets whose output is a typed record (edgeops.records): stored as its JSON, handed downstream validated; a
+# record class, or a union of them where an asset stores more than one form
+RECORD_OF_ASSET: dict[str, Any] = {
+    STAGE_DP_MODEL: DpModel,
+    "federated_model": DpModel,
+    STAGE_ROBUSTNESS: Robustness,
+    STAGE_TRAINABILITY: TrainabilityRecord,
+    ASSET_DRIFT_REPORT: DriftReport,
+}
+
+
+def load_stored(asset: str, stored: Any) -> Any:
+    """An asset's stored JSON as the IO manager hands it downstream: its record, validated (a malformed file is refused
+    here, naming the field), or the JSON itself for an asset that has no record yet."""
+    record = RECORD_OF_ASSET.get(asset)
+    return TypeAdapter(record).validate_python(stored) if record else stored
 
 
 class JsonIOManager(dg.ConfigurableIOManager):
@@ -103,11 +119,9 @@ class JsonIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext):
         key = context.asset_key
-        record = RECORD_OF_ASSET.get(key.path[-1])
 
         def read(path: Path):
-            stored = json.loads(path.read_text())
-            return record.model_validate(stored) if record else stored
+            return load_stored(key.path[-1], json.loads(path.read_text()))
 
         if context.has_asset_partitions and not context.has_partition_key:
             found = {}

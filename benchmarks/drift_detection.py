@@ -41,7 +41,7 @@ def main() -> None:
         out = []
         for path in paths:
             frame, _ = load_batch(path, declaration, ref["features"])
-            out.append(drift_report(declaration, ref, model, frame, work / "r", write_html=False)["drift_detected"])
+            out.append(drift_report(declaration, ref, model, frame, work / "r", write_html=False).drift_detected)
         return out
 
     rows = []
@@ -120,7 +120,7 @@ def main() -> None:
             f"chi-square p<{declaration.spec.monitoring.prediction_threshold}, or >= "
             f"{declaration.spec.monitoring.drift_share:.0%} of 8 embedding projections + 2 pixel statistics drifted",
             f"timing run: sampled to max_rows={declaration.spec.monitoring.max_rows} (recorded in the summary: "
-            f"rows_sampled={summary['rows_sampled']}), HTML report written",
+            f"rows_sampled={summary.rows_sampled}), HTML report written",
         ],
     )
 

@@ -11,8 +11,11 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import TypeAdapter
+
 from edgeops.errors import EdgeopsError
 from edgeops.lineage import STAGE_CARD, STAGE_COMPRESSION, STAGE_DP_MODEL, STAGE_VALIDATED
+from edgeops.records import DriftReport
 
 ASSETS_FOLDER = "assets"  # below the edgeops home
 UNPARTITIONED = "__all__"
@@ -97,6 +100,8 @@ class AssetStore:
     def model_card(self, pipeline: str) -> dict[str, Any] | None:
         return cast("dict[str, Any] | None", self.read_if_present(pipeline, STAGE_CARD))
 
-    def drift_reports(self, pipeline: str) -> list[dict[str, Any]]:
-        """Every batch's drift report, in partition-key order."""
-        return list(self.partitions(pipeline, ASSET_DRIFT_REPORT).values())
+    def drift_reports(self, pipeline: str) -> list[DriftReport]:
+        """Every batch's drift report, in partition-key order, validated as the IO manager hands it downstream (a
+        malformed stored report is refused here, not half-read by the card)."""
+        reports: TypeAdapter[DriftReport] = TypeAdapter(DriftReport)
+        return [reports.validate_python(stored) for stored in self.partitions(pipeline, ASSET_DRIFT_REPORT).values()]

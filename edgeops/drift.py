@@ -25,7 +25,15 @@ from edgeops.drift_simulation import _images as _images
 from edgeops.drift_simulation import shift_batch as shift_batch
 from edgeops.drift_simulation import simulate as simulate
 from edgeops.errors import DataError
-from edgeops.records import DpModel
+from edgeops.records import (
+    BatchProblem,
+    DpModel,
+    DriftChecked,
+    DriftQuarantined,
+    DriftReport,
+    DriftSummary,
+    PredictionDrift,
+)
 from edgeops.spec import Declaration
 
 if TYPE_CHECKING:
@@ -251,7 +259,7 @@ def drift_report(
     *,
     seed: int = 0,
     write_html: bool = True,
-) -> dict[str, Any]:
+) -> DriftSummary:
     """Run the Evidently report and return a compact summary (the HTML report is written to out_dir)."""
     from evidently import Report
     from evidently.metrics import ValueDrift
@@ -336,21 +344,21 @@ def drift_report(
         index = {c: i for i, c in enumerate(spec.dataset.classes)}
         truth = np.array([index.get(int(v), -1) for v in batch[label]])
         accuracy = float((cur_frame["prediction"].to_numpy() == truth).mean())
-    summary = {
-        "drift_detected": bool(reasons),
-        "reasons": reasons,
-        "feature_drift_share": feature_share,
-        "drifted_features": sorted(c for c, e in per_feature.items() if e["drifted"])[:20],
-        "prediction_drift": prediction,
-        "embedding_drift_share": embedding_share,
-        "accuracy_on_batch": accuracy,
-        "rows_in_batch": rows_in,
-        "rows_sampled": len(cur_frame),
-        "reference_rows": len(ref_frame),
-        "html_report": str(html_path),
-        "evidently_metrics": len(result["metrics"]),
-    }
-    (out_dir / "drift_summary.json").write_text(json.dumps(summary, indent=1))
+    summary = DriftSummary(
+        drift_detected=bool(reasons),
+        reasons=reasons,
+        feature_drift_share=feature_share,
+        drifted_features=sorted(c for c, e in per_feature.items() if e["drifted"])[:20],
+        prediction_drift=PredictionDrift(**prediction) if prediction else None,
+        embedding_drift_share=embedding_share,
+        accuracy_on_batch=accuracy,
+        rows_in_batch=rows_in,
+        rows_sampled=len(cur_frame),
+        reference_rows=len(ref_frame),
+        html_report=str(html_path),
+        evidently_metrics=len(result["metrics"]),
+    )
+    (out_dir / "drift_summary.json").write_text(json.dumps(summary.to_json(), indent=1))
     return summary
 
 
@@ -361,7 +369,7 @@ def run_drift_stage(
     dp_model: DpModel,
     state_dir: Path,
     run: LineageRun,
-) -> dict[str, Any]:
+) -> DriftReport:
     """Stage: find the batch, validate it (quarantine when bad), report drift against the training reference."""
     from edgeops.models import load_weights
     from edgeops.training.data import TrainingData, new_model
@@ -379,41 +387,33 @@ def run_drift_stage(
     if problems:
         where = quarantine(path, key, problems, state_dir / "quarantine")
         run.set_tags({"edgeops.batch_status": "quarantined"})
-        return {
-            "key": key,
-            "batch": str(path),
-            "status": "quarantined",
-            "quarantine": str(where),
-            "problems": problems[:20],
-            "drift_detected": None,
-            "mlflow_run_id": run.run_id,
-        }
+        return DriftQuarantined(
+            key=key,
+            batch=str(path),
+            status="quarantined",
+            quarantine=str(where),
+            problems=[BatchProblem(**problem) for problem in problems[:20]],
+            drift_detected=None,
+            mlflow_run_id=run.run_id,
+        )
     spec = with_dp_bounds(declaration.spec, reference_ref)
     model = load_weights(
         new_model(spec, TrainingData.from_ref(reference_ref, spec)), Path(dp_model.weights_path)
     ).eval()
     summary = drift_report(declaration, reference_ref, model, frame, state_dir / "reports" / key)
-    run.log_artifact(summary["html_report"], "drift")
-    run.log_metrics(
-        {
-            "drift_detected": float(summary["drift_detected"]),
-            "feature_drift_share": summary["feature_drift_share"] or 0.0,
-            "embedding_drift_share": summary["embedding_drift_share"],
-            "rows_sampled": summary["rows_sampled"],
-            **({"accuracy_on_batch": summary["accuracy_on_batch"]} if summary["accuracy_on_batch"] is not None else {}),
-        }
-    )
+    run.log_artifact(summary.html_report, "drift")
+    run.log_metrics(summary.metrics())
     run.set_tags(
         {
-            "edgeops.batch_status": "drift" if summary["drift_detected"] else "ok",
+            "edgeops.batch_status": "drift" if summary.drift_detected else "ok",
             "edgeops.model_weights_sha256": dp_model.weights_sha256,
         }
     )
-    return {
-        "key": key,
-        "batch": str(path),
-        "status": "checked",
-        "model_weights_sha256": dp_model.weights_sha256,
-        "mlflow_run_id": run.run_id,
-        **summary,
-    }
+    return DriftChecked(
+        key=key,
+        batch=str(path),
+        status="checked",
+        model_weights_sha256=dp_model.weights_sha256,
+        mlflow_run_id=run.run_id,
+        **dict(summary),
+    )

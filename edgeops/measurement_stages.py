@@ -11,7 +11,7 @@ from edgeops.lineage import artifact_tags
 
 if TYPE_CHECKING:
     from edgeops.lineage import LineageRun
-    from edgeops.records import DpModel
+    from edgeops.records import DpModel, RobustnessRecord, TrainabilityRecord
     from edgeops.spec import Declaration, PipelineSpec, TargetSpec
 
 BENCHMARK_RECORD_ARTIFACT = "benchmark/record.json"
@@ -66,41 +66,36 @@ def run_robustness_stage(
     compressed: dict[str, Any],
     dataset: dict[str, Any],
     run: LineageRun,
-) -> tuple[dict[str, Any], dict[str, float]]:
+) -> tuple[RobustnessRecord, dict[str, float]]:
     """FGSM and PGD crafted on the float DP model, replayed on the artifact; logs the accuracies and the artifact's
     tags. Returns the record and the metrics logged."""
-    from edgeops.robustness import measure_robustness, metric_names
+    from edgeops.records import RobustnessRecord
+    from edgeops.robustness import CLEAN_ACCURACY, measure_robustness, metric_names
 
-    record = measure_robustness(spec, dp_model, compressed, dataset)
-    metrics = {"clean_accuracy": record["clean_accuracy"]}
-    for budget in record["budgets"]:
-        fgsm, pgd = metric_names(budget["epsilon_fraction_of_span"])
-        metrics |= {fgsm: budget["fgsm_accuracy"], pgd: budget["pgd_accuracy"]}
+    measurement = measure_robustness(spec, dp_model, compressed, dataset)
+    metrics = {CLEAN_ACCURACY: measurement.clean_accuracy}
+    for budget in measurement.budgets:
+        fgsm, pgd = metric_names(budget.epsilon_fraction_of_span)
+        metrics |= {fgsm: budget.fgsm_accuracy, pgd: budget.pgd_accuracy}
     run.log_metrics(metrics)
     run.set_tags(artifact_tags(target.name, compressed["sha256"]))
-    record.update(mlflow_run_id=run.run_id, artifact_sha256=compressed["sha256"], target=target.name)
+    record = RobustnessRecord(
+        **dict(measurement), mlflow_run_id=run.run_id, artifact_sha256=compressed["sha256"], target=target.name
+    )
     return record, metrics
 
 
 def run_trainability_stage(
     declaration: Declaration, target: TargetSpec, compressed: dict[str, Any], dataset: dict[str, Any], run: LineageRun
-) -> dict[str, Any]:
+) -> TrainabilityRecord:
     """The device agent's fine-tuning run on the artifact against simulated local data; logs the record, the artifact's
-    tags and, when measured, the recovery, time and memory."""
+    tags and, when fine-tuned, the recovery, time and memory."""
     from edgeops.personalization import measure_trainability
 
     record = measure_trainability(declaration, target, compressed["artifact_path"], dataset)
-    run.log_json(record, TRAINABILITY_RECORD_ARTIFACT)
+    run.log_json(record.to_json(), TRAINABILITY_RECORD_ARTIFACT)
     run.set_tags(artifact_tags(target.name, compressed["sha256"]))
-    if record.get("checks"):
-        run.log_metrics(
-            {
-                "accuracy_shifted_before": record["accuracy_shifted_before"],
-                "accuracy_shifted_after": record["accuracy_shifted_after"],
-                "recovery": record["recovery"],
-                "finetune_seconds": record["total_seconds"],
-                "finetune_extra_memory_mb": record["extra_memory_mb"],
-                "finetune_step_p95_ms": record["step_latency_ms"]["p95"],
-            }
-        )
+    metrics = record.metrics()
+    if metrics:
+        run.log_metrics(metrics)
     return record

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgeops.errors import SpecError
+from edgeops.records import FineTuneCheck, StepLatency, TrainabilityRecord
 from edgeops.spec import Declaration, TargetSpec
 
 
@@ -54,14 +55,14 @@ def simulated_local_data(
     return x.astype(np.float32), shifted.astype(np.float32), y
 
 
-def _not_measured(target: TargetSpec, reason: str) -> dict[str, Any]:
+def _not_measured(target: TargetSpec, reason: str) -> TrainabilityRecord:
     """The trainability record of a target this host cannot measure, with the reason."""
-    return {"measured": False, "target": target.name, "reason": reason}
+    return TrainabilityRecord(measured=False, target=target.name, reason=reason)
 
 
 def measure_trainability(
     declaration: Declaration, target: TargetSpec, artifact_path: str, dataset: dict[str, Any]
-) -> dict[str, Any]:
+) -> TrainabilityRecord:
     from edgeops.hil.personalize import PersonalizationError, personalize
 
     spec = declaration.spec
@@ -95,15 +96,14 @@ def measure_trainability(
                 [("personalization.epsilon", "noise_multiplier > 0 needs epsilon (the job's own budget)")],
             )
         if epsilon > settings.epsilon:
-            return {
-                "measured": True,
-                "target": target.name,
-                "trainable": False,
-                "device_epsilon": epsilon,
-                "reason": f"the job would spend epsilon {epsilon:.3f} on the device's data, over "
-                "personalization.epsilon "
+            return TrainabilityRecord(
+                measured=True,
+                target=target.name,
+                trainable=False,
+                device_epsilon=epsilon,
+                reason=f"the job would spend epsilon {epsilon:.3f} on the device's data, over personalization.epsilon "
                 f"{settings.epsilon:g}; nothing was run",
-            }
+            )
     job = partial(
         personalize,
         artifact,
@@ -124,7 +124,7 @@ def measure_trainability(
             noise_multiplier=settings.noise_multiplier,
         )
     except PersonalizationError as err:
-        return {"measured": True, "target": target.name, "trainable": False, "reason": str(err)}
+        return TrainabilityRecord(measured=True, target=target.name, trainable=False, reason=str(err))
     lost = unshifted["accuracy_before"] - result["accuracy_before"]
     recovery = (result["accuracy_after"] - result["accuracy_before"]) / lost if lost > 0 else math.nan
     memory_mb = max(result["peak_traced_mb"], result["rss_growth_mb"])
@@ -152,21 +152,21 @@ def measure_trainability(
             else "the shift cost no accuracy: nothing to recover",
         ),
     }
-    return {
-        "measured": True,
-        "target": target.name,
-        "trainable": all(ok for ok, _ in checks.values()),
-        "checks": {k: {"passed": ok, "detail": text} for k, (ok, text) in checks.items()},
-        "shift": settings.local_shift.model_dump(),
-        "accuracy_unshifted": unshifted["accuracy_before"],
-        "accuracy_shifted_before": result["accuracy_before"],
-        "accuracy_shifted_after": result["accuracy_after"],
-        "recovery": recovery,
-        "step_latency_ms": result["step_latency_ms"],
-        "total_seconds": result["total_seconds"],
-        "extra_memory_mb": memory_mb,
-        "energy": result["energy"],
-        "device_epsilon": epsilon,
-        "steps": settings.steps,
-        "local_rows": result["local_rows"],
-    }
+    return TrainabilityRecord(
+        measured=True,
+        target=target.name,
+        trainable=all(ok for ok, _ in checks.values()),
+        checks={k: FineTuneCheck(passed=ok, detail=text) for k, (ok, text) in checks.items()},
+        shift=settings.local_shift.model_dump(),
+        accuracy_unshifted=unshifted["accuracy_before"],
+        accuracy_shifted_before=result["accuracy_before"],
+        accuracy_shifted_after=result["accuracy_after"],
+        recovery=recovery,
+        step_latency_ms=StepLatency(**result["step_latency_ms"]),
+        total_seconds=result["total_seconds"],
+        extra_memory_mb=memory_mb,
+        energy=result["energy"],
+        device_epsilon=epsilon,
+        steps=settings.steps,
+        local_rows=result["local_rows"],
+    )

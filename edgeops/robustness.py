@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeops.records import DpModel
+from edgeops.records import AdversarialBudget, DpModel, RobustnessMeasurement
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,7 +59,7 @@ def craft(
 
 def measure_robustness(
     spec: PipelineSpec, dp_model: DpModel, compressed: dict[str, Any], ref: dict[str, Any]
-) -> dict[str, Any]:
+) -> RobustnessMeasurement:
     """Clean, FGSM and PGD accuracy of one target's artifact at each declared budget, on the artifact's own runtime."""
     from edgeops.compression.measurement import artifact_logits
     from edgeops.models import load_weights
@@ -82,26 +82,28 @@ def measure_robustness(
     runtime = spec.target(compressed["target"]).runtime
     logits = artifact_logits(runtime, Path(compressed["artifact_path"]), np.concatenate(sets).astype(np.float32))
     accuracies = [float(np.mean(np.argmax(part, axis=1) == y)) for part in np.split(logits, len(sets))]
-    result: dict[str, Any] = {
-        "attacks": "crafted on the float DP model (white-box), replayed on this artifact (transfer)",
-        "norm": "L-infinity",
-        "rows": rows,
-        "pgd_steps": settings.pgd_steps,
-        "runtime": runtime,
-        "clean_accuracy": accuracies[0],
-        "budgets": [],
-    }
-    for index, fraction in enumerate(settings.epsilons):
-        result["budgets"].append(
-            {
-                "epsilon_fraction_of_span": fraction,
-                "fgsm_accuracy": accuracies[1 + 2 * index],
-                "pgd_accuracy": accuracies[2 + 2 * index],
-            }
-        )
-    return result
+    return RobustnessMeasurement(
+        attacks="crafted on the float DP model (white-box), replayed on this artifact (transfer)",
+        norm="L-infinity",
+        rows=rows,
+        pgd_steps=settings.pgd_steps,
+        runtime=runtime,
+        clean_accuracy=accuracies[0],
+        budgets=[
+            AdversarialBudget(
+                epsilon_fraction_of_span=fraction,
+                fgsm_accuracy=accuracies[1 + 2 * index],
+                pgd_accuracy=accuracies[2 + 2 * index],
+            )
+            for index, fraction in enumerate(settings.epsilons)
+        ],
+    )
+
+
+CLEAN_ACCURACY = "clean_accuracy"  # the MLflow metric of the unperturbed rows' accuracy
 
 
 def metric_names(fraction: float) -> tuple[str, str]:
+    """The MLflow metrics of the FGSM and PGD accuracy at one budget."""
     tag = f"{fraction:g}".replace(".", "p")
     return f"fgsm_eps{tag}_accuracy", f"pgd_eps{tag}_accuracy"

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from edgeops.lineage import LineageRun
+    from edgeops.records import DriftReport, Robustness
     from edgeops.settings import Settings
 
 
@@ -53,8 +54,8 @@ def build_card(
     compressed: dict[str, Any],
     benchmarks: dict[str, Any],
     dagster_run_id: str,
-    inputs_drift_reports: list[dict[str, Any]] | None = None,
-    robustness: dict[str, Any] | None = None,
+    inputs_drift_reports: list[DriftReport] | None = None,
+    robustness: dict[str, Robustness] | None = None,
     ledger_summary: dict[str, Any] | None = None,
     canary_audit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:

@@ -9,7 +9,15 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from edgeops.errors import CardError
-from edgeops.records import DpModel, FederatedPrivacy
+from edgeops.records import (
+    DpModel,
+    DriftChecked,
+    DriftQuarantined,
+    DriftReport,
+    FederatedPrivacy,
+    Robustness,
+    RobustnessRecord,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -131,49 +139,56 @@ def derived_limitations(card: dict[str, Any]) -> list[str]:
     return notes
 
 
-def drift_status(reports: list[dict[str, Any]], weights_sha256: str) -> dict[str, Any]:
+def drift_status(reports: list[DriftReport], weights_sha256: str) -> dict[str, Any]:
     """What monitoring has seen for this model version (drift reports are made with the released weights)."""
-    mine = [r for r in reports if r.get("model_weights_sha256") == weights_sha256 or r.get("status") == "quarantined"]
-    if not mine:
+    checked = [r for r in reports if isinstance(r, DriftChecked) and r.model_weights_sha256 == weights_sha256]
+    quarantined = [r for r in reports if isinstance(r, DriftQuarantined)]
+    if not checked and not quarantined:
         return {"status": None, "note": "no incoming batch has been monitored for this version yet"}
-    checked = [r for r in mine if r.get("status") == "checked"]
-    drifted = [r["key"] for r in checked if r.get("drift_detected")]
+    drifted = [r.key for r in checked if r.drift_detected]
     return {
         "status": "drift detected" if drifted else "no drift",
         "batches_checked": len(checked),
         "batches_with_drift": drifted[:20],
-        "batches_quarantined": [r["key"] for r in mine if r.get("status") == "quarantined"][:20],
-        "mlflow_runs": [r["mlflow_run_id"] for r in checked][:20],
+        "batches_quarantined": [r.key for r in quarantined][:20],
+        "mlflow_runs": [r.mlflow_run_id for r in checked][:20],
     }
 
 
-def robustness_section(evidence: MlflowEvidence, robustness: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+def robustness_section(
+    evidence: MlflowEvidence, robustness: dict[str, Robustness], current: dict[str, Any]
+) -> dict[str, Any]:
     """FGSM/PGD accuracy per target, every number cited from the robustness run; only for this version's artifacts."""
-    from edgeops.robustness import metric_names
+    from edgeops.robustness import CLEAN_ACCURACY, metric_names
 
+    # skipped, or measured on another artifact of this target: not evidence for this version
+    measured = {
+        name: record
+        for name, record in sorted(robustness.items())
+        if isinstance(record, RobustnessRecord)
+        and name in current
+        and record.artifact_sha256 == current[name]["sha256"]
+    }
     per_target = {}
-    for name, record in sorted(robustness.items()):
-        if name not in current or record.get("artifact_sha256") != current[name]["sha256"]:
-            continue  # skipped, or measured on another artifact of this target: not evidence for this version
-        run_id = record["mlflow_run_id"]
+    for name, record in measured.items():
         budgets = []
-        for budget in record["budgets"]:
-            fgsm, pgd = metric_names(budget["epsilon_fraction_of_span"])
+        for budget in record.budgets:
+            fgsm, pgd = metric_names(budget.epsilon_fraction_of_span)
             budgets.append(
                 {
-                    "epsilon_fraction_of_span": budget["epsilon_fraction_of_span"],
-                    "fgsm_accuracy": evidence.metric(run_id, fgsm),
-                    "pgd_accuracy": evidence.metric(run_id, pgd),
+                    "epsilon_fraction_of_span": budget.epsilon_fraction_of_span,
+                    "fgsm_accuracy": evidence.metric(record.mlflow_run_id, fgsm),
+                    "pgd_accuracy": evidence.metric(record.mlflow_run_id, pgd),
                 }
             )
-        per_target[name] = {"clean_accuracy": evidence.metric(run_id, "clean_accuracy"), "budgets": budgets}
-    if not per_target:
+        per_target[name] = {"clean_accuracy": evidence.metric(record.mlflow_run_id, CLEAN_ACCURACY), "budgets": budgets}
+    if not measured:
         return {}
-    first = next(r for n, r in sorted(robustness.items()) if n in per_target)
+    first = next(iter(measured.values()))
     return {
         "adversarial": {
-            "method": f"FGSM and PGD ({first['pgd_steps']} steps), {first['norm']}, {first['attacks']}",
-            "rows": first["rows"],
+            "method": f"FGSM and PGD ({first.pgd_steps} steps), {first.norm}, {first.attacks}",
+            "rows": first.rows,
             "per_target": per_target,
         }
     }

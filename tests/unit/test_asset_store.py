@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
+from record_examples import drift_checked, drift_quarantined
 
 from edgeops.asset_store import AssetNotMaterialized, AssetStore
+from edgeops.records import DriftChecked, DriftQuarantined
 
 
 def test_outputs_are_read_back_where_they_were_written_partitioned_or_not(tmp_path):
@@ -39,9 +42,12 @@ def test_an_unreadable_file_is_absent_for_summaries_but_an_error_for_readers(tmp
 
 def test_drift_reports_come_in_partition_key_order_and_the_model_from_either_training_mode(tmp_path):
     store = AssetStore.under_home(tmp_path)
-    for batch in ("batch-2", "batch-10", "batch-1"):
-        AssetStore.write_json(store.path("digits", "drift_report", batch), {"batch": batch})
-    assert [r["batch"] for r in store.drift_reports("digits")] == ["batch-1", "batch-10", "batch-2"]
+    for batch in ("batch-2", "batch-10"):
+        AssetStore.write_json(store.path("digits", "drift_report", batch), drift_checked(batch))
+    AssetStore.write_json(store.path("digits", "drift_report", "batch-1"), drift_quarantined("batch-1"))
+    reports = store.drift_reports("digits")
+    assert [r.key for r in reports] == ["batch-1", "batch-10", "batch-2"]
+    assert [type(r) for r in reports] == [DriftQuarantined, DriftChecked, DriftChecked]
     assert store.drift_reports("other") == []
 
     assert store.released_model("digits") is None
@@ -49,3 +55,12 @@ def test_drift_reports_come_in_partition_key_order_and_the_model_from_either_tra
     assert store.released_model("digits") == {"training_mode": "federated"}
     AssetStore.write_json(store.path("digits", "dp_model"), {"training_mode": "central"})
     assert store.released_model("digits") == {"training_mode": "central"}
+
+
+def test_a_malformed_drift_report_is_refused_when_read(tmp_path):
+    store = AssetStore.under_home(tmp_path)
+    report = drift_checked("batch-1")
+    del report["rows_sampled"]
+    AssetStore.write_json(store.path("digits", "drift_report", "batch-1"), report)
+    with pytest.raises(ValidationError, match="rows_sampled"):
+        store.drift_reports("digits")

@@ -118,27 +118,20 @@ def test_generated_key_is_private_and_signatures_detect_changes(tmp_path, monkey
 
 
 def test_drift_status_counts_only_this_versions_reports():
+    from pydantic import TypeAdapter
+    from record_examples import drift_checked, drift_quarantined
+
     from edgeops.cards.sections import drift_status
+    from edgeops.records import DriftReport
 
     mine, other = "a" * 64, "b" * 64
-    reports = [
-        {
-            "key": "b1",
-            "status": "checked",
-            "drift_detected": False,
-            "model_weights_sha256": mine,
-            "mlflow_run_id": "r1",
-        },
-        {"key": "b2", "status": "checked", "drift_detected": True, "model_weights_sha256": mine, "mlflow_run_id": "r2"},
-        {
-            "key": "b3",
-            "status": "checked",
-            "drift_detected": True,
-            "model_weights_sha256": other,
-            "mlflow_run_id": "r3",
-        },
-        {"key": "bad", "status": "quarantined", "drift_detected": None},
+    stored = [
+        drift_checked("b1", mine),
+        drift_checked("b2", mine, drift_detected=True, reasons=["prediction drift"]),
+        drift_checked("b3", other, drift_detected=True, reasons=["prediction drift"]),
+        drift_quarantined("bad"),
     ]
+    reports = [TypeAdapter(DriftReport).validate_python(r) for r in stored]
     status = drift_status(reports, mine)
     assert status == {
         **status,

@@ -242,13 +242,13 @@ def test_dp_personalization_is_priced_before_it_runs_and_refused_over_its_own_bu
         dp_model.onnx_path,
         dp_model.ref,
     )
-    assert not tight["trainable"] and "over personalization.epsilon 0.1" in tight["reason"] and "checks" not in tight
+    assert not tight.trainable and "over personalization.epsilon 0.1" in tight.reason and tight.checks is None
     roomy = measure_trainability(
         with_personalization(noise_multiplier=0.5, clipping_norm=1.0, epsilon=1000),
         target,
         dp_model.onnx_path,
         dp_model.ref,
     )
-    assert roomy["checks"] and roomy["device_epsilon"] == pytest.approx(tight["device_epsilon"])
+    assert roomy.checks and roomy.device_epsilon == pytest.approx(tight.device_epsilon)
     with pytest.raises(Exception, match="needs clipping_norm and epsilon"):
         PersonalizationSpec.model_validate({"noise_multiplier": 1.0, "clipping_norm": 1.0})

@@ -56,6 +56,7 @@ def dp_model(declaration, data, ref) -> tuple[dict, dict]:
     """The declared model, trained as the pipeline trains it (public pre-training, then DP-SGD); kept by spec hash."""
     from edgeops.models import export_onnx, load_weights, save_weights, weights_sha256
     from edgeops.training import cached_pretraining, new_model, plan_dp_training, train_dp
+    from edgeops.training.charged import noise_statement
 
     spec = declaration.spec
     folder = CACHE / declaration.sha256[:16]
@@ -73,6 +74,7 @@ def dp_model(declaration, data, ref) -> tuple[dict, dict]:
         model = result["model"]
         training = {
             "epsilon": result["epsilon"],
+            "noise": noise_statement(result.get("noise")),
             "dp_seconds": time.perf_counter() - started,
             "pretrain_test_accuracy": pretrain.get("test_accuracy_before_dp"),
         }
@@ -85,6 +87,9 @@ def dp_model(declaration, data, ref) -> tuple[dict, dict]:
         "onnx_path": str(folder / "float.onnx"),
         "weights_sha256": weights_sha256(model),
         "mlflow_run_id": "",
+        # build_target states each artifact's noise source; a model cached before this field was kept has none, and
+        # its artifacts then say "unknown" rather than claim a source nobody recorded
+        "privacy": {"noise": training.get("noise")},
     }, {**training, "parameters": sum(p.numel() for p in model.parameters())}
 
 
@@ -107,6 +112,7 @@ def groupnorm_model(declaration, data, ref, folder: Path) -> dict:
         "onnx_path": str(folder / "gn_float.onnx"),
         "weights_sha256": weights_sha256(model),
         "mlflow_run_id": "",
+        "privacy": {"noise": None},  # random weights, never trained: no noise to state
     }
 
 
@@ -180,6 +186,7 @@ class Worker:
         env.update(PYTHONPATH=pythonpath, PYTHONNOUSERSITE="1", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1")
         max_batch = "256" if runtime == "executorch" else "0"
         self.name = name
+        self.stderr = tempfile.NamedTemporaryFile(prefix=f"edgeops-timing-{name}-", suffix=".log", delete=False)
         # timing at niceness 5 (the parent may run at 10 while it trains and converts):
         # root can lower it, others keep theirs
         renice = ["nice", "-n", str(5 - os.nice(0))] if os.geteuid() == 0 else []
@@ -197,11 +204,16 @@ class Worker:
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.stderr,
             text=True,
             env=env,
         )
         self.ready = self._read()
+
+    def stderr_tail(self, chars: int = 300) -> str:
+        """The end of what the worker wrote to stderr (why it died), one line."""
+        text = Path(self.stderr.name).read_text(errors="replace").strip()
+        return " ".join(text[-chars:].split()) or "nothing on stderr"
 
     def _read(self) -> dict:
         while True:
@@ -301,18 +313,28 @@ def main() -> None:
     round_medians = {(name, b): [] for name in workers for b in BATCHES}
     rng = random.Random()  # public randomness: the visiting order only
     for round_index in range(args.rounds):
-        order = list(workers)
+        order = [name for name in workers if name not in failed]
         rng.shuffle(order)
         for name in order:
             for batch in rng.sample(BATCHES, len(BATCHES)):
                 if limits[name] is not None and batch > limits[name]:
                     continue
-                us = workers[name].ask({"cmd": "time", "inputs": inputs[batch], "calls": calls[batch], "warmup": 3})[
-                    "us"
-                ]
+                command = {"cmd": "time", "inputs": inputs[batch], "calls": calls[batch], "warmup": 3}
+                try:
+                    us = workers[name].ask(command)["us"]
+                except RuntimeError as err:  # a runtime that crashes while timing is a result, stated in the table
+                    failed[name] = (
+                        f"built, but its timing process died in round {round_index + 1} at batch {batch}: {err}; "
+                        f"stderr: {workers[name].stderr_tail()}"
+                    )
+                    print(f"{name}: {failed[name]}", flush=True)
+                    break
                 times[(name, batch)] += us
                 round_medians[(name, batch)].append(statistics.median(us))
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
+    for name in [n for n in workers if n in failed]:
+        workers.pop(name).process.kill()
+        del records[name]
     memory = {name: w.ask({"cmd": "memory"}) for name, w in workers.items()}
     for worker in workers.values():
         worker.close()
@@ -397,7 +419,7 @@ def main() -> None:
         "The GroupNorm rows have random weights (their accuracy means nothing): they show what a normalisation that "
         "does not fold into the convolution costs in float and int8, on the same architecture.",
         *[f"Runtime not measured: {name}: {reason}" for name, (ok, reason) in available.items() if not ok],
-        *[f"Not built: {name}: {reason}" for name, reason in failed.items()],
+        *[f"Not built or not timed: {name}: {reason}" for name, reason in failed.items()],
         *[f"Goal: {g}" for g in goals],
     ]
     write_table("realistic_int8", rows, notes)

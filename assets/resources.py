@@ -12,8 +12,8 @@ import dagster as dg
 
 from edgeops import __version__
 from edgeops.asset_store import AssetStore
-from edgeops.lineage import STAGE_DP_MODEL
-from edgeops.records import DpModel, Record
+from edgeops.lineage import STAGE_BENCHMARK, STAGE_DP_MODEL
+from edgeops.records import BenchmarkRecord, DpModel, Record
 from edgeops.spec import Declaration
 
 
@@ -79,7 +79,11 @@ class MlflowLineage(dg.ConfigurableResource):
 
 
 # the assets whose output is a typed record (edgeops.records): stored as its JSON, handed downstream validated
-RECORD_OF_ASSET: dict[str, type[Record]] = {STAGE_DP_MODEL: DpModel, "federated_model": DpModel}
+RECORD_OF_ASSET: dict[str, type[Record]] = {
+    STAGE_DP_MODEL: DpModel,
+    "federated_model": DpModel,
+    STAGE_BENCHMARK: BenchmarkRecord,
+}
 
 
 class JsonIOManager(dg.ConfigurableIOManager):

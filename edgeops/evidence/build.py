@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edgeops import attest, mlbom, oms
 from edgeops.evidence.check import EvidenceError, verify
 from edgeops.measurement_stages import BENCHMARK_RECORD_ARTIFACT
-from edgeops.records import LATENCY_B1_P95_MS
+from edgeops.records import LATENCY_B1_P95_MS, BenchmarkRecord
 from edgeops.signing import public_pem, signing_key
 
 if TYPE_CHECKING:
@@ -154,7 +154,9 @@ def gather(
     for run in benchmarks:
         if run.data.tags.get("edgeops.artifact_sha256") == record["sha256"]:
             downloaded = _download(client, run.info.run_id, BENCHMARK_RECORD_ARTIFACT, scratch)
-            benchmark = {**json.loads(downloaded.read_text()), "mlflow_run": run.info.run_id} if downloaded else {}
+            # validated into the stage's record first: a malformed record is refused, not copied into the bundle
+            stored = BenchmarkRecord.model_validate_json(downloaded.read_text()) if downloaded else None
+            benchmark = {**stored.to_json(), "mlflow_run": run.info.run_id} if stored else {}
             break
     if not benchmark:
         benchmark = {"measured": False, "reason": "no benchmark run for this artifact in MLflow"}

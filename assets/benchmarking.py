@@ -7,7 +7,7 @@ from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
 from assets.compression import target_partitions
 from assets.resources import MlflowLineage
 from edgeops.lineage import STAGE_BENCHMARK, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
-from edgeops.records import DpModel, RobustnessSkipped
+from edgeops.records import BenchmarkRecord, DpModel, RobustnessSkipped
 from edgeops.report import NOT_MEASURED, not_measured_description
 
 
@@ -48,56 +48,15 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
         target = spec.target(context.partition_key)
         with edgeops_failure(), lineage.stage_run(context, declaration, STAGE_BENCHMARK) as run:
             record, outcomes = run_benchmark_stage(spec, target, compressed, dataset, run, root=declaration.root)
-        if record.get("measured") and "p50_ms" in record["latency"].get("1", {}):
-            batch1 = record["latency"]["1"]
+        batch1 = record.batch1
+        if batch1 is not None and batch1.measured:
             context.log.info(
-                f"{target.name} on {target.device}: p50 {batch1['p50_ms']:.4f} ms, p95 {batch1['p95_ms']:.4f} ms "
-                f"at batch 1 ({batch1['runs']} runs); accuracy on the device {record['accuracy_on_device']}"
+                f"{target.name} on {target.device}: p50 {batch1.p50_ms:.4f} ms, p95 {batch1.p95_ms:.4f} ms "
+                f"at batch 1 ({batch1.runs} runs); accuracy on the device {record.accuracy_on_device}"
             )
         else:
-            context.log.info(
-                f"{target.name} on {target.device}: not measured: {record.get('reason', 'see the record')}"
-            )
-        metadata = {"measured": bool(record.get("measured"))}
-        if record.get("measured"):
-            metadata["latency"] = dg.MetadataValue.table(
-                [
-                    dg.TableRecord(
-                        {
-                            "batch": int(b),
-                            **{
-                                k: round(float(v), 5)
-                                for k, v in s.items()
-                                if k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
-                            },
-                        }
-                    )
-                    for b, s in record["latency"].items()
-                    if s.get("measured", True)
-                ],
-                schema=dg.TableSchema(
-                    columns=[dg.TableColumn("batch", "int")]
-                    + [
-                        dg.TableColumn(c, "float")
-                        for c in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
-                    ]
-                ),
-            )
-            metadata.update(
-                {
-                    "accuracy_on_device": record["accuracy_on_device"],
-                    "peak_memory_kb": record["peak_rss_beyond_baseline_kb"],
-                    "energy": record["energy"].get("reason") or "measured",
-                    "device": dg.MetadataValue.json(record["device"]),
-                    "roofline": dg.MetadataValue.json(record["roofline"]),
-                }
-            )
-            unmeasured = {b: s["reason"] for b, s in record["latency"].items() if not s.get("measured", True)}
-            if unmeasured:
-                metadata["batches_not_measured"] = dg.MetadataValue.json(unmeasured)
-        else:
-            metadata["reason"] = record["reason"]
-        yield dg.Output(record, metadata=metadata)
+            context.log.info(f"{target.name} on {target.device}: not measured: {record.reason or 'see the record'}")
+        yield dg.Output(record, metadata=benchmark_metadata(record))
         for name, (passed, text) in outcomes.items():
             if passed is None:
                 yield dg.AssetCheckResult(
@@ -117,6 +76,36 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
         assets.append(build_trainability_asset(ctx))
     assets.append(build_robustness_asset(ctx))
     return assets
+
+
+def benchmark_metadata(record: BenchmarkRecord) -> dict:
+    """The asset's Dagster metadata: a latency table of the measured batches, the headline numbers, or the reason."""
+    metadata: dict = {"measured": record.measured}
+    if not record.measured or record.latency is None or record.energy is None:
+        metadata["reason"] = record.reason
+        return metadata
+    columns = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s")
+    metadata["latency"] = dg.MetadataValue.table(
+        [
+            dg.TableRecord({"batch": int(b), **{c: round(float(getattr(s, c)), 5) for c in columns}})
+            for b, s in record.latency.items()
+            if s.measured
+        ],
+        schema=dg.TableSchema(columns=[dg.TableColumn("batch", "int")] + [dg.TableColumn(c, "float") for c in columns]),
+    )
+    metadata.update(
+        {
+            "accuracy_on_device": record.accuracy_on_device,
+            "peak_memory_kb": record.peak_rss_beyond_baseline_kb,
+            "energy": record.energy.reason or "measured",
+            "device": dg.MetadataValue.json(record.device or {}),
+            "roofline": dg.MetadataValue.json(record.roofline.to_json() if record.roofline else {}),
+        }
+    )
+    unmeasured = {b: s.reason for b, s in record.latency.items() if not s.measured}
+    if unmeasured:
+        metadata["batches_not_measured"] = dg.MetadataValue.json(unmeasured)
+    return metadata
 
 
 def build_robustness_asset(ctx: AssetFactoryContext):

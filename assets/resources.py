@@ -14,8 +14,8 @@ from pydantic import TypeAdapter
 
 from edgeops import __version__
 from edgeops.asset_store import ASSET_DRIFT_REPORT, AssetStore
-from edgeops.lineage import STAGE_DP_MODEL, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
-from edgeops.records import DpModel, DriftReport, Record, Robustness, TrainabilityRecord
+from edgeops.lineage import STAGE_BENCHMARK, STAGE_DP_MODEL, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
+from edgeops.records import BenchmarkRecord, DpModel, DriftReport, Record, Robustness, TrainabilityRecord
 from edgeops.spec import Declaration
 
 
@@ -88,6 +88,7 @@ RECORD_OF_ASSET: dict[str, Any] = {
     STAGE_ROBUSTNESS: Robustness,
     STAGE_TRAINABILITY: TrainabilityRecord,
     ASSET_DRIFT_REPORT: DriftReport,
+    STAGE_BENCHMARK: BenchmarkRecord,
 }
 
 

@@ -14,8 +14,8 @@ from typing import Any, cast
 from pydantic import TypeAdapter
 
 from edgeops.errors import EdgeopsError
-from edgeops.lineage import STAGE_CARD, STAGE_COMPRESSION, STAGE_DP_MODEL, STAGE_VALIDATED
-from edgeops.records import DriftReport
+from edgeops.lineage import STAGE_BENCHMARK, STAGE_CARD, STAGE_COMPRESSION, STAGE_DP_MODEL, STAGE_VALIDATED
+from edgeops.records import BenchmarkRecord, DriftReport
 
 ASSETS_FOLDER = "assets"  # below the edgeops home
 UNPARTITIONED = "__all__"
@@ -96,6 +96,11 @@ class AssetStore:
         """The DP model's stored record, from central or federated training, or None."""
         stored = self.read_if_present(pipeline, STAGE_DP_MODEL) or self.read_if_present(pipeline, ASSET_FEDERATED_MODEL)
         return cast("dict[str, Any] | None", stored)
+
+    def benchmark(self, pipeline: str, target: str) -> BenchmarkRecord | None:
+        """The target's stored benchmark record, validated (a malformed one is refused), or None before any."""
+        stored = self.read_if_present(pipeline, STAGE_BENCHMARK, target)
+        return None if stored is None else BenchmarkRecord.model_validate(stored)
 
     def model_card(self, pipeline: str) -> dict[str, Any] | None:
         return cast("dict[str, Any] | None", self.read_if_present(pipeline, STAGE_CARD))

@@ -11,7 +11,7 @@ from edgeops.lineage import artifact_tags
 
 if TYPE_CHECKING:
     from edgeops.lineage import LineageRun
-    from edgeops.records import DpModel, RobustnessRecord, TrainabilityRecord
+    from edgeops.records import BenchmarkRecord, DpModel, RobustnessRecord, TrainabilityRecord
     from edgeops.spec import Declaration, PipelineSpec, TargetSpec
 
 BENCHMARK_RECORD_ARTIFACT = "benchmark/record.json"
@@ -26,7 +26,7 @@ def run_benchmark_stage(
     run: LineageRun,
     *,
     root: Path,
-) -> tuple[dict[str, Any], dict[str, tuple[bool | None, str]]]:
+) -> tuple[BenchmarkRecord, dict[str, tuple[bool | None, str]]]:
     """Benchmark the artifact on the target's device and log the evidence: the whole record, its metrics (when
     measured), the device and outcome as params, the on-device numbers on the target's LoggedModel, the artifact's
     tags, and each budget's outcome on the registered version. Returns the record and the latency/memory outcomes.
@@ -37,12 +37,13 @@ def run_benchmark_stage(
     from edgeops.records import benchmark_metrics
     from edgeops.registry import log_on_device_metrics, tag_version
 
-    record = benchmark_target(spec, target, compressed, dataset, root=root)
-    record["mlflow_run_id"] = run.run_id
-    run.log_json(record, BENCHMARK_RECORD_ARTIFACT)
-    if record.get("measured"):
+    record = benchmark_target(spec, target, compressed, dataset, root=root).model_copy(
+        update={"mlflow_run_id": run.run_id}
+    )
+    run.log_json(record.to_json(), BENCHMARK_RECORD_ARTIFACT)
+    if record.measured:
         run.log_metrics(benchmark_metrics(record))
-    run.log_params({"device": target.device, "measured": record.get("measured"), "reason": record.get("reason", "")})
+    run.log_params({"device": target.device, "measured": record.measured, "reason": record.reason or ""})
     run.set_tags(artifact_tags(target.name, compressed["sha256"]))
     outcomes = latency_memory_outcomes(record, target)
     if target.device != spec.target(target.name).device:

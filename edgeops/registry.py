@@ -35,6 +35,7 @@ from edgeops.records import (
     LATENCY_B1_P50_MS,
     LATENCY_B1_P95_MS,
     PEAK_RSS_BEYOND_BASELINE_KB,
+    BenchmarkRecord,
     DpModel,
 )
 from edgeops.spec import Declaration, TargetSpec
@@ -301,32 +302,32 @@ def log_target_model(
 
 
 def log_on_device_metrics(
-    run: LineageRun, compressed: dict[str, Any], bench: dict[str, Any], dataset_ref: dict[str, Any], pipeline: str
+    run: LineageRun, compressed: dict[str, Any], bench: BenchmarkRecord, dataset_ref: dict[str, Any], pipeline: str
 ) -> None:
     """The benchmark's measured numbers on the target's LoggedModel (accuracy on the test split, latency and memory at
     batch 1), or a tag saying why they were not measured. Targets compressed before LoggedModels existed are skipped."""
     model_id = compressed.get("mlflow_model_id")
     if not model_id:
         return
-    if not bench.get("measured"):
+    if not bench.measured:
         run.client.set_logged_model_tags(
-            model_id, {ON_DEVICE_TAG: f"not measured: {bench.get('reason', 'see the benchmark run')}"[:500]}
+            model_id, {ON_DEVICE_TAG: f"not measured: {bench.reason or 'see the benchmark run'}"[:500]}
         )
         return
-    batch1 = bench["latency"].get("1", {})
+    batch1 = bench.batch1
     name, digest, _ = evaluation_dataset(dataset_ref, pipeline)
-    run.log_metrics({ACCURACY_ON_DEVICE: bench.get(ACCURACY_ON_DEVICE)}, model_id=model_id, dataset=(name, digest))
+    run.log_metrics({ACCURACY_ON_DEVICE: bench.accuracy_on_device}, model_id=model_id, dataset=(name, digest))
     run.log_metrics(
         {
-            LATENCY_B1_P50_MS: batch1.get("p50_ms"),
-            LATENCY_B1_P95_MS: batch1.get("p95_ms"),
-            PEAK_RSS_BEYOND_BASELINE_KB: bench.get(PEAK_RSS_BEYOND_BASELINE_KB),
+            LATENCY_B1_P50_MS: batch1.p50_ms if batch1 else None,
+            LATENCY_B1_P95_MS: batch1.p95_ms if batch1 else None,
+            PEAK_RSS_BEYOND_BASELINE_KB: bench.peak_rss_beyond_baseline_kb,
         },
         model_id=model_id,
     )
     run.client.set_logged_model_tags(
         model_id,
-        {ON_DEVICE_TAG: f"measured on device {bench.get('device_name', '?')} ({bench.get('device_kind', '?')})"[:500]},
+        {ON_DEVICE_TAG: f"measured on device {bench.device_name} ({bench.device_kind})"[:500]},
     )
 
 

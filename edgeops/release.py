@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from edgeops.errors import EdgeopsError, ReleaseError
 from edgeops.lineage import CARD_FOLDER_TAG
 from edgeops.noise import NOISE_TAG, NOT_PRIVATE, TEST_SEED_ENV
+from edgeops.records import BatchLatency, BenchmarkRecord
 from edgeops.registry import (
     HISTORY_TAG,
     PRODUCTION,
@@ -145,23 +146,28 @@ def side_by_side(
         record = artifact_record(client, mv)
         numbers[label] = record
     rounds = 4
-    measured: dict[str, list[dict[str, Any]]] = {"candidate": [], "production": []}
+    measured: dict[str, list[BenchmarkRecord]] = {"candidate": [], "production": []}
     for _ in range(rounds):  # A B A B ...: both see the same device conditions
         for label in ("candidate", "production"):
             measured[label].append(
                 benchmark_target(spec, target_spec, numbers[label], dataset, max_seconds=0.5, root=declaration.root)
             )
-    if not all(m.get("measured") for runs in measured.values() for m in runs):
-        reason = next(m["reason"] for runs in measured.values() for m in runs if not m.get("measured"))
-        return False, f"side-by-side comparison not measured: {reason}", {}
+    unmeasured = [
+        m.reason if not m.measured else "no latency at batch 1 (declare batch size 1)"
+        for runs in measured.values()
+        for m in runs
+        if not m.measured or m.batch1 is None or m.batch1.p95_ms is None
+    ]
+    if unmeasured:
+        return False, f"side-by-side comparison not measured: {unmeasured[0]}", {}
 
-    def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-        p95s = sorted(r["latency"]["1"]["p95_ms"] for r in runs)
+    def summary(runs: list[BenchmarkRecord]) -> dict[str, Any]:
+        p95s = sorted(cast(float, cast(BatchLatency, r.batch1).p95_ms) for r in runs)
         return {
-            "accuracy": runs[0]["accuracy_on_device"],
+            "accuracy": runs[0].accuracy_on_device,
             "latency_p95_ms": (p95s[len(p95s) // 2 - 1] + p95s[len(p95s) // 2]) / 2,
             "latency_p95_rounds": p95s,
-            "memory_kb": sorted(r["peak_rss_beyond_baseline_kb"] for r in runs)[len(runs) // 2],
+            "memory_kb": sorted(cast(int, r.peak_rss_beyond_baseline_kb) for r in runs)[len(runs) // 2],
         }
 
     cand, prod = summary(measured["candidate"]), summary(measured["production"])

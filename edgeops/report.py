@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgeops.asset_store import AssetStore
-from edgeops.lineage import STAGE_BENCHMARK, STAGE_COMPRESSION
-from edgeops.records import DpModel
+from edgeops.lineage import STAGE_COMPRESSION
+from edgeops.records import BenchmarkRecord, DpModel
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -129,39 +129,30 @@ def _checks(runs: list[dict[str, Any]]) -> list[CheckSummary]:
     return out
 
 
-def _energy(bench: dict[str, Any] | None) -> str:
-    if not bench:
+def _energy(bench: BenchmarkRecord | None) -> str:
+    if bench is None:
         return "not measured (no benchmark)"
-    if not bench.get("measured"):
-        return f"not measured ({bench.get('reason', 'see the benchmark')})"
-    energy = bench.get("energy") or {}
-    if not energy.get("measured"):
-        return f"not measured ({energy.get('reason', 'no energy counter')})"
-    per = (bench.get("latency", {}).get("1") or {}).get("energy_mj_per_inference")
-    return f"{per:.4g} mJ per inference" if per is not None else f"measured ({energy.get('source', '')})"
+    if not bench.measured:
+        return f"not measured ({bench.reason or 'see the benchmark'})"
+    energy = bench.energy
+    if energy is None or not energy.measured:
+        return f"not measured ({energy.reason if energy and energy.reason else 'no energy counter'})"
+    per = bench.batch1.energy_mj_per_inference if bench.batch1 else None
+    return f"{per:.4g} mJ per inference" if per is not None else f"measured ({energy.source or ''})"
 
 
 def _target(spec_target: TargetSpec, store: AssetStore, pipeline: str, runs: list[dict[str, Any]]) -> TargetSummary:
     compressed = store.read_if_present(pipeline, STAGE_COMPRESSION, spec_target.name) or {}
-    bench = store.read_if_present(pipeline, STAGE_BENCHMARK, spec_target.name)
+    bench = store.benchmark(pipeline, spec_target.name)
     mine = [r for r in runs if r.get("partition") == spec_target.name]
     checks = _checks(mine)
     failed_steps = [
         StepFailure(step=s, reason=r.get("errors", {}).get(s, "")) for r in mine for s in r.get("failed_steps", [])
     ]
-    bench_record = bench or {}
-    batch1 = (bench_record.get("latency") or {}).get("1") or {}
-    measured = bool(bench_record.get("measured"))
-    on_gpu = measured and "device_memory_peak_beyond_baseline_kb" in bench_record
-    memory = (
-        (
-            bench_record.get("device_memory_peak_beyond_baseline_kb")
-            if on_gpu
-            else bench_record.get("peak_rss_beyond_baseline_kb")
-        )
-        if measured
-        else None
-    )
+    measured = bench is not None and bench.measured
+    batch1 = bench.batch1 if bench is not None and measured else None
+    on_gpu = bench is not None and measured and bench.on_gpu
+    memory = bench.memory_kb if bench is not None and measured else None
     outcomes = {c.outcome for c in checks}
     outcome: Outcome = (
         FAILED
@@ -177,12 +168,12 @@ def _target(spec_target: TargetSpec, store: AssetStore, pipeline: str, runs: lis
         size_bytes=compressed.get("size_bytes"),
         accuracy=compressed.get("accuracy"),
         accuracy_drop_points=compressed.get("accuracy_drop_points"),
-        latency_b1_p50_ms=batch1.get("p50_ms"),
-        latency_b1_p95_ms=batch1.get("p95_ms"),
+        latency_b1_p50_ms=batch1.p50_ms if batch1 else None,
+        latency_b1_p95_ms=batch1.p95_ms if batch1 else None,
         peak_memory_kb=memory,
         memory_kind="GPU memory allocated" if on_gpu else "host RSS beyond baseline",
         energy=_energy(bench),
-        not_measured=None if measured else ((bench or {}).get("reason") or "no benchmark ran"),
+        not_measured=None if measured else ((bench.reason if bench else None) or "no benchmark ran"),
         checks=checks,
         failed_steps=failed_steps,
         ran=bool(mine),

@@ -29,6 +29,7 @@ from edgeops.records import (
     LATENCY_B1_P50_MS,
     LATENCY_B1_P95_MS,
     PEAK_RSS_BEYOND_BASELINE_KB,
+    BenchmarkRecord,
     DpModel,
 )
 from edgeops.spec import Declaration
@@ -52,7 +53,7 @@ def build_card(
     reference: dict[str, Any],
     audit: dict[str, Any],
     compressed: dict[str, Any],
-    benchmarks: dict[str, Any],
+    benchmarks: dict[str, BenchmarkRecord],
     dagster_run_id: str,
     inputs_drift_reports: list[DriftReport] | None = None,
     robustness: dict[str, Robustness] | None = None,
@@ -158,9 +159,9 @@ def build_card(
     energy_reason = ""
     for target_spec in spec.targets:
         record = current.get(target_spec.name)
-        bench = benchmarks.get(target_spec.name) or {}
-        if bench.get("artifact_sha256") not in (None, record and record.get("sha256")):
-            bench = {}  # a benchmark of an older artifact of this target: not evidence for this version
+        bench = benchmarks.get(target_spec.name)
+        if bench is not None and (record is None or bench.artifact_sha256 != record.get("sha256")):
+            bench = None  # a benchmark of an older artifact of this target: not evidence for this version
         entry: dict[str, Any] = {
             "name": target_spec.name,
             "runtime": target_spec.runtime,
@@ -200,43 +201,40 @@ def build_card(
             }
         )
         outcomes = budget_outcomes(record, target_spec)
-        if bench:
+        if bench is not None:
             outcomes.update(latency_memory_outcomes(bench, target_spec))
         for name, (passed, text) in outcomes.items():
             entry["checks"][name] = {
                 "status": "not measured" if passed is None else ("passed" if passed else "failed"),
                 "detail": text,
             }
-        if bench.get("measured"):
-            bench_run = bench["mlflow_run_id"]
+        if bench is not None and bench.measured and bench.mlflow_run_id and bench.energy:
+            bench_run = bench.mlflow_run_id
+            facts = bench.device or {}
             entry.update(
                 {
                     "latency_p50_ms": evidence.metric(bench_run, LATENCY_B1_P50_MS),
                     "latency_p95_ms": evidence.metric(bench_run, LATENCY_B1_P95_MS),
                     "memory_kb": evidence.metric(bench_run, PEAK_RSS_BEYOND_BASELINE_KB),
                     "accuracy_on_device": evidence.metric(bench_run, ACCURACY_ON_DEVICE),
-                    "energy": "measured"
-                    if bench["energy"].get("measured")
-                    else f"not measured: {bench['energy']['reason']}",
+                    "energy": "measured" if bench.energy.measured else f"not measured: {bench.energy.reason}",
                     "device_facts": {
-                        k: bench["device"].get(k)
+                        k: facts.get(k)
                         for k in ("cpu_model", "cores", "isa_flags", "runtime_version", "provider", "threads")
                     },
                 }
             )
-            verified = bench.get(
-                "receipt_verified"
-            )  # agents: the numbers are those of the device's signed receipt (edgeops.hil.receipts)
+            verified = bench.receipt_verified  # agents: the numbers are those of the device's signed receipt
             entry["measured_by"] = (
-                f"device {bench.get('device_name')}: signed receipt verified with its declared key "
-                f"{verified['key'][:24]}..."
+                f"device {bench.device_name}: signed receipt verified with its declared key {verified.key[:24]}..."
                 if verified
-                else f"the pipeline's host ({bench.get('device_kind', 'local')} device {bench.get('device_name')}; no "
-                "receipt)"
+                else f"the pipeline's host ({bench.device_kind} device {bench.device_name}; no receipt)"
             )
-            energy_reason = energy_reason or bench["energy"].get("reason", "")
+            energy_reason = energy_reason or bench.energy.reason or ""
         else:
-            entry["not_measured_reason"] = bench.get("reason", "benchmark did not run for this artifact")
+            entry["not_measured_reason"] = (
+                bench.reason if bench is not None and bench.reason else "benchmark did not run for this artifact"
+            )
             entry["energy"] = "not measured"
         card["quantitative_analyses"]["per_class"][target_spec.name] = record.get("per_class_accuracy")
         card["quantitative_analyses"]["per_target"].append(
@@ -288,9 +286,9 @@ def build_card(
             "dp_baseline": baseline.get("mlflow_run_id"),
             **{f"compressed_model[{n}]": r["mlflow_run_id"] for n, r in current.items()},
             **{
-                f"hil_benchmark[{n}]": b["mlflow_run_id"]
+                f"hil_benchmark[{n}]": b.mlflow_run_id
                 for n, b in benchmarks.items()
-                if b.get("mlflow_run_id") and n in current
+                if b.mlflow_run_id and n in current
             },
         },
         "registered_models": {

@@ -46,21 +46,22 @@ def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None
     ) as run:
         result, _ = run_benchmark_stage(spec, target_spec, compressed, dataset, run, root=declaration.root)
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        click.echo(json.dumps(result.to_json(), indent=2, default=str))
         return
-    if not result.get("measured"):
-        click.echo(f"{target} on {target_spec.device}: not measured: {result['reason']}")
+    if not result.measured or result.latency is None or result.energy is None:
+        click.echo(f"{target} on {target_spec.device}: not measured: {result.reason}")
         return
-    for batch, stats in result["latency"].items():
-        if not stats.get("measured", True):
-            click.echo(f"{target} on {target_spec.device} batch {batch}: not measured: {stats['reason']}")
+    for batch, stats in result.latency.items():
+        if not stats.measured:
+            click.echo(f"{target} on {target_spec.device} batch {batch}: not measured: {stats.reason}")
             continue
         click.echo(
-            f"{target} on {target_spec.device} batch {batch}: p50 {stats['p50_ms']:.4f} ms, "
-            f"p99 {stats['p99_ms']:.4f} ms, {stats['throughput_per_s']:.0f}/s"
+            f"{target} on {target_spec.device} batch {batch}: p50 {stats.p50_ms:.4f} ms, "
+            f"p99 {stats.p99_ms:.4f} ms, {stats.throughput_per_s:.0f}/s"
         )
+    accuracy = "not computed" if result.accuracy_on_device is None else f"{result.accuracy_on_device:.4f}"
     click.echo(
-        f"accuracy on device {result['accuracy_on_device']:.4f}; "
-        f"peak memory {result['peak_rss_beyond_baseline_kb']} KB; "
-        f"energy: {result['energy'].get('reason') or 'measured'}"
+        f"accuracy on device {accuracy}; "
+        f"peak memory {result.peak_rss_beyond_baseline_kb} KB; "
+        f"energy: {result.energy.reason or 'measured'}"
     )

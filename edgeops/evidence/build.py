@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edgeops import attest, mlbom, oms
 from edgeops.evidence.check import EvidenceError, verify
 from edgeops.measurement_stages import BENCHMARK_RECORD_ARTIFACT
-from edgeops.records import LATENCY_B1_P95_MS
+from edgeops.records import LATENCY_B1_P95_MS, BenchmarkRecord
 from edgeops.signing import public_pem, signing_key
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from edgeops.spec.declaration import Declaration
 
 README = "README.md"
+NO_BENCHMARK_REASON = "no benchmark run for this artifact in MLflow"
 
 
 def evidence_folder(home: Path, model: str, version: int | str, target: str) -> Path:
@@ -150,16 +151,17 @@ def gather(
         max_results=50,
         order_by=["attributes.start_time DESC"],
     )
-    benchmark = {}
+    benchmark: BenchmarkRecord | None = None
+    document: dict[str, Any] = {"measured": False, "reason": NO_BENCHMARK_REASON}
     for run in benchmarks:
         if run.data.tags.get("edgeops.artifact_sha256") == record["sha256"]:
             downloaded = _download(client, run.info.run_id, BENCHMARK_RECORD_ARTIFACT, scratch)
-            benchmark = {**json.loads(downloaded.read_text()), "mlflow_run": run.info.run_id} if downloaded else {}
+            if downloaded:  # validated into the stage's record: a malformed one is refused, not copied into the bundle
+                benchmark = BenchmarkRecord.model_validate_json(downloaded.read_text())
+                document = {**benchmark.to_json(), "mlflow_run": run.info.run_id}
             break
-    if not benchmark:
-        benchmark = {"measured": False, "reason": "no benchmark run for this artifact in MLflow"}
-    receipt = benchmark.pop("receipt", None)
-    _write_json(folder / "benchmark" / "record.json", benchmark)
+    receipt = document.pop("receipt", None)
+    _write_json(folder / "benchmark" / "record.json", document)
     if receipt:
         _write_json(folder / "benchmark" / "receipt.json", receipt)
     # card folder (with its OMS signature and review history)
@@ -212,7 +214,7 @@ def _validation_passed(path: Path) -> bool | None:
 
 def predicate(folder: Path, facts: dict[str, Any], declaration_sha256: str) -> dict[str, Any]:
     link: Callable[[str], dict[str, Any]] = lambda relative: attest.link(folder, relative)  # noqa: E731
-    benchmark = {"record": link("benchmark/record.json"), "measured": bool(facts["benchmark"].get("measured"))}
+    benchmark = {"record": link("benchmark/record.json"), "measured": _measured(facts["benchmark"])}
     if (folder / "benchmark" / "receipt.json").is_file():
         benchmark["receipt"] = link("benchmark/receipt.json")
         benchmark["device_key"] = (
@@ -257,11 +259,15 @@ def predicate(folder: Path, facts: dict[str, Any], declaration_sha256: str) -> d
     }
 
 
+def _measured(record: BenchmarkRecord | None) -> bool:
+    return record is not None and record.measured
+
+
 def card_bom(folder: Path, facts: dict[str, Any]) -> dict[str, Any]:
     from edgeops import __version__
 
     spec, card = facts["spec"], facts["card"]
-    record = facts["benchmark"]
+    record: BenchmarkRecord | None = facts["benchmark"]
     metrics = []
     compression = facts["compression"]
     if compression.get("accuracy") is not None:
@@ -280,38 +286,36 @@ def card_bom(folder: Path, facts: dict[str, Any]) -> dict[str, Any]:
                 "slice": "test split",
             }
         )
-    on_device = {
-        "measured": bool(record.get("measured")),
+    on_device: dict[str, Any] = {
+        "measured": _measured(record),
         "source": "verified device receipt" if facts["receipt"] else "host measurement",
-        "device": record.get("device_name"),
+        "device": record.device_name if record else None,
     }
-    if record.get("measured"):
-        batch1 = record.get("latency", {}).get("1", {})
+    if record is not None and record.measured:
+        batch1 = record.batch1
         on_device |= {
-            LATENCY_B1_P95_MS: batch1.get("p95_ms"),
-            "peak_rss_beyond_baseline_kb": record.get("peak_rss_beyond_baseline_kb"),
-            "accuracy_on_device": record.get("accuracy_on_device"),
-            "energy": record.get("energy"),
+            LATENCY_B1_P95_MS: batch1.p95_ms if batch1 else None,
+            "peak_rss_beyond_baseline_kb": record.peak_rss_beyond_baseline_kb,
+            "accuracy_on_device": record.accuracy_on_device,
+            "energy": record.energy.to_json() if record.energy else None,
         }
-        for key, label in (("p95_ms", "latency p95 (ms)"), ("p50_ms", "latency p50 (ms)")):
-            if batch1.get(key) is not None:
+        for value, label in (
+            ((batch1.p95_ms, "latency p95 (ms)"), (batch1.p50_ms, "latency p50 (ms)")) if batch1 else ()
+        ):
+            if value is not None:
                 metrics.append(
-                    {
-                        "type": label,
-                        "value": f"{batch1[key]:.4f}",
-                        "slice": f"device {record.get('device_name')}, batch 1",
-                    }
+                    {"type": label, "value": f"{value:.4f}", "slice": f"device {record.device_name}, batch 1"}
                 )
-        if record.get("accuracy_on_device") is not None:
+        if record.accuracy_on_device is not None:
             metrics.append(
                 {
                     "type": "accuracy",
-                    "value": f"{record['accuracy_on_device']:.4f}",
-                    "slice": f"test split on device {record.get('device_name')}",
+                    "value": f"{record.accuracy_on_device:.4f}",
+                    "slice": f"test split on device {record.device_name}",
                 }
             )
     else:
-        on_device["reason"] = record.get("reason")
+        on_device["reason"] = record.reason if record else NO_BENCHMARK_REASON
     io_width = spec.dataset.n_features or len(spec.dataset.features or []) or None
     return mlbom.build(
         model=facts["name"],

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeops.data import read_split
 from edgeops.hil.runner import BenchmarkError, run_isolated
+from edgeops.records import BenchmarkRecord
 from edgeops.spec import DeviceSpec, PipelineSpec, TargetSpec
 
 
@@ -41,8 +42,20 @@ def benchmark_target(
     ref: dict[str, Any],
     max_seconds: float = 5.0,
     root: Path | None = None,
+) -> BenchmarkRecord:
+    """`root`: the project root that an agent device's ca_cert is relative to. The harness's result crosses a process
+    (or the network) as JSON, so it is validated into the record here, where it arrives."""
+    return BenchmarkRecord.model_validate(_measure(spec, target, compressed, ref, max_seconds, root))
+
+
+def _measure(
+    spec: PipelineSpec,
+    target: TargetSpec,
+    compressed: dict[str, Any],
+    ref: dict[str, Any],
+    max_seconds: float,
+    root: Path | None,
 ) -> dict[str, Any]:
-    """`root`: the project root that an agent device's ca_cert is relative to."""
     device = spec.device(target.device)
     test = read_split(ref, "test")
     index = {c: i for i, c in enumerate(spec.dataset.classes)}
@@ -148,20 +161,20 @@ def receipt_numbers(answer: dict[str, Any], device: DeviceSpec, nonce: str, arti
     }
 
 
-def latency_memory_outcomes(record: dict[str, Any], target: TargetSpec) -> dict[str, tuple[bool | None, str]]:
+def latency_memory_outcomes(record: BenchmarkRecord, target: TargetSpec) -> dict[str, tuple[bool | None, str]]:
     budgets = target.budgets
-    if not record.get("measured"):
-        return {"latency": (None, record["reason"]), "memory": (None, record["reason"])}
+    if not record.measured or record.latency is None or record.memory_kb is None:
+        reason = record.reason or "not measured"
+        return {"latency": (None, reason), "memory": (None, reason)}
+    batch1 = record.batch1
     p95 = (
-        record["latency"]["1"]["p95_ms"]
-        if "1" in record["latency"]
-        else min(v["p95_ms"] for v in record["latency"].values() if "p95_ms" in v)
+        batch1.p95_ms
+        if batch1 is not None and batch1.p95_ms is not None
+        else min(v.p95_ms for v in record.latency.values() if v.p95_ms is not None)
     )
-    # On a GPU the model lives in device memory: the budget applies to that, not to the host process.
-    on_gpu = "device_memory_peak_beyond_baseline_kb" in record
-    memory = record["device_memory_peak_beyond_baseline_kb"] if on_gpu else record["peak_rss_beyond_baseline_kb"]
-    where = "GPU memory allocated" if on_gpu else "peak memory"
-    outcomes = {
+    memory = record.memory_kb
+    where = "GPU memory allocated" if record.on_gpu else "peak memory"
+    outcomes: dict[str, tuple[bool | None, str]] = {
         "latency": (
             budgets.max_latency_p95_ms is None or p95 <= budgets.max_latency_p95_ms,
             f"p95 {p95:.4f} ms at batch 1"

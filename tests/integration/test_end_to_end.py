@@ -1065,24 +1065,28 @@ def test_no_secret_reaches_logs_mlflow_cards_bundles_or_event_storage(finished):
     assert scanned > 100 and not found, found
 
 
-def test_bench_command_leaves_the_evidence_the_benchmark_asset_leaves(finished):
+def test_bench_command_leaves_the_evidence_the_benchmark_asset_leaves(finished, tmp_path):
     """`edgeops bench` and the hil_benchmark asset call the same stage function: the command's MLflow run carries the
     record, the metrics, the params and the artifact's tags that the asset's run carries, under a parent of its own."""
     project, _ = finished
     from edgeops.lineage import ARTIFACT_SHA256_TAG, PARENT_RUN_TAG, PARTITION_TAG, STAGE_TAG, Lineage
     from edgeops.measurement_stages import BENCHMARK_RECORD_ARTIFACT
+    from edgeops.records import BenchmarkRecord
 
     settings = project.settings()
     client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
     experiment = client.get_experiment_by_name("tabular").experiment_id
     query = f"tags.`{STAGE_TAG}` = 'hil_benchmark' and tags.`{PARTITION_TAG}` = 'cpu_float'"
-    (asset_run,) = client.search_runs([experiment], query)
+    # the asset's latest run: earlier tests in this module (the release test) benchmark the partition again
+    asset_runs = client.search_runs([experiment], query, order_by=["attributes.start_time DESC"])
+    asset_run = asset_runs[0]
 
     done = _cli(project, "bench", "--pipeline", "tabular", "--target", "cpu_float", "--json")
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
+    assert BenchmarkRecord.model_validate(printed).mlflow_run_id == printed["mlflow_run_id"]  # the record's JSON
     runs = {r.info.run_id: r for r in client.search_runs([experiment], query)}
-    assert set(runs) == {asset_run.info.run_id, printed["mlflow_run_id"]}
+    assert set(runs) == {r.info.run_id for r in asset_runs} | {printed["mlflow_run_id"]}
     command_run = runs[printed["mlflow_run_id"]]
     assert command_run.info.status == "FINISHED"
     assert command_run.data.tags[PARENT_RUN_TAG] != asset_run.data.tags[PARENT_RUN_TAG]
@@ -1092,3 +1096,13 @@ def test_bench_command_leaves_the_evidence_the_benchmark_asset_leaves(finished):
     for run in (asset_run, command_run):
         logged = {a.path for a in client.list_artifacts(run.info.run_id, BENCHMARK_RECORD_ARTIFACT.split("/")[0])}
         assert BENCHMARK_RECORD_ARTIFACT in logged
+    # one record, one JSON: what the command printed is what it logged; the asset logged what its IO manager stored
+    logged_by = {
+        run.info.run_id: json.loads(
+            Path(client.download_artifacts(run.info.run_id, BENCHMARK_RECORD_ARTIFACT, str(tmp_path))).read_text()
+        )
+        for run in (asset_run, command_run)
+    }
+    assert logged_by[command_run.info.run_id] == printed
+    stored = json.loads((settings.home / "assets" / "tabular" / "hil_benchmark" / "cpu_float.json").read_text())
+    assert logged_by[asset_run.info.run_id] == stored and BenchmarkRecord.model_validate(stored).to_json() == stored

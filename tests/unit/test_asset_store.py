@@ -64,3 +64,27 @@ def test_a_malformed_drift_report_is_refused_when_read(tmp_path):
     AssetStore.write_json(store.path("digits", "drift_report", "batch-1"), report)
     with pytest.raises(ValidationError, match="rows_sampled"):
         store.drift_reports("digits")
+
+
+def test_a_stored_benchmark_is_read_back_as_the_validated_record(tmp_path):
+    from pydantic import ValidationError
+
+    from edgeops.records import BenchmarkRecord
+
+    store = AssetStore.under_home(tmp_path)
+    assert store.benchmark("digits", "gpu_half") is None
+    stored = {
+        "target": "gpu_half",
+        "device_name": "gpu",
+        "device_kind": "cuda",
+        "artifact_sha256": "ab" * 32,
+        "batch_sizes": [1],
+        "measured": False,
+        "reason": "no CUDA device",
+    }
+    AssetStore.write_json(store.path_of_key(["digits", "hil_benchmark"], "gpu_half"), stored)
+    record = store.benchmark("digits", "gpu_half")
+    assert isinstance(record, BenchmarkRecord) and record.reason == "no CUDA device" and record.to_json() == stored
+    AssetStore.write_json(store.path_of_key(["digits", "hil_benchmark"], "gpu_half"), stored | {"extra": 1})
+    with pytest.raises(ValidationError):
+        store.benchmark("digits", "gpu_half")

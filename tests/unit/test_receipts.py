@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from edgeops.hil.agent import create_app
 from edgeops.hil.bench import receipt_numbers
 from edgeops.hil.receipts import ReceiptError, device_key, public_text, verify_receipt
+from edgeops.records import BenchmarkRecord
 from edgeops.spec import DeviceSpec
 
 TOKEN = "r" * 32
@@ -94,6 +95,22 @@ def test_verified_receipt_gives_the_numbers(answered):
     assert numbers["peak_rss_beyond_baseline_kb"] == signed["result"]["peak_rss_beyond_baseline_kb"]
     assert numbers["device_facts"]["runtime"] == "onnxruntime" and numbers["receipt_verified"]["nonce"] == nonce
     assert signed["artifact_sha256"] == SHA
+
+
+def test_an_agents_record_validates_and_its_receipt_still_verifies(answered):
+    """The agent path's record (edgeops.hil.bench.benchmark_target) is a BenchmarkRecord whose JSON is the dict it
+    was built from, and the receipt it keeps re-verifies after the JSON round trip (the evidence bundle's check)."""
+    answer, nonce, declared = answered
+    base = {"target": "t", "device_name": "pi", "device_kind": "agent", "artifact_sha256": SHA, "batch_sizes": [1]}
+    built = {**base, "measured": True, **receipt_numbers(answer, device(declared), nonce, SHA)}
+    record = BenchmarkRecord.model_validate(built)
+    assert record.to_json() == built and json.dumps(record.to_json()) == json.dumps(built)
+    assert record.agent is not None and record.agent.verified_sha256 == SHA
+    assert record.receipt_verified is not None and record.receipt_verified.nonce == nonce
+    stored = BenchmarkRecord.model_validate_json(json.dumps(record.to_json()))
+    receipt = stored.to_json()["receipt"]
+    body = verify_receipt(receipt, declared, nonce=None, artifact_sha256=SHA, where="t", now=receipt["body"]["time"])
+    assert body["result"]["latency"] == stored.to_json()["latency"]
 
 
 def test_agent_reports_its_receipt_key(agent):

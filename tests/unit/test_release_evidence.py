@@ -19,6 +19,7 @@ import pytest
 from edgeops import attest, evidence, mlbom, oms
 from edgeops.hil.receipts import device_key, make_receipt, public_text
 from edgeops.ledger import ledger_for
+from edgeops.records import BenchmarkRecord
 from edgeops.signing import public_pem, sign, signing_key
 from edgeops.spec import load_declaration
 
@@ -74,13 +75,25 @@ def materials(folder: Path, home: Path, device_home: Path, artifact: bytes | Non
     entries = json.loads((folder / "privacy" / "ledger.json").read_text())["entries"]
     compression = {"recipe": [{"step": "int8"}], "accuracy": 0.91, "accuracy_drop_points": 0.4, "steps": []}
     evidence._write_json(folder / "compression" / "record.json", compression)
+    stats = {"p50_ms": 0.05, "p90_ms": 0.07, "p95_ms": 0.08, "p99_ms": 0.09, "mean_ms": 0.055, "std_ms": 0.01}
     result = {
-        "latency": {"1": {"p50_ms": 0.05, "p95_ms": 0.08, "runs": 200}},
-        "peak_rss_beyond_baseline_kb": 812,
+        "load_ms": 3.5,
+        "latency": {"1": stats | {"runs": 200, "throughput_per_s": 18000.0}},
         "accuracy_on_device": 0.9,
+        "n_eval": 100,
+        "peak_rss_beyond_baseline_kb": 812,
+        "baseline_rss_kb": 51200,
+        "memory_method": "VmHWM reset at baseline (/proc/self/clear_refs)",
+        "energy": {"measured": False, "reason": "no RAPL interface"},
+        "device": {"runtime": "onnxruntime", "cores": 4},
+        "roofline": {"device_peak_gflops": 40.0, "macs": None, "peak_probe": "fp32 256x256 matmul, ONNX Runtime CPU"},
     }
     receipt = make_receipt(receipt_key, result, "ab" * 16, sha, {"runtime": "onnxruntime"}, "0.2.0")
-    evidence._write_json(folder / "benchmark" / "record.json", {"measured": True, "device_name": "pi", **result})
+    bench = BenchmarkRecord.model_validate(
+        {"target": "phone", "device_name": "pi", "device_kind": "agent", "artifact_sha256": sha, "batch_sizes": [1]}
+        | {"measured": True, **result}
+    )
+    evidence._write_json(folder / "benchmark" / "record.json", bench.to_json())
     evidence._write_json(folder / "benchmark" / "receipt.json", receipt)
     (folder / "card").mkdir()
     card = {"card_id": "digits/abc", "intended_use": {"out_of_scope": "medical use"}}
@@ -103,7 +116,7 @@ def materials(folder: Path, home: Path, device_home: Path, artifact: bytes | Non
         "parts": {"dp_model": {"epsilon": 1.25, "delta": 1e-5}},
         "compression": compression,
         "compression_run": "run-1",
-        "benchmark": {"measured": True, "device_name": "pi", **result},
+        "benchmark": bench,
         "receipt": receipt,
         "card": card,
         "spec": declaration.spec,

@@ -6,6 +6,8 @@ The conversions need `make runtimes`. Outside CI these tests skip with that reas
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import needs_runtime, tiny_digits, trained_tiny_digits
@@ -13,6 +15,7 @@ from helpers import needs_runtime, tiny_digits, trained_tiny_digits
 from edgeops import runtimes
 from edgeops.compression import budget_outcomes, build_target
 from edgeops.errors import SpecError
+from edgeops.records import BenchmarkRecord
 from edgeops.spec import TargetSpec, load_declaration
 
 
@@ -87,6 +90,12 @@ def test_benchmark_runs_in_the_tool_environment_and_says_which_batches_it_cannot
         "reason": "the litert artifact takes at most 1 rows per call (static shape)",
     }
     assert result["accuracy_on_device"] is not None and result["peak_rss_beyond_baseline_kb"] >= 0
+    # what benchmark_target makes of it: a BenchmarkRecord whose JSON is the dict it was built from
+    built = {"target": "lt", "device_name": "local_cpu", "device_kind": "local", "artifact_sha256": record["sha256"]}
+    built |= {"batch_sizes": [1, 32], "measured": True, **result}
+    bench = BenchmarkRecord.model_validate(built)
+    assert bench.to_json() == built and json.dumps(bench.to_json()) == json.dumps(built)
+    assert bench.latency is not None and not bench.latency["32"].measured and bench.latency["32"].p95_ms is None
 
 
 def test_a_runtime_that_is_not_installed_is_an_install_hint_and_spends_nothing(trained, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from edgeops.compression import budget_outcomes, build_target
 from edgeops.errors import SpecError
 from edgeops.hil.bench import benchmark_target, cuda_available, latency_memory_outcomes
 from edgeops.hil.runner import run_isolated
+from edgeops.records import BenchmarkRecord
 from edgeops.runtimes.torch_runtime import TorchSession, load_artifact, read_metadata, save_artifact
 from edgeops.spec import TargetSpec, load_declaration
 
@@ -114,11 +115,13 @@ def test_a_cuda_target_without_a_gpu_is_reported_not_measured_with_the_reason(tr
     )
     bench = benchmark_target(spec, target, record, dp_model.ref)
     assert (
-        bench["measured"] is False
-        and bench["reason"].startswith("no CUDA device")
-        and "torch.cuda.is_available() False" in bench["reason"]
+        bench.measured is False
+        and bench.reason is not None
+        and bench.reason.startswith("no CUDA device")
+        and "torch.cuda.is_available() False" in bench.reason
+        and bench.latency is None
     )
-    assert latency_memory_outcomes(bench, target)["latency"] == (None, bench["reason"])
+    assert latency_memory_outcomes(bench, target)["latency"] == (None, bench.reason)
     onnx_present, onnx_reason = cuda_available("onnxruntime")
     assert not onnx_present and "no CUDAExecutionProvider" in onnx_reason
 
@@ -132,10 +135,14 @@ def test_cuda_benchmark_measures_on_the_gpu(trained):
         {"name": "gpu_half_real", "runtime": "torch", "device": "gpu", "recipe": [{"step": "fp16"}]}
     )
     bench = benchmark_target(declaration.spec, target, record, dp_model.ref, max_seconds=1.0)
-    assert bench["measured"] and bench["device"]["provider"].startswith("CUDA") and bench["device"]["gpu"]
-    assert bench["latency"]["1"]["p50_ms"] > 0 and bench["device_memory_peak_beyond_baseline_kb"] >= 0
-    assert abs(bench["accuracy_on_device"] - record["accuracy"]) <= 0.01  # same weights, GPU kernels
-    assert bench["roofline"]["device_peak_gflops"] > 100  # any CUDA GPU's fp16 matmul is far above this
+    assert bench.measured and bench.device and bench.device["provider"].startswith("CUDA") and bench.device["gpu"]
+    assert bench.accelerator and bench.accelerator.startswith("torch CUDA")
+    assert bench.batch1 and bench.batch1.p50_ms and bench.batch1.p50_ms > 0
+    assert bench.on_gpu and bench.memory_kb == bench.device_memory_peak_beyond_baseline_kb >= 0
+    assert bench.accuracy_on_device is not None
+    assert abs(bench.accuracy_on_device - record["accuracy"]) <= 0.01  # same weights, GPU kernels
+    assert bench.roofline and bench.roofline.device_peak_gflops > 100  # any CUDA GPU's fp16 matmul is far above this
+    assert BenchmarkRecord.model_validate(bench.to_json()) == bench  # the GPU's shape round-trips through JSON
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,89 @@
+"""The records that cross a stage boundary: frozen pydantic models, each owning its field names, one module per
+stage (dp_model, benchmark, robustness, trainability, drift; the card's own record is edgeops.cards.record).
+
+A stage builds its record; the Dagster IO manager stores it as JSON (``to_json()``) and hands it back validated, so a
+reader gets attributes instead of string keys. The MLflow metric names a stage logs and later stages read back are
+defined beside its record, once. Import them from here: ``from edgeops.records import DpModel``.
+"""
+
+from __future__ import annotations
+
+from edgeops.records.base import Record
+from edgeops.records.benchmark import (
+    ACCURACY_ON_DEVICE,
+    LATENCY_B1_P50_MS,
+    LATENCY_B1_P95_MS,
+    MEASURED_FIELDS,
+    PEAK_RSS_BEYOND_BASELINE_KB,
+    AgentRun,
+    BatchLatency,
+    BenchmarkEnergy,
+    BenchmarkRecord,
+    ReceiptCheck,
+    Roofline,
+    benchmark_metrics,
+    latency_metric,
+)
+from edgeops.records.dp_model import (
+    CentralPrivacy,
+    DpMetrics,
+    DpModel,
+    FederatedPrivacy,
+    FederatedSummary,
+    PrivacyStatement,
+    SplitMetrics,
+)
+from edgeops.records.drift import (
+    BatchProblem,
+    DriftChecked,
+    DriftQuarantined,
+    DriftReport,
+    DriftSummary,
+    PredictionDrift,
+)
+from edgeops.records.robustness import (
+    AdversarialBudget,
+    Robustness,
+    RobustnessMeasurement,
+    RobustnessRecord,
+    RobustnessSkipped,
+)
+from edgeops.records.trainability import FineTuneCheck, StepLatency, TrainabilityRecord
+
+__all__ = [
+    "ACCURACY_ON_DEVICE",
+    "LATENCY_B1_P50_MS",
+    "LATENCY_B1_P95_MS",
+    "MEASURED_FIELDS",
+    "PEAK_RSS_BEYOND_BASELINE_KB",
+    "AdversarialBudget",
+    "AgentRun",
+    "BatchLatency",
+    "BatchProblem",
+    "BenchmarkEnergy",
+    "BenchmarkRecord",
+    "CentralPrivacy",
+    "DpMetrics",
+    "DpModel",
+    "DriftChecked",
+    "DriftQuarantined",
+    "DriftReport",
+    "DriftSummary",
+    "FederatedPrivacy",
+    "FederatedSummary",
+    "FineTuneCheck",
+    "PredictionDrift",
+    "PrivacyStatement",
+    "ReceiptCheck",
+    "Record",
+    "Robustness",
+    "RobustnessMeasurement",
+    "RobustnessRecord",
+    "RobustnessSkipped",
+    "Roofline",
+    "SplitMetrics",
+    "StepLatency",
+    "TrainabilityRecord",
+    "benchmark_metrics",
+    "latency_metric",
+]

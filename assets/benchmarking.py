@@ -7,7 +7,7 @@ from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
 from assets.compression import target_partitions
 from assets.resources import MlflowLineage
 from edgeops.lineage import STAGE_BENCHMARK, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
-from edgeops.records import BenchmarkRecord, DpModel, RobustnessSkipped
+from edgeops.records import BenchmarkRecord, DpModel, RobustnessSkipped, TargetArtifact
 from edgeops.report import NOT_MEASURED, not_measured_description
 
 
@@ -42,7 +42,9 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
         description="Latency percentiles, throughput, peak memory, energy (RAPL where readable) and accuracy, measured "
         "on the target's declared device in a separate process; device facts and a roofline point recorded.",
     )
-    def hil_benchmark(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dataset: dict):
+    def hil_benchmark(
+        context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: TargetArtifact, dataset: dict
+    ):
         from edgeops.measurement_stages import run_benchmark_stage
 
         target = spec.target(context.partition_key)
@@ -130,7 +132,11 @@ def build_robustness_asset(ctx: AssetFactoryContext):
         "crafted on the float DP model, replayed on this target's artifact; accuracy on the attacked test rows.",
     )
     def robustness(
-        context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dp_model: DpModel, dataset: dict
+        context: dg.AssetExecutionContext,
+        lineage: MlflowLineage,
+        compressed: TargetArtifact,
+        dp_model: DpModel,
+        dataset: dict,
     ):  # -> RobustnessRecord | RobustnessSkipped: Dagster takes no union as an output type
         from edgeops.measurement_stages import run_robustness_stage
 
@@ -177,7 +183,9 @@ def build_trainability_asset(ctx: AssetFactoryContext):
         description="On-device personalization measured per target: the device agent's fine-tuning code run on this "
         "target's artifact against simulated local data (the test split under personalization.local_shift).",
     )
-    def trainability(context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: dict, dataset: dict):
+    def trainability(
+        context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: TargetArtifact, dataset: dict
+    ):
         from edgeops.measurement_stages import run_trainability_stage
 
         target = spec.target(context.partition_key)

@@ -60,16 +60,17 @@ def build_compression_assets(ctx: AssetFactoryContext) -> list:
                 home=ctx.settings.home,
             )
         context.log.info(
-            f"{target.name}: {record['size_bytes'] / 1024:.1f} KB on {target.runtime}, accuracy drop "
-            f"{record.get('accuracy_drop_points', 'not measured')} points, registered as version "
-            f"{record.get('registered_version')}"
+            f"{target.name}: {record.size_bytes / 1024:.1f} KB on {target.runtime}, accuracy drop "
+            f"{record.accuracy_drop_points if record.evaluated else 'not measured'} points, registered as version "
+            f"{record.registered_version}"
         )
+        stored = record.to_json()
         yield dg.Output(
             record,
             metadata={
                 "results": dg.MetadataValue.table(
                     [
-                        dg.TableRecord({"metric": k, "value": str(record.get(k, "not measured"))})
+                        dg.TableRecord({"metric": k, "value": str(stored.get(k, "not measured"))})
                         for k in (
                             "precision",
                             "size_bytes",
@@ -86,9 +87,9 @@ def build_compression_assets(ctx: AssetFactoryContext) -> list:
                     ],
                     schema=dg.TableSchema(columns=[dg.TableColumn("metric"), dg.TableColumn("value")]),
                 ),
-                "artifact": dg.MetadataValue.path(record["artifact_path"]),
-                "recipe_steps": dg.MetadataValue.json(record["steps"]),
-                "per_class_accuracy": per_class_table(record.get("per_class_accuracy", {})),
+                "artifact": dg.MetadataValue.path(record.artifact_path),
+                "recipe_steps": dg.MetadataValue.json(record.steps),
+                "per_class_accuracy": per_class_table(record.per_class_accuracy or {}),
             },
         )
         for name, (passed, text) in budget_outcomes(record, target).items():

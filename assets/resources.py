@@ -14,8 +14,16 @@ from pydantic import TypeAdapter
 
 from edgeops import __version__
 from edgeops.asset_store import ASSET_DRIFT_REPORT, AssetStore
-from edgeops.lineage import STAGE_BENCHMARK, STAGE_DP_MODEL, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
-from edgeops.records import BenchmarkRecord, DpModel, DriftReport, Record, Robustness, TrainabilityRecord
+from edgeops.lineage import STAGE_BENCHMARK, STAGE_COMPRESSION, STAGE_DP_MODEL, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
+from edgeops.records import (
+    BenchmarkRecord,
+    DpModel,
+    DriftReport,
+    Record,
+    Robustness,
+    TargetArtifact,
+    TrainabilityRecord,
+)
 from edgeops.spec import Declaration
 
 
@@ -89,6 +97,7 @@ RECORD_OF_ASSET: dict[str, Any] = {
     STAGE_TRAINABILITY: TrainabilityRecord,
     ASSET_DRIFT_REPORT: DriftReport,
     STAGE_BENCHMARK: BenchmarkRecord,
+    STAGE_COMPRESSION: TargetArtifact,
 }
 
 

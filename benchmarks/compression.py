@@ -97,17 +97,17 @@ def main() -> None:
                 {
                     "seed": seed,
                     "target": name,
-                    "size_bytes": record["size_bytes"],
-                    "size_ratio_to_float": round(record["size_bytes"] / record["float_size_bytes"], 3),
-                    "float_accuracy": record["float_accuracy"],
-                    "accuracy": record.get("accuracy"),
-                    "drop_points": record.get("accuracy_drop_points"),
-                    "parameters": record["parameters"],
-                    "macs": record["macs"],
+                    "size_bytes": record.size_bytes,
+                    "size_ratio_to_float": round(record.size_bytes / record.float_size_bytes, 3),
+                    "float_accuracy": record.float_accuracy,
+                    "accuracy": record.accuracy,
+                    "drop_points": record.accuracy_drop_points,
+                    "parameters": record.parameters,
+                    "macs": record.macs,
                 }
             )
         if seed == 0:
-            sessions = {name: session(records[name]["artifact_path"]) for name in ("float_baseline", "mobile_int8")}
+            sessions = {name: session(records[name].artifact_path) for name in ("float_baseline", "mobile_int8")}
             for batch_size in (1, 32):
                 batch = np.ascontiguousarray(data.x_test[:batch_size])
                 samples = {name: [] for name in sessions}
@@ -129,9 +129,7 @@ def main() -> None:
                     }
                 )
                 if int8_p50 / float_p50 > 0.8:
-                    profiles[batch_size] = {
-                        name: op_profile(records[name]["artifact_path"], batch) for name in sessions
-                    }
+                    profiles[batch_size] = {name: op_profile(records[name].artifact_path, batch) for name in sessions}
     summary = []
     for target in {r["target"] for r in rows}:
         mine = [r for r in rows if r["target"] == target]

@@ -41,7 +41,7 @@ def build_artifacts(work: Path) -> tuple[object, object, dict[str, bytes]]:
     """The default targets that run on this host, built as the pipeline builds them."""
     declaration, data, ref = digits_training_data()
     records = train_and_build_targets(declaration, data, ref, work, local_only=True)
-    return declaration, data, {name: Path(record["artifact_path"]).read_bytes() for name, record in records.items()}
+    return declaration, data, {name: Path(record.artifact_path).read_bytes() for name, record in records.items()}
 
 
 class Agent:

@@ -58,7 +58,7 @@ def main() -> None:
     # with the declared public pre-training, as the pipeline trains it
     dp_model, _ = declared_dp_record(declaration, data, ref, work)
     paths = {
-        name: build_target(declaration, declaration.spec.target(name), dp_model, work / name)["artifact_path"]
+        name: build_target(declaration, declaration.spec.target(name), dp_model, work / name).artifact_path
         for name in ("float_baseline", "mobile_int8")
     }
     x, y = data.x_test, data.y_test

@@ -296,10 +296,10 @@ def main() -> None:
     (link / "edgeops").symlink_to(ROOT / "edgeops", target_is_directory=True)
     workers = {}
     for name, record in list(records.items()):
-        runtime = record["runtime"]
+        runtime = record.runtime
         try:
             python = sys.executable if runtime == "onnxruntime" else str(runtimes.tool_python(runtime))
-            workers[name] = Worker(name, runtime, record["artifact_path"], args.core, python, str(link))
+            workers[name] = Worker(name, runtime, record.artifact_path, args.core, python, str(link))
         except (RuntimeError, runtimes.RuntimeNotInstalled) as err:  # its runtime would not start: stated, not hidden
             failed[name] = f"built, but its timing process did not start: {err}"
             del records[name]
@@ -342,13 +342,13 @@ def main() -> None:
     peaks_after = gemm_peaks(args.core)
     peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
     profiles = {
-        name: onnx_kernel_profile(Path(r["artifact_path"]), data.x_test[:32])
+        name: onnx_kernel_profile(Path(r.artifact_path), data.x_test[:32])
         for name, r in records.items()
-        if r["runtime"] == "onnxruntime"
+        if r.runtime == "onnxruntime"
     }
     rows = []
     for name, record in records.items():
-        runtime, precision = record["runtime"], record["precision"]
+        runtime, precision = record.runtime, record.precision
         float_name = name.split("_int8")[0] + "_float"  # onnxruntime_int8_per_tensor -> onnxruntime_float
         if float_name not in records:  # its float twin failed to build: no ratio, the size compared with itself
             float_name = name
@@ -381,12 +381,12 @@ def main() -> None:
                     "p95_ms": round(p95, 4),
                     "int8/float p50 (median of rounds)": round(ratio, 3) if ratio != "" else "",
                     "peak_mem_kb": memory[name]["peak_beyond_imports_kb"],
-                    "size_kb": round(record["size_bytes"] / 1024, 1),
-                    "size_ratio": round(record["size_bytes"] / records[float_name]["size_bytes"], 3)
+                    "size_kb": round(record.size_bytes / 1024, 1),
+                    "size_ratio": round(record.size_bytes / records[float_name].size_bytes, 3)
                     if precision == "int8"
                     else "",
-                    "accuracy": round(record.get("accuracy", float("nan")), 4),
-                    "drop_points": record.get("accuracy_drop_points", ""),
+                    "accuracy": round(record.accuracy if record.accuracy is not None else float("nan"), 4),
+                    "drop_points": record.accuracy_drop_points if record.accuracy_drop_points is not None else "",
                     "roofline_fraction": round(macs * batch / (p50 / 1e3) / peak, 3),
                     "int8_kernels": _kernel_summary(record, profiles.get(name)) if precision == "int8" else "",
                 }
@@ -425,14 +425,14 @@ def main() -> None:
     write_table("realistic_int8", rows, notes)
 
 
-def _kernel_summary(record: dict, profile: dict | None) -> str:
+def _kernel_summary(record, profile: dict | None) -> str:
     if profile is not None:
         text = f"{', '.join(profile['int8_kernels']) or 'NONE'} ({profile['int8_kernel_share']:.0%} of kernel time)"
         return text if profile["int8_kernels"] else "NO int8 kernel ran (float execution)"
-    notes = record["notes"]
-    if not notes.get("int8_kernels_in_use", False):
-        return "NO int8 kernel in use: " + str(notes.get("kernels"))
-    kernels = notes.get("kernels", {})
+    notes = record.notes
+    if not notes.int8_kernels_in_use:
+        return "NO int8 kernel in use: " + str(notes.kernels)
+    kernels = notes.kernels or {}
     if "int8_ops" in kernels:
         return f"{kernels['int8_ops']} int8 ops, {kernels['float_ops']} float ops: " + ", ".join(
             f"{k} x{v}" for k, v in kernels["ops"].items()

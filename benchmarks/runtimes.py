@@ -58,23 +58,23 @@ def main() -> None:
         record = records[target]
         if runtime == "onnxruntime":
             return run_isolated(
-                record["artifact_path"],
+                record.artifact_path,
                 x,
                 y,
                 batch_sizes=batch_sizes,
                 cores=[0],
-                macs=record["macs"],
+                macs=record.macs,
                 max_seconds=args.seconds,
                 min_runs=1000,
             )
         return runtimes.benchmark(
             runtime,
-            Path(record["artifact_path"]),
+            Path(record.artifact_path),
             x,
             y,
             batch_sizes=batch_sizes,
             cores=[0],
-            macs=record["macs"],
+            macs=record.macs,
             max_seconds=args.seconds,
             min_runs=1000,
         )
@@ -98,11 +98,11 @@ def main() -> None:
             {
                 "target": target,
                 "runtime": runtime,
-                "recipe": "+".join(s["step"] for s in record["recipe"]) or "float",
-                "file_kb": round(record["size_bytes"] / 1024, 1),
-                "parameters": record["parameters"],
-                "accuracy_pct": round(100 * record["accuracy"], 2),
-                "parity_relative": record["parity_relative"],
+                "recipe": "+".join(s["step"] for s in record.recipe) or "float",
+                "file_kb": round(record.size_bytes / 1024, 1),
+                "parameters": record.parameters,
+                "accuracy_pct": round(100 * record.accuracy, 2),
+                "parity_relative": record.parity_relative,
                 "p50_us_b1": round(1000 * p50_b1, 1),
                 "p99_us_b1": round(1000 * median(target, "1", "p99_ms"), 1),
                 "p50_vs_onnxruntime_b1": round(p50_b1 / reference_b1, 2),

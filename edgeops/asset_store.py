@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 
 from edgeops.errors import EdgeopsError
 from edgeops.lineage import STAGE_BENCHMARK, STAGE_CARD, STAGE_COMPRESSION, STAGE_DP_MODEL, STAGE_VALIDATED
-from edgeops.records import BenchmarkRecord, DriftReport
+from edgeops.records import BenchmarkRecord, DriftReport, TargetArtifact
 
 ASSETS_FOLDER = "assets"  # below the edgeops home
 UNPARTITIONED = "__all__"
@@ -81,16 +81,21 @@ class AssetStore:
     def validated_dataset(self, pipeline: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.read(pipeline, STAGE_VALIDATED, hint="run the pipeline first"))
 
-    def compressed_model(self, pipeline: str, target: str) -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
+    def compressed_model(self, pipeline: str, target: str) -> TargetArtifact:
+        """The target's stored artifact record, validated (a malformed one is refused, naming the field)."""
+        return TargetArtifact.model_validate(
             self.read(
                 pipeline,
                 STAGE_COMPRESSION,
                 target,
                 hint=f"target {target!r} has no compressed artifact yet; run `edgeops run --pipeline {pipeline}` first",
-            ),
+            )
         )
+
+    def compressed_model_if_present(self, pipeline: str, target: str) -> TargetArtifact | None:
+        """The target's stored artifact record, validated, or None before any."""
+        stored = self.read_if_present(pipeline, STAGE_COMPRESSION, target)
+        return None if stored is None else TargetArtifact.model_validate(stored)
 
     def released_model(self, pipeline: str) -> dict[str, Any] | None:
         """The DP model's stored record, from central or federated training, or None."""

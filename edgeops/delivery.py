@@ -102,8 +102,8 @@ def write_release_bundle(
     name = registered_name(declaration.spec.name, target)
     mv = model_version(client, name, str(version))
     record = artifact_record(client, mv)
-    signature = oms_signature(client, mv, Path(record["artifact_path"]), home)
-    artifact = Path(record["artifact_path"]).read_bytes()
+    signature = oms_signature(client, mv, Path(record.artifact_path), home)
+    artifact = Path(record.artifact_path).read_bytes()
     blob = bundle.build(
         artifact,
         signing_key=signing_key(home, key_file),

@@ -11,7 +11,7 @@ from edgeops.lineage import artifact_tags
 
 if TYPE_CHECKING:
     from edgeops.lineage import LineageRun
-    from edgeops.records import BenchmarkRecord, DpModel, RobustnessRecord, TrainabilityRecord
+    from edgeops.records import BenchmarkRecord, DpModel, RobustnessRecord, TargetArtifact, TrainabilityRecord
     from edgeops.spec import Declaration, PipelineSpec, TargetSpec
 
 BENCHMARK_RECORD_ARTIFACT = "benchmark/record.json"
@@ -21,7 +21,7 @@ TRAINABILITY_RECORD_ARTIFACT = "personalization/trainability.json"
 def run_benchmark_stage(
     spec: PipelineSpec,
     target: TargetSpec,
-    compressed: dict[str, Any],
+    compressed: TargetArtifact,
     dataset: dict[str, Any],
     run: LineageRun,
     *,
@@ -44,14 +44,15 @@ def run_benchmark_stage(
     if record.measured:
         run.log_metrics(benchmark_metrics(record))
     run.log_params({"device": target.device, "measured": record.measured, "reason": record.reason or ""})
-    run.set_tags(artifact_tags(target.name, compressed["sha256"]))
+    run.set_tags(artifact_tags(target.name, compressed.sha256))
     outcomes = latency_memory_outcomes(record, target)
     if target.device != spec.target(target.name).device:
         return record, outcomes
     log_on_device_metrics(run, compressed, record, dataset, spec.name)
     tag_version(
         run.client,
-        compressed,
+        compressed.registered_model,
+        compressed.registered_version,
         {
             f"edgeops.check.{name}": "not_measured" if ok is None else "passed" if ok else "failed"
             for name, (ok, _) in outcomes.items()
@@ -64,7 +65,7 @@ def run_robustness_stage(
     spec: PipelineSpec,
     target: TargetSpec,
     dp_model: DpModel,
-    compressed: dict[str, Any],
+    compressed: TargetArtifact,
     dataset: dict[str, Any],
     run: LineageRun,
 ) -> tuple[RobustnessRecord, dict[str, float]]:
@@ -79,23 +80,23 @@ def run_robustness_stage(
         fgsm, pgd = metric_names(budget.epsilon_fraction_of_span)
         metrics |= {fgsm: budget.fgsm_accuracy, pgd: budget.pgd_accuracy}
     run.log_metrics(metrics)
-    run.set_tags(artifact_tags(target.name, compressed["sha256"]))
+    run.set_tags(artifact_tags(target.name, compressed.sha256))
     record = RobustnessRecord(
-        **dict(measurement), mlflow_run_id=run.run_id, artifact_sha256=compressed["sha256"], target=target.name
+        **dict(measurement), mlflow_run_id=run.run_id, artifact_sha256=compressed.sha256, target=target.name
     )
     return record, metrics
 
 
 def run_trainability_stage(
-    declaration: Declaration, target: TargetSpec, compressed: dict[str, Any], dataset: dict[str, Any], run: LineageRun
+    declaration: Declaration, target: TargetSpec, compressed: TargetArtifact, dataset: dict[str, Any], run: LineageRun
 ) -> TrainabilityRecord:
     """The device agent's fine-tuning run on the artifact against simulated local data; logs the record, the artifact's
     tags and, when fine-tuned, the recovery, time and memory."""
     from edgeops.personalization import measure_trainability
 
-    record = measure_trainability(declaration, target, compressed["artifact_path"], dataset)
+    record = measure_trainability(declaration, target, compressed.artifact_path, dataset)
     run.log_json(record.to_json(), TRAINABILITY_RECORD_ARTIFACT)
-    run.set_tags(artifact_tags(target.name, compressed["sha256"]))
+    run.set_tags(artifact_tags(target.name, compressed.sha256))
     metrics = record.metrics()
     if metrics:
         run.log_metrics(metrics)

@@ -10,6 +10,7 @@ import contextlib
 import getpass
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -37,6 +38,7 @@ from edgeops.records import (
     PEAK_RSS_BEYOND_BASELINE_KB,
     BenchmarkRecord,
     DpModel,
+    TargetArtifact,
 )
 from edgeops.spec import Declaration, TargetSpec
 
@@ -58,9 +60,10 @@ def registered_name(pipeline: str, target: str) -> str:
     return f"{pipeline}-{target}"
 
 
-def target_privacy(dp_model: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+def target_privacy(dp_model: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
     """(epsilon, delta) of a target's artifact by basic composition: the DP model's training, the DP statistics its
-    input scaling used (if any), and every compression step that read private data (fine-tuning, distillation)."""
+    input scaling used (if any), and every compression step that read private data (fine-tuning, distillation): the
+    `steps` notes of its TargetArtifact."""
     from edgeops.privacy.accounting import GAUSSIAN_KEYS
 
     def mechanism(source: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +74,7 @@ def target_privacy(dp_model: dict[str, Any], record: dict[str, Any]) -> dict[str
     statistics = (dp_model.get("ref") or {}).get("dp_statistics")
     if statistics:
         parts.append(("dp_statistics", float(statistics["epsilon"]), float(statistics.get("delta", 0.0)), {}))
-    for note in record.get("steps", []):
+    for note in steps:
         for kind in ("finetune", "distill"):
             if isinstance(note.get(kind), dict) and "epsilon" in note[kind]:
                 parts.append(
@@ -90,13 +93,13 @@ def target_privacy(dp_model: dict[str, Any], record: dict[str, Any]) -> dict[str
     }
 
 
-def target_guarantee(dp_model: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+def target_guarantee(dp_model: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
     """A target's own (epsilon, delta) for its card entry: the basic sum over what its artifact depends on (the DP
     model, its DP statistics, this target's fine-tuning or distillation), and beside it the tighter PLD composition of
     the same mechanisms at the same delta."""
     from edgeops.privacy.accounting import pld_composed_epsilon
 
-    composed = target_privacy(dp_model, record)
+    composed = target_privacy(dp_model, steps)
     parts = [{**part} for part in composed["parts"].values()]
     composed["pld_epsilon"] = pld_composed_epsilon(parts, composed["delta"]) if composed["delta"] > 0 else None
     composed["text"] = (
@@ -121,7 +124,7 @@ def build_and_register(
     ledger: PrivacyLedger | None = None,
     dagster_run_id: str = "",
     home: Path | None = None,
-) -> dict[str, Any]:
+) -> TargetArtifact:
     """Compression stage: build the target's artifact, log it as an MLflow ONNX model and register a version.
     With `home` (the state folder holding the OMS key) the artifact gets an OpenSSF model signature, written beside it
     as <artifact>.sig and logged beside it in MLflow (model/<artifact_file>.sig)."""
@@ -139,14 +142,15 @@ def build_and_register(
         {
             "target": target.name,
             "runtime": target.runtime,
-            "precision": record["precision"],
-            "recipe": json.dumps(record["recipe"]),
+            "precision": record.precision,
+            "recipe": json.dumps(record.recipe),
             "parent_weights_sha256": dp_model.weights_sha256,
         }
     )
+    stored = record.to_json()
     run.log_metrics(
         {
-            k: record[k]
+            k: stored[k]
             for k in (
                 "size_bytes",
                 "parameters",
@@ -156,39 +160,39 @@ def build_and_register(
                 "parity_max_abs_diff",
                 "top1_agreement",
             )
-            if k in record
+            if k in stored
         }
     )
-    run.log_json(record, "compression/record.json")
+    run.log_json(stored, "compression/record.json")
     if target.runtime == "onnxruntime":
         model_dir = workdir / "mlflow_model"
         shutil.rmtree(model_dir, ignore_errors=True)
-        mlflow.onnx.save_model(onnx.load(record["artifact_path"]), str(model_dir), save_as_external_data=False)
+        mlflow.onnx.save_model(onnx.load(record.artifact_path), str(model_dir), save_as_external_data=False)
         run.client.log_artifacts(run.run_id, str(model_dir), "model")
-        run.set_tags({"sha256.model/model.onnx": record["sha256"], TARGET_TAG: target.name})
+        run.set_tags({"sha256.model/model.onnx": record.sha256, TARGET_TAG: target.name})
         artifact_file = "model.onnx"
     else:  # MLflow has no ExecuTorch or LiteRT flavour: the artifact file itself is the registered version's source
-        artifact = Path(record["artifact_path"])
+        artifact = Path(record.artifact_path)
         run.client.log_artifact(run.run_id, str(artifact), "model")
-        run.set_tags({f"sha256.model/{artifact.name}": record["sha256"], TARGET_TAG: target.name})
+        run.set_tags({f"sha256.model/{artifact.name}": record.sha256, TARGET_TAG: target.name})
         artifact_file = artifact.name
     if home is not None:
         import tempfile
 
         from edgeops import oms
 
-        signature = oms.sign(Path(record["artifact_path"]), Path(record["artifact_path"] + oms.SIGNATURE_SUFFIX), home)
+        signature = oms.sign(Path(record.artifact_path), Path(record.artifact_path + oms.SIGNATURE_SUFFIX), home)
         with tempfile.TemporaryDirectory(
             prefix="edgeops-oms-"
         ) as folder:  # named after the artifact's MLflow file name
             staged = Path(folder) / f"{artifact_file}{oms.SIGNATURE_SUFFIX}"
             shutil.copy(signature, staged)
             run.client.log_artifact(run.run_id, str(staged), "model")
-        record["oms_signature"] = {
+        stored["oms_signature"] = {
             "file": staged.name,
             "public_key_fingerprint": oms.fingerprint(oms.public_key_pem(home)),
         }
-    record["mlflow_model_id"] = log_target_model(
+    model_id = log_target_model(
         declaration,
         target,
         dp_model,
@@ -213,16 +217,16 @@ def build_and_register(
         run_id=run.run_id,
         tags={
             **checks,
-            MODEL_ID_VERSION_TAG: record["mlflow_model_id"],
-            VERSION_SHA256_TAG: record["sha256"],
-            "edgeops.recipe": json.dumps(record["recipe"]),
+            MODEL_ID_VERSION_TAG: model_id,
+            VERSION_SHA256_TAG: record.sha256,
+            "edgeops.recipe": json.dumps(record.recipe),
             VERSION_PARENT_WEIGHTS_TAG: dp_model.weights_sha256,
             VERSION_PARENT_RUN_TAG: dp_model.mlflow_run_id,
             VERSION_DATASET_DIGEST_TAG: dp_model.dataset_digest,
-            "edgeops.precision": record["precision"],
-            "edgeops.privacy": record["privacy"][:500],
+            "edgeops.precision": record.precision,
+            "edgeops.privacy": record.privacy[:500],
             "edgeops.spec_sha256": declaration.sha256,
-            NOISE_TAG: record.get("noise") or combined_statement(dp_model.privacy.noise),
+            NOISE_TAG: record.noise or combined_statement(dp_model.privacy.noise),
             "edgeops.runtime": target.runtime,
             "edgeops.artifact_file": artifact_file,
             TARGET_TAG: target.name,
@@ -231,13 +235,19 @@ def build_and_register(
     # The registered version links back to its LoggedModel the way MLflow's own log_model does (the Models view then
     # names the version); the version's source stays the run's model/ folder, which releases and card verify read.
     run.client.set_logged_model_tags(
-        record["mlflow_model_id"], {MODEL_VERSIONS_TAG: json.dumps([{"name": name, "version": str(version.version)}])}
+        model_id, {MODEL_VERSIONS_TAG: json.dumps([{"name": name, "version": str(version.version)}])}
     )
-    record["artifact_file"] = artifact_file  # its name under the run's model/ folder (card evidence, release downloads)
-    record["registered_model"] = name
-    record["registered_version"] = version.version
-    record["mlflow_run_id"] = run.run_id
-    return record
+    # The registry fields join the built record in its JSON (their key order is the stored one) and are validated again.
+    return TargetArtifact.model_validate(
+        {
+            **stored,
+            "mlflow_model_id": model_id,
+            "artifact_file": artifact_file,  # its name under the run's model/ folder (card evidence, release downloads)
+            "registered_model": name,
+            "registered_version": version.version,
+            "mlflow_run_id": run.run_id,
+        }
+    )
 
 
 def evaluation_dataset(dataset_ref: dict[str, Any], pipeline: str) -> tuple[str, str, str]:
@@ -251,21 +261,21 @@ def log_target_model(
     declaration: Declaration,
     target: TargetSpec,
     dp_model: DpModel,
-    record: dict[str, Any],
+    record: TargetArtifact,
     run: LineageRun,
     mlflow_model_dir: Path | None,
 ) -> str:
     """The target's artifact as an MLflow LoggedModel with its size, accuracy and (epsilon, delta); the benchmark
     stage adds its on-device latency and memory to the same model id."""
-    privacy = target_privacy(dp_model.to_json(), record)
-    on_test_split = {"accuracy": record.get("accuracy"), "accuracy_drop_points": record.get("accuracy_drop_points")}
-    properties = {"size_bytes": record["size_bytes"], "epsilon": privacy["epsilon"], "delta": privacy["delta"]}
+    privacy = target_privacy(dp_model.to_json(), record.steps)
+    on_test_split = {"accuracy": record.accuracy, "accuracy_drop_points": record.accuracy_drop_points}
+    properties = {"size_bytes": record.size_bytes, "epsilon": privacy["epsilon"], "delta": privacy["delta"]}
     params = {
         "target": target.name,
         "runtime": target.runtime,
         "device": target.device,
-        "precision": record["precision"],
-        "recipe": " + ".join(step["step"] for step in record["recipe"]) or "float",
+        "precision": record.precision,
+        "recipe": " + ".join(step["step"] for step in record.recipe) or "float",
         "epsilon": f"{privacy['epsilon']:.4g}",
         "delta": f"{privacy['delta']:g}",
         "privacy_composition": json.dumps(privacy["parts"]),
@@ -273,7 +283,7 @@ def log_target_model(
     tags = {
         PIPELINE_TAG: declaration.spec.name,
         TARGET_TAG: target.name,
-        VERSION_SHA256_TAG: record["sha256"],
+        VERSION_SHA256_TAG: record.sha256,
         VERSION_PARENT_WEIGHTS_TAG: dp_model.weights_sha256,
         "edgeops.spec_sha256": declaration.sha256,
     }
@@ -293,7 +303,7 @@ def log_target_model(
         with tempfile.TemporaryDirectory(
             prefix="edgeops-model-"
         ) as folder:  # the artifact file alone (.safetensors, .pte, .tflite)
-            shutil.copy(record["artifact_path"], folder)
+            shutil.copy(record.artifact_path, folder)
             model_id = run.log_target_model(
                 name=target.name, model_dir=folder, params=params, tags=tags, metrics=on_test_split, dataset=dataset
             )
@@ -302,11 +312,11 @@ def log_target_model(
 
 
 def log_on_device_metrics(
-    run: LineageRun, compressed: dict[str, Any], bench: BenchmarkRecord, dataset_ref: dict[str, Any], pipeline: str
+    run: LineageRun, compressed: TargetArtifact, bench: BenchmarkRecord, dataset_ref: dict[str, Any], pipeline: str
 ) -> None:
     """The benchmark's measured numbers on the target's LoggedModel (accuracy on the test split, latency and memory at
     batch 1), or a tag saying why they were not measured. Targets compressed before LoggedModels existed are skipped."""
-    model_id = compressed.get("mlflow_model_id")
+    model_id = compressed.mlflow_model_id
     if not model_id:
         return
     if not bench.measured:
@@ -331,11 +341,11 @@ def log_on_device_metrics(
     )
 
 
-def tag_version(client: MlflowClient, record: dict[str, Any], tags: dict[str, Any]) -> None:
+def tag_version(client: MlflowClient, model: str | None, version: int | str | None, tags: dict[str, Any]) -> None:
     """Add tags to a target's registered version (benchmark checks, card id), if it was registered."""
-    if record.get("registered_model") and record.get("registered_version"):
+    if model and version:
         for key, value in tags.items():
-            client.set_model_version_tag(record["registered_model"], str(record["registered_version"]), key, str(value))
+            client.set_model_version_tag(model, str(version), key, str(value))
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -355,7 +365,17 @@ def model_version(client: MlflowClient, name: str, version: str) -> Any:
         raise ReleaseError(f"{name} has no version {version}") from None
 
 
-def artifact_record(client: MlflowClient, mv: ModelVersion) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DownloadedArtifact:
+    """A registered version's artifact file, downloaded and checked: what a release benchmarks and ships. Not the
+    compression record (TargetArtifact): only the file and its sha256; MACs are not re-derived from the file."""
+
+    artifact_path: str
+    sha256: str
+    macs: int | None = None
+
+
+def artifact_record(client: MlflowClient, mv: ModelVersion) -> DownloadedArtifact:
     """The version's artifact downloaded from MLflow and checked against its sha256 tag: nothing unregistered ships."""
     import hashlib
     import tempfile
@@ -376,7 +396,7 @@ def artifact_record(client: MlflowClient, mv: ModelVersion) -> dict[str, Any]:
             f"{mv.name} v{mv.version}: artifact in MLflow has sha256 {sha[:16]}, "
             f"the version records {mv.tags.get(VERSION_SHA256_TAG, '')[:16]}"
         )
-    return {"artifact_path": str(local), "sha256": sha, "macs": None}
+    return DownloadedArtifact(artifact_path=str(local), sha256=sha)
 
 
 def record_release_decision(

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgeops.asset_store import AssetStore
-from edgeops.lineage import STAGE_COMPRESSION
 from edgeops.records import BenchmarkRecord, DpModel
 
 if TYPE_CHECKING:
@@ -142,7 +141,7 @@ def _energy(bench: BenchmarkRecord | None) -> str:
 
 
 def _target(spec_target: TargetSpec, store: AssetStore, pipeline: str, runs: list[dict[str, Any]]) -> TargetSummary:
-    compressed = store.read_if_present(pipeline, STAGE_COMPRESSION, spec_target.name) or {}
+    compressed = store.compressed_model_if_present(pipeline, spec_target.name)
     bench = store.benchmark(pipeline, spec_target.name)
     mine = [r for r in runs if r.get("partition") == spec_target.name]
     checks = _checks(mine)
@@ -165,9 +164,9 @@ def _target(spec_target: TargetSpec, store: AssetStore, pipeline: str, runs: lis
         name=spec_target.name,
         device=spec_target.device,
         runtime=spec_target.runtime,
-        size_bytes=compressed.get("size_bytes"),
-        accuracy=compressed.get("accuracy"),
-        accuracy_drop_points=compressed.get("accuracy_drop_points"),
+        size_bytes=compressed.size_bytes if compressed else None,
+        accuracy=compressed.accuracy if compressed else None,
+        accuracy_drop_points=compressed.accuracy_drop_points if compressed else None,
         latency_b1_p50_ms=batch1.p50_ms if batch1 else None,
         latency_b1_p95_ms=batch1.p95_ms if batch1 else None,
         peak_memory_kb=memory,

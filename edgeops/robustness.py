@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeops.records import AdversarialBudget, DpModel, RobustnessMeasurement
+from edgeops.records import AdversarialBudget, DpModel, RobustnessMeasurement, TargetArtifact
 
 if TYPE_CHECKING:
     from torch import nn
@@ -58,7 +58,7 @@ def craft(
 
 
 def measure_robustness(
-    spec: PipelineSpec, dp_model: DpModel, compressed: dict[str, Any], ref: dict[str, Any]
+    spec: PipelineSpec, dp_model: DpModel, compressed: TargetArtifact, ref: dict[str, Any]
 ) -> RobustnessMeasurement:
     """Clean, FGSM and PGD accuracy of one target's artifact at each declared budget, on the artifact's own runtime."""
     from edgeops.compression.measurement import artifact_logits
@@ -79,8 +79,8 @@ def measure_robustness(
         budget = {"epsilon": epsilon, "low": low, "high": high, "seed": spec.training.seed}
         sets += [craft(model, x, y, steps=1, **budget), craft(model, x, y, steps=settings.pgd_steps, **budget)]
     # One call for every set: a runtime in a tool environment costs a process start per call.
-    runtime = spec.target(compressed["target"]).runtime
-    logits = artifact_logits(runtime, Path(compressed["artifact_path"]), np.concatenate(sets).astype(np.float32))
+    runtime = spec.target(compressed.target).runtime
+    logits = artifact_logits(runtime, Path(compressed.artifact_path), np.concatenate(sets).astype(np.float32))
     accuracies = [float(np.mean(np.argmax(part, axis=1) == y)) for part in np.split(logits, len(sets))]
     return RobustnessMeasurement(
         attacks="crafted on the float DP model (white-box), replayed on this artifact (transfer)",

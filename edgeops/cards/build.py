@@ -18,6 +18,7 @@ from edgeops.cards.sections import (
     derived_limitations,
     drift_status,
     evidence_manifest,
+    per_class_drop,
     plain_value,
     pretrained_base,
     privacy_section,
@@ -31,6 +32,7 @@ from edgeops.records import (
     PEAK_RSS_BEYOND_BASELINE_KB,
     BenchmarkRecord,
     DpModel,
+    TargetArtifact,
 )
 from edgeops.spec import Declaration
 
@@ -52,7 +54,7 @@ def build_card(
     baseline: dict[str, Any],
     reference: dict[str, Any],
     audit: dict[str, Any],
-    compressed: dict[str, Any],
+    compressed: dict[str, TargetArtifact],
     benchmarks: dict[str, BenchmarkRecord],
     dagster_run_id: str,
     inputs_drift_reports: list[DriftReport] | None = None,
@@ -69,9 +71,7 @@ def build_card(
     dp_run = dp_model.mlflow_run_id
     version = dp_model.weights_sha256[:12]
     current = {
-        name: record
-        for name, record in compressed.items()
-        if record.get("parent_weights_sha256") == dp_model.weights_sha256
+        name: record for name, record in compressed.items() if record.parent_weights_sha256 == dp_model.weights_sha256
     }
     test_acc = evidence.metric(dp_run, "test_accuracy")
     reference_acc = reference["metrics"]["test"]["accuracy"]
@@ -160,7 +160,7 @@ def build_card(
     for target_spec in spec.targets:
         record = current.get(target_spec.name)
         bench = benchmarks.get(target_spec.name)
-        if bench is not None and (record is None or bench.artifact_sha256 != record.get("sha256")):
+        if bench is not None and (record is None or bench.artifact_sha256 != record.sha256):
             bench = None  # a benchmark of an older artifact of this target: not evidence for this version
         entry: dict[str, Any] = {
             "name": target_spec.name,
@@ -180,24 +180,20 @@ def build_card(
             entry["not_measured_reason"] = "no artifact"
             targets.append(entry)
             continue
-        run_id = record["mlflow_run_id"]
+        run_id = record.registered_run_id
         entry.update(
             {
-                "sha256": record["sha256"],
-                "registered_model": record.get("registered_model"),
-                "registered_version": record.get("registered_version"),
+                "sha256": record.sha256,
+                "registered_model": record.registered_model,
+                "registered_version": record.registered_version,
                 "size_bytes": {**cast(dict[str, Any], evidence.metric(run_id, "size_bytes")), "unit": "bytes"},
                 "parameters": evidence.metric(run_id, "parameters"),
                 "macs": evidence.metric(run_id, "macs"),
                 "accuracy": evidence.metric(run_id, "accuracy", required=False),
                 "accuracy_drop_points": evidence.metric(run_id, "accuracy_drop_points", required=False),
-                "privacy": record["privacy"],
-                "guarantee": target_guarantee(dp_model.to_json(), record),
-                "per_class_drop": {
-                    c: round(record["float_per_class_accuracy"][c] - record["per_class_accuracy"][c], 4)
-                    for c in record.get("per_class_accuracy", {})
-                    if record["per_class_accuracy"][c] is not None
-                },
+                "privacy": record.privacy,
+                "guarantee": target_guarantee(dp_model.to_json(), record.steps),
+                "per_class_drop": per_class_drop(record),
             }
         )
         outcomes = budget_outcomes(record, target_spec)
@@ -236,7 +232,7 @@ def build_card(
                 bench.reason if bench is not None and bench.reason else "benchmark did not run for this artifact"
             )
             entry["energy"] = "not measured"
-        card["quantitative_analyses"]["per_class"][target_spec.name] = record.get("per_class_accuracy")
+        card["quantitative_analyses"]["per_class"][target_spec.name] = record.per_class_accuracy
         card["quantitative_analyses"]["per_target"].append(
             {
                 k: entry.get(k)
@@ -284,7 +280,7 @@ def build_card(
             "dp_model": dp_run,
             "privacy_audit": audit.get("mlflow_run_id"),
             "dp_baseline": baseline.get("mlflow_run_id"),
-            **{f"compressed_model[{n}]": r["mlflow_run_id"] for n, r in current.items()},
+            **{f"compressed_model[{n}]": r.registered_run_id for n, r in current.items()},
             **{
                 f"hil_benchmark[{n}]": b.mlflow_run_id
                 for n, b in benchmarks.items()
@@ -292,7 +288,7 @@ def build_card(
             },
         },
         "registered_models": {
-            n: {"name": r.get("registered_model"), "version": r.get("registered_version")} for n, r in current.items()
+            n: {"name": r.registered_model, "version": r.registered_version} for n, r in current.items()
         },
         "dagster_run_id": dagster_run_id,
         "weights_sha256": dp_model.weights_sha256,
@@ -300,7 +296,7 @@ def build_card(
         "artifact_sha256": {
             "dp_model.onnx": dp_model.onnx_sha256,
             "dp_model.safetensors": dp_model.weights_file_sha256,
-            **{f"{n}.onnx": r["sha256"] for n, r in current.items()},
+            **{f"{n}.onnx": r.sha256 for n, r in current.items()},
         },
         "software": software_versions(),
     }
@@ -371,8 +367,8 @@ def generate_card(
     from edgeops.registry import tag_version
 
     for target in card["targets"]:
-        if target.get("registered_model"):
-            tag_version(run.client, target, {CARD_ID_TAG: card["card_id"], CARD_FOLDER_TAG: str(folder)})
+        tags = {CARD_ID_TAG: card["card_id"], CARD_FOLDER_TAG: str(folder)}
+        tag_version(run.client, target.get("registered_model"), target.get("registered_version"), tags)
     run.set_tags({CARD_ID_TAG: card["card_id"], "edgeops.card_version": card["version"]})
     return {
         "folder": str(folder),

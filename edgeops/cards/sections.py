@@ -17,6 +17,7 @@ from edgeops.records import (
     FederatedPrivacy,
     Robustness,
     RobustnessRecord,
+    TargetArtifact,
 )
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def drift_status(reports: list[DriftReport], weights_sha256: str) -> dict[str, A
 
 
 def robustness_section(
-    evidence: MlflowEvidence, robustness: dict[str, Robustness], current: dict[str, Any]
+    evidence: MlflowEvidence, robustness: dict[str, Robustness], current: dict[str, TargetArtifact]
 ) -> dict[str, Any]:
     """FGSM/PGD accuracy per target, every number cited from the robustness run; only for this version's artifacts."""
     from edgeops.robustness import CLEAN_ACCURACY, metric_names
@@ -165,9 +166,7 @@ def robustness_section(
     measured = {
         name: record
         for name, record in sorted(robustness.items())
-        if isinstance(record, RobustnessRecord)
-        and name in current
-        and record.artifact_sha256 == current[name]["sha256"]
+        if isinstance(record, RobustnessRecord) and name in current and record.artifact_sha256 == current[name].sha256
     }
     per_target = {}
     for name, record in measured.items():
@@ -307,7 +306,17 @@ def canary_audit_section(record: dict[str, Any] | None) -> dict[str, Any]:
     return {k: record[k] for k in CANARY_AUDIT_KEYS if k in record} | {"consistent": record["outcome"] == "consistent"}
 
 
-def evidence_manifest(dp_model: DpModel, compressed: dict[str, Any]) -> list[dict[str, Any]]:
+def per_class_drop(record: TargetArtifact) -> dict[str, float]:
+    """Per class: float accuracy minus the artifact's, where the artifact was evaluated and has the class."""
+    measured = record.per_class_accuracy or {}
+    return {
+        c: round(float_accuracy - artifact, 4)
+        for c, artifact in measured.items()
+        if artifact is not None and (float_accuracy := record.float_per_class_accuracy.get(c)) is not None
+    }
+
+
+def evidence_manifest(dp_model: DpModel, compressed: dict[str, TargetArtifact]) -> list[dict[str, Any]]:
     """Every artifact the card cites, with the sha256 recorded when it was made (checked by `card verify`)."""
     items = [
         {
@@ -329,10 +338,10 @@ def evidence_manifest(dp_model: DpModel, compressed: dict[str, Any]) -> list[dic
         items.append(
             {
                 "kind": "file",
-                "path": record["artifact_path"],
-                "sha256": record["sha256"],
-                "mlflow_run_id": record["mlflow_run_id"],
-                "mlflow_tag": f"sha256.model/{record.get('artifact_file', 'model.onnx')}",
+                "path": record.artifact_path,
+                "sha256": record.sha256,
+                "mlflow_run_id": record.registered_run_id,
+                "mlflow_tag": f"sha256.model/{record.artifact_file or 'model.onnx'}",
             }
         )
     return items

@@ -17,6 +17,7 @@ from edgeops.compression.recipe import STEP_HANDLERS, CompressionContext, Workin
 from edgeops.data import file_sha256
 from edgeops.errors import CompressionError
 from edgeops.noise import combined_statement
+from edgeops.records.compression import TargetArtifact
 from edgeops.spec import Declaration, DistillStep, Fp16Step, Int8Step, PruneStep, TargetSpec
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def build_target(
     workdir: Path,
     ledger: PrivacyLedger | None = None,
     run_id: str = "",
-) -> dict[str, Any]:
+) -> TargetArtifact:
     """The entry point: apply the target's recipe to the DP model, export, check, measure. Returns the record."""
     from dataclasses import replace
 
@@ -91,7 +92,7 @@ def _build_in(
     high: np.ndarray,
     ledger: PrivacyLedger | None,
     run_id: str,
-) -> dict[str, Any]:
+) -> TargetArtifact:
     import onnx
     import torch_pruning as tp
 
@@ -238,34 +239,41 @@ def _build_in(
                 "top1_agreement": float((logits.argmax(1) == reference_logits.argmax(1)).mean()),
             }
         )
-    (workdir / "record.json").write_text(json.dumps(record, indent=1))
-    return record
+    built = TargetArtifact.model_validate(record)
+    (workdir / "record.json").write_text(json.dumps(built.to_json(), indent=1))
+    return built
 
 
-def budget_outcomes(record: dict[str, Any], target: TargetSpec) -> dict[str, tuple[bool | None, str]]:
+def budget_outcomes(record: TargetArtifact, target: TargetSpec) -> dict[str, tuple[bool | None, str]]:
     """Per budget: (passed, description with the measured number). None: not measurable here."""
     budgets = target.budgets
     outcomes: dict[str, tuple[bool | None, str]] = {}
-    size_kb = record["size_bytes"] / 1024
+    size_kb = record.size_bytes / 1024
     if budgets.max_size_kb is not None:
         outcomes["size"] = (size_kb <= budgets.max_size_kb, f"{size_kb:.1f} KB (budget {budgets.max_size_kb:g} KB)")
     else:
         outcomes["size"] = (True, f"{size_kb:.1f} KB (no size budget)")
-    if "accuracy" not in record:
-        outcomes["accuracy_drop"] = (None, record["notes"].get("evaluation", "not measured"))
-        outcomes["parity"] = (None, record["notes"].get("evaluation", "not measured"))
+    if (
+        record.accuracy is None
+        or record.accuracy_drop_points is None
+        or record.parity_relative is None
+        or record.parity_max_abs_diff is None
+        or record.top1_agreement is None
+    ):
+        outcomes["accuracy_drop"] = (None, record.notes.evaluation or "not measured")
+        outcomes["parity"] = (None, record.notes.evaluation or "not measured")
         return outcomes
-    drop = record["accuracy_drop_points"]
+    drop = record.accuracy_drop_points
     limit = budgets.max_accuracy_drop_points
     outcomes["accuracy_drop"] = (
         limit is None or drop <= limit,
-        f"{drop:.2f} points ({100 * record['accuracy']:.2f}% vs float {100 * record['float_accuracy']:.2f}%)"
+        f"{drop:.2f} points ({100 * record.accuracy:.2f}% vs float {100 * record.float_accuracy:.2f}%)"
         + (f", budget {limit:g}" if limit is not None else ", no budget"),
     )
     outcomes["parity"] = (
-        record["parity_relative"] <= record["parity_tolerance"],
-        f"max |logit diff| {record['parity_max_abs_diff']:.4g} = {record['parity_relative']:.3g} of the float range "
-        f"(tolerance {record['parity_tolerance']:g} for {record['precision']}); "
-        f"top-1 agreement {record['top1_agreement']:.2%}",
+        record.parity_relative <= record.parity_tolerance,
+        f"max |logit diff| {record.parity_max_abs_diff:.4g} = {record.parity_relative:.3g} of the float range "
+        f"(tolerance {record.parity_tolerance:g} for {record.precision}); "
+        f"top-1 agreement {record.top1_agreement:.2%}",
     )
     return outcomes

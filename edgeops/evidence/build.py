@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edgeops import attest, mlbom, oms
 from edgeops.evidence.check import EvidenceError, verify
 from edgeops.measurement_stages import BENCHMARK_RECORD_ARTIFACT
-from edgeops.records import LATENCY_B1_P95_MS, BenchmarkRecord
+from edgeops.records import LATENCY_B1_P95_MS, BenchmarkRecord, TargetArtifact
 from edgeops.signing import public_pem, signing_key
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def gather(
     scratch = Path(tempfile.mkdtemp(prefix="edgeops-evidence-"))
     # artifact + OMS signature
     record = artifact_record(client, mv)
-    artifact_path = Path(record["artifact_path"])
+    artifact_path = Path(record.artifact_path)
     signature = oms_signature(client, mv, artifact_path, home)
     file = mv.tags.get("edgeops.artifact_file", artifact_path.name)
     (folder / "artifact").mkdir(parents=True, exist_ok=True)
@@ -107,8 +107,8 @@ def gather(
     )
     # compression record
     compression = _download(client, mv.run_id, "compression/record.json", scratch)
-    compression_record = json.loads(compression.read_text()) if compression else {}
-    _write_json(folder / "compression" / "record.json", compression_record)
+    compression_record = TargetArtifact.model_validate_json(compression.read_text()) if compression else None
+    _write_json(folder / "compression" / "record.json", compression_record.to_json() if compression_record else {})
     # privacy: the ledger, the entries that paid for this artifact, the composed (epsilon, delta)
     ledger = ledger_for(home / "pipelines" / spec.name, spec.privacy.epsilon, spec.privacy.delta).summary()
     _write_json(folder / "privacy" / "ledger.json", ledger)
@@ -119,7 +119,7 @@ def gather(
     parent = client.get_run(mv.tags["edgeops.parent_mlflow_run"]) if mv.tags.get("edgeops.parent_mlflow_run") else None
     if parent and parent.data.params.get("dp.ledger_entry", "").isdigit():
         paid_ids.add(int(parent.data.params["dp.ledger_entry"]))
-    for step in compression_record.get("steps", []):
+    for step in compression_record.steps if compression_record else []:
         for kind in ("finetune", "distill"):
             if isinstance(step.get(kind), dict) and isinstance(step[kind].get("ledger_entry"), int):
                 paid_ids.add(step[kind]["ledger_entry"])
@@ -154,7 +154,7 @@ def gather(
     benchmark: BenchmarkRecord | None = None
     document: dict[str, Any] = {"measured": False, "reason": NO_BENCHMARK_REASON}
     for run in benchmarks:
-        if run.data.tags.get("edgeops.artifact_sha256") == record["sha256"]:
+        if run.data.tags.get("edgeops.artifact_sha256") == record.sha256:
             downloaded = _download(client, run.info.run_id, BENCHMARK_RECORD_ARTIFACT, scratch)
             if downloaded:  # validated into the stage's record: a malformed one is refused, not copied into the bundle
                 benchmark = BenchmarkRecord.model_validate_json(downloaded.read_text())
@@ -187,7 +187,7 @@ def gather(
         "version": str(version),
         "target": target,
         "file": file,
-        "sha256": record["sha256"],
+        "sha256": record.sha256,
         "splits": splits,
         "paid": paid,
         "epsilon": epsilon,
@@ -243,7 +243,7 @@ def predicate(folder: Path, facts: dict[str, Any], declaration_sha256: str) -> d
         },
         "compression": {
             "record": link("compression/record.json"),
-            "recipe": facts["compression"].get("recipe"),
+            "recipe": facts["compression"].recipe if facts["compression"] else None,
             "mlflow_run": facts["compression_run"],
         },
         "benchmark": benchmark,
@@ -269,20 +269,20 @@ def card_bom(folder: Path, facts: dict[str, Any]) -> dict[str, Any]:
     spec, card = facts["spec"], facts["card"]
     record: BenchmarkRecord | None = facts["benchmark"]
     metrics = []
-    compression = facts["compression"]
-    if compression.get("accuracy") is not None:
+    compression: TargetArtifact | None = facts["compression"]
+    if compression is not None and compression.accuracy is not None:
         metrics.append(
             {
                 "type": "accuracy",
-                "value": f"{compression['accuracy']:.4f}",
+                "value": f"{compression.accuracy:.4f}",
                 "slice": "test split (host, target runtime)",
             }
         )
-    if compression.get("accuracy_drop_points") is not None:
+    if compression is not None and compression.accuracy_drop_points is not None:
         metrics.append(
             {
                 "type": "accuracy drop (points vs float)",
-                "value": f"{compression['accuracy_drop_points']:.3f}",
+                "value": f"{compression.accuracy_drop_points:.3f}",
                 "slice": "test split",
             }
         )

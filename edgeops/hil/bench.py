@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -12,6 +12,20 @@ from edgeops.data import read_split
 from edgeops.hil.runner import BenchmarkError, run_isolated
 from edgeops.records import BenchmarkRecord
 from edgeops.spec import DeviceSpec, PipelineSpec, TargetSpec
+
+
+class MeasuredArtifact(Protocol):
+    """What a benchmark reads of the artifact it measures: the compression stage's TargetArtifact, or a registered
+    version's file downloaded by a release (edgeops.registry.DownloadedArtifact)."""
+
+    @property
+    def artifact_path(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def macs(self) -> int | None: ...
 
 
 def cuda_available(runtime: str) -> tuple[bool, str]:
@@ -38,7 +52,7 @@ def cuda_available(runtime: str) -> tuple[bool, str]:
 def benchmark_target(
     spec: PipelineSpec,
     target: TargetSpec,
-    compressed: dict[str, Any],
+    compressed: MeasuredArtifact,
     ref: dict[str, Any],
     max_seconds: float = 5.0,
     root: Path | None = None,
@@ -51,7 +65,7 @@ def benchmark_target(
 def _measure(
     spec: PipelineSpec,
     target: TargetSpec,
-    compressed: dict[str, Any],
+    compressed: MeasuredArtifact,
     ref: dict[str, Any],
     max_seconds: float,
     root: Path | None,
@@ -65,7 +79,7 @@ def _measure(
         "target": target.name,
         "device_name": device.name,
         "device_kind": device.kind,
-        "artifact_sha256": compressed["sha256"],
+        "artifact_sha256": compressed.sha256,
         "batch_sizes": target.batch_sizes,
     }
     # What every measurement is asked, on whichever device and runtime: the declared batch sizes and pinning. A power
@@ -74,7 +88,7 @@ def _measure(
         "batch_sizes": target.batch_sizes,
         "threads": device.threads,
         "cores": device.cores,
-        "macs": compressed.get("macs"),
+        "macs": compressed.macs,
         "max_seconds": max_seconds,
     }
     power_meter = device.power_meter.model_dump() if device.power_meter else None
@@ -84,7 +98,7 @@ def _measure(
             return {**base, "measured": False, "reason": why}
         on_gpu = {**measurement, "threads": 1, "cores": None}  # the GPU does the work, not pinned host cores
         result = run_isolated(
-            compressed["artifact_path"],
+            compressed.artifact_path,
             x,
             y,
             **on_gpu,
@@ -101,9 +115,7 @@ def _measure(
                 "reason": "the device agent runs ONNX Runtime only; torch artifacts are benchmarked "
                 "on local and cuda devices",
             }
-        result = run_isolated(
-            compressed["artifact_path"], x, y, **measurement, power_meter=power_meter, runtime="torch"
-        )
+        result = run_isolated(compressed.artifact_path, x, y, **measurement, power_meter=power_meter, runtime="torch")
     elif target.runtime != "onnxruntime":
         from edgeops import runtimes
 
@@ -115,10 +127,10 @@ def _measure(
                 "benchmarked on local devices, in the runtime's tool environment",
             }
         result = runtimes.benchmark(
-            target.runtime, Path(compressed["artifact_path"]), x, y, **measurement, power_meter=power_meter
+            target.runtime, Path(compressed.artifact_path), x, y, **measurement, power_meter=power_meter
         )
     elif device.kind == "local":
-        result = run_isolated(compressed["artifact_path"], x, y, **measurement, power_meter=power_meter)
+        result = run_isolated(compressed.artifact_path, x, y, **measurement, power_meter=power_meter)
     else:
         from edgeops.hil.client import client_for
 
@@ -129,14 +141,14 @@ def _measure(
 
         nonce = secrets.token_hex(16)  # public: it only makes this request's receipt unique
         answer = client_for(device, token, root).benchmark(
-            Path(compressed["artifact_path"]).read_bytes(),
-            compressed["sha256"],
+            Path(compressed.artifact_path).read_bytes(),
+            compressed.sha256,
             x,
             y,
             **measurement,
             nonce=nonce,
         )
-        return {**base, "measured": True, **receipt_numbers(answer, device, nonce, compressed["sha256"])}
+        return {**base, "measured": True, **receipt_numbers(answer, device, nonce, compressed.sha256)}
     return {**base, "measured": True, **result}
 
 

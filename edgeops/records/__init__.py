@@ -1,5 +1,6 @@
 """The records that cross a stage boundary: frozen pydantic models, each owning its field names, one module per
-stage (dp_model, benchmark, robustness, trainability, drift; the card's own record is edgeops.cards.record).
+stage (dp_model, compression, benchmark, robustness, trainability, drift; the card's own record is
+edgeops.cards.record).
 
 A stage builds its record; the Dagster IO manager stores it as JSON (``to_json()``) and hands it back validated, so a
 reader gets attributes instead of string keys. The MLflow metric names a stage logs and later stages read back are
@@ -24,6 +25,7 @@ from edgeops.records.benchmark import (
     benchmark_metrics,
     latency_metric,
 )
+from edgeops.records.compression import ArtifactNotes, OmsSignature, OnnxInt8Kernels, TargetArtifact
 from edgeops.records.dp_model import (
     CentralPrivacy,
     DpMetrics,
@@ -58,6 +60,7 @@ __all__ = [
     "PEAK_RSS_BEYOND_BASELINE_KB",
     "AdversarialBudget",
     "AgentRun",
+    "ArtifactNotes",
     "BatchLatency",
     "BatchProblem",
     "BenchmarkEnergy",
@@ -72,6 +75,8 @@ __all__ = [
     "FederatedPrivacy",
     "FederatedSummary",
     "FineTuneCheck",
+    "OmsSignature",
+    "OnnxInt8Kernels",
     "PredictionDrift",
     "PrivacyStatement",
     "ReceiptCheck",
@@ -83,6 +88,7 @@ __all__ = [
     "Roofline",
     "SplitMetrics",
     "StepLatency",
+    "TargetArtifact",
     "TrainabilityRecord",
     "benchmark_metrics",
     "latency_metric",

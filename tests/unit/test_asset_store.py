@@ -6,20 +6,21 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from record_examples import drift_checked, drift_quarantined
+from record_examples import TARGET_ARTIFACT_INT8, drift_checked, drift_quarantined
 
 from edgeops.asset_store import AssetNotMaterialized, AssetStore
-from edgeops.records import DriftChecked, DriftQuarantined
+from edgeops.records import DriftChecked, DriftQuarantined, TargetArtifact
 
 
 def test_outputs_are_read_back_where_they_were_written_partitioned_or_not(tmp_path):
     store = AssetStore.under_home(tmp_path)
     AssetStore.write_json(store.path("digits", "validated_dataset"), {"rows": 3})
-    AssetStore.write_json(store.path_of_key(["digits", "compressed_model"], "mobile_int8"), {"sha256": "ab"})
+    AssetStore.write_json(store.path_of_key(["digits", "compressed_model"], "mobile_int8"), TARGET_ARTIFACT_INT8)
 
     assert (tmp_path / "assets" / "digits" / "validated_dataset" / "__all__.json").exists()
     assert store.validated_dataset("digits") == {"rows": 3}
-    assert store.compressed_model("digits", "mobile_int8") == {"sha256": "ab"}
+    assert store.compressed_model("digits", "mobile_int8") == TargetArtifact.model_validate(TARGET_ARTIFACT_INT8)
+    assert store.compressed_model_if_present("digits", "tiny") is None
     assert not list((tmp_path / "assets").rglob("*.tmp")), "the temporary file of an atomic write was left behind"
 
 
@@ -88,3 +89,13 @@ def test_a_stored_benchmark_is_read_back_as_the_validated_record(tmp_path):
     AssetStore.write_json(store.path_of_key(["digits", "hil_benchmark"], "gpu_half"), stored | {"extra": 1})
     with pytest.raises(ValidationError):
         store.benchmark("digits", "gpu_half")
+
+
+def test_a_malformed_stored_artifact_record_is_refused_when_read(tmp_path):
+    store = AssetStore.under_home(tmp_path)
+    path = store.path_of_key(["digits", "compressed_model"], "mobile_int8")
+    AssetStore.write_json(path, {k: v for k, v in TARGET_ARTIFACT_INT8.items() if k != "sha256"})
+    with pytest.raises(ValidationError, match="sha256"):
+        store.compressed_model("digits", "mobile_int8")
+    with pytest.raises(ValidationError, match="sha256"):
+        store.compressed_model_if_present("digits", "mobile_int8")

@@ -35,23 +35,19 @@ def test_every_step_has_one_handler():
 def test_int8_is_smaller_valid_and_close(trained, tmp_path):
     declaration, dp_model, _ = trained
     record = build_target(declaration, declaration.spec.target("cpu_int8"), dp_model.to_json(), tmp_path / "int8")
-    onnx.checker.check_model(record["artifact_path"])
-    ops = {node.op_type for node in onnx.load(record["artifact_path"]).graph.node}
+    onnx.checker.check_model(record.artifact_path)
+    ops = {node.op_type for node in onnx.load(record.artifact_path).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    assert record["size_bytes"] < 0.6 * record["float_size_bytes"]
-    assert record["top1_agreement"] > 0.9
-    assert "synthetic" in record["steps"][0]["calibration"] and record["steps"][0]["privacy"].startswith(
-        "no private data"
-    )
+    assert record.size_bytes < 0.6 * record.float_size_bytes
+    assert record.top1_agreement > 0.9
+    assert "synthetic" in record.steps[0]["calibration"] and record.steps[0]["privacy"].startswith("no private data")
     # which kernels ran, from ONNX Runtime's profiler. This tanh MLP's Gemms (float bias, float logits) are not fused
     # into int8 kernels, and its input scaling stays float on purpose: the record must say the graph ran in float, not
     # hide it.
-    kernels = record["notes"]["int8_kernels"]
-    assert (
-        kernels["int8_kernels"] == []
-        and kernels["int8_kernel_share"] == 0
-        and kernels["warning"].startswith("no int8 kernel ran")
-    )
+    kernels = record.notes.int8_kernels
+    assert kernels is not None and kernels.warning is not None
+    assert kernels.int8_kernels == [] and kernels.int8_kernel_share == 0
+    assert kernels.warning.startswith("no int8 kernel ran")
     from edgeops.compression import onnx_kernel_profile
 
     float_profile = onnx_kernel_profile(Path(dp_model.onnx_path), np.zeros((4, 4), np.float32), calls=2)
@@ -69,17 +65,17 @@ def test_pruning_removes_parameters_and_finetune_is_charged(trained, tmp_path):
     )
     spent_before = ledger.spent()[0]
     record = build_target(declaration, target, dp_model.to_json(), tmp_path / "pruned", ledger)
-    assert record["parameters"] < 0.7 * dp_model.parameters
-    assert ledger.spent()[0] == pytest.approx(spent_before + record["steps"][0]["finetune"]["epsilon"])
-    assert "charged epsilon" in record["steps"][0]["privacy"]
+    assert record.parameters < 0.7 * dp_model.parameters
+    assert ledger.spent()[0] == pytest.approx(spent_before + record.steps[0]["finetune"]["epsilon"])
+    assert "charged epsilon" in record.steps[0]["privacy"]
 
 
 def test_fp16_halves_weights_and_keeps_parity(trained, tmp_path):
     declaration, dp_model, _ = trained
     target = TargetSpec.model_validate({"name": "half", "device": "cpu", "recipe": [{"step": "fp16"}]})
     record = build_target(declaration, target, dp_model.to_json(), tmp_path / "fp16")
-    assert record["size_bytes"] < 0.75 * record["float_size_bytes"]
-    assert record["parity_relative"] < 0.02
+    assert record.size_bytes < 0.75 * record.float_size_bytes
+    assert record.parity_relative < 0.02
 
 
 def test_budget_the_float_model_already_violates(trained, tmp_path):
@@ -103,8 +99,8 @@ def test_failed_rebuild_keeps_the_previous_artifact(trained, tmp_path, monkeypat
         build_target(declaration, target, dp_model.to_json(), tmp_path / "same")
     from edgeops.data import file_sha256
 
-    assert file_sha256(first["artifact_path"]) == first["sha256"]
-    assert json.loads((tmp_path / "same" / "record.json").read_text())["sha256"] == first["sha256"]
+    assert file_sha256(first.artifact_path) == first.sha256
+    assert json.loads((tmp_path / "same" / "record.json").read_text())["sha256"] == first.sha256
 
 
 def test_budget_outcomes_report_measured_numbers(trained, tmp_path):
@@ -129,10 +125,10 @@ def test_int8_parity_default_fails_a_broken_conversion_and_passes_the_measured_h
     declaration, dp_model, _ = trained
     target = TargetSpec.model_validate({"name": "int8", "device": "cpu", "recipe": [{"step": "int8"}]})
     record = build_target(declaration, target, dp_model.to_json(), tmp_path / "int8")
-    assert record["parity_tolerance"] == DEFAULT_PARITY["int8"]
+    assert record.parity_tolerance == DEFAULT_PARITY["int8"]
     assert budget_outcomes(record, target)["parity"][0] is True  # this artifact, measured
     for measured, passes in ((0.57, False), (0.17, True)):
-        outcome = budget_outcomes({**record, "parity_relative": measured}, target)["parity"]
+        outcome = budget_outcomes(record.model_copy(update={"parity_relative": measured}), target)["parity"]
         assert outcome[0] is passes, outcome[1]
 
 
@@ -160,13 +156,10 @@ def test_distillation_trains_a_smaller_student_with_dp_and_charges_it(trained, t
     )
     spent_before = ledger.spent()[0]
     record = build_target(declaration, target, dp_model.to_json(), tmp_path / "student", ledger)
-    distill = record["steps"][0]
+    distill = record.steps[0]
     assert distill["step"] == "distill" and distill["parameters_student"] < 0.2 * distill["parameters_teacher"]
-    assert (
-        record["parameters"] == distill["parameters_student"]
-        and record["size_bytes"] < 0.3 * record["float_size_bytes"]
-    )
-    assert record["accuracy"] > 0.8  # the student learns the (easy) table from the teacher and the labels
+    assert record.parameters == distill["parameters_student"] and record.size_bytes < 0.3 * record.float_size_bytes
+    assert record.accuracy > 0.8  # the student learns the (easy) table from the teacher and the labels
     assert ledger.spent()[0] == pytest.approx(spent_before + distill["distill"]["epsilon"])
     assert "distillation" in ledger.entries()[-1].mechanism
     entries = len(ledger.entries())
@@ -178,8 +171,8 @@ def test_distillation_trains_a_smaller_student_with_dp_and_charges_it(trained, t
         and len(ledger.entries()) == entries
     )
     assert (
-        again["steps"][0]["distill"]["ledger_entry"] == distill["distill"]["ledger_entry"]
-        and again["sha256"] == record["sha256"]
+        again.steps[0]["distill"]["ledger_entry"] == distill["distill"]["ledger_entry"]
+        and again.sha256 == record.sha256
     )
 
 

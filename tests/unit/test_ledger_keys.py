@@ -161,8 +161,8 @@ def test_each_target_states_its_own_composed_guarantee_and_the_card_carries_the_
 
     model, finetune = dp_sgd(3.0, 120), dp_sgd(1.0, 30)
     dp_model = {"privacy": model}
-    plain = target_guarantee(dp_model, {"steps": [{"step": "int8"}]})
-    pruned = target_guarantee(dp_model, {"steps": [{"step": "prune", "finetune": finetune}]})
+    plain = target_guarantee(dp_model, [{"step": "int8"}])
+    pruned = target_guarantee(dp_model, [{"step": "prune", "finetune": finetune}])
     assert (plain["epsilon"], plain["delta"]) == (3.0, 1e-5)
     # The MCU-style target pays for the DP model AND its fine-tuning: the model's figure alone would understate it.
     assert pruned["epsilon"] == pytest.approx(model["epsilon"] + finetune["epsilon"]) and pruned[

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from record_examples import TARGET_ARTIFACT_INT8
 
 from edgeops import attest, evidence, mlbom, oms
 from edgeops.hil.receipts import device_key, make_receipt, public_text
 from edgeops.ledger import ledger_for
-from edgeops.records import BenchmarkRecord
+from edgeops.records import BenchmarkRecord, TargetArtifact
+from edgeops.records.compression import REGISTRY_FIELDS
 from edgeops.signing import public_pem, sign, signing_key
 from edgeops.spec import load_declaration
 
@@ -73,8 +75,12 @@ def materials(folder: Path, home: Path, device_home: Path, artifact: bytes | Non
     ledger.charge("dp-sgd:other", "dp-sgd (opacus)", 0.5, 1e-5, {"seed": 2}, run_id="r2")  # another model's training
     evidence._write_json(folder / "privacy" / "ledger.json", ledger.summary())
     entries = json.loads((folder / "privacy" / "ledger.json").read_text())["entries"]
-    compression = {"recipe": [{"step": "int8"}], "accuracy": 0.91, "accuracy_drop_points": 0.4, "steps": []}
-    evidence._write_json(folder / "compression" / "record.json", compression)
+    # the record as the compression run logged it to MLflow: before the registry fields were added
+    compression = TargetArtifact.model_validate(
+        {k: v for k, v in TARGET_ARTIFACT_INT8.items() if k not in (*REGISTRY_FIELDS, "oms_signature")}
+        | {"target": "phone", "accuracy": 0.91, "accuracy_drop_points": 0.4}
+    )
+    evidence._write_json(folder / "compression" / "record.json", compression.to_json())
     stats = {"p50_ms": 0.05, "p90_ms": 0.07, "p95_ms": 0.08, "p99_ms": 0.09, "mean_ms": 0.055, "std_ms": 0.01}
     result = {
         "load_ms": 3.5,

@@ -45,13 +45,13 @@ def test_float_target_converts_and_matches_the_dp_model_on_its_own_runtime(train
     record = build_target(
         declaration, target(f"{runtime}_float", runtime), dp_model.to_json(), root / f"{runtime}_float"
     )
-    artifact = record["artifact_path"]
+    artifact = record.artifact_path
     assert artifact.endswith(suffix) and magic in open(artifact, "rb").read(16)
-    assert record["runtime"] == runtime and record["notes"]["delegate"] == "XNNPACK delegate"
-    assert "evaluation" not in record["notes"], record["notes"]
+    assert record.runtime == runtime and record.notes.delegate == "XNNPACK delegate"
+    assert record.notes.evaluation is None, record.notes
     # The float model, converted: same logits as ONNX Runtime's float graph to float32 rounding, same accuracy.
-    assert record["parity_relative"] < 1e-4 and record["top1_agreement"] == 1.0
-    assert abs(record["accuracy_drop_points"]) < 0.5
+    assert record.parity_relative < 1e-4 and record.top1_agreement == 1.0
+    assert abs(record.accuracy_drop_points) < 0.5
     outcomes = budget_outcomes(record, target(f"{runtime}_float", runtime))
     assert outcomes["parity"][0] and outcomes["accuracy_drop"][0]
 
@@ -66,8 +66,8 @@ def test_pruned_executorch_target_is_rebuilt_from_its_pruned_architecture(traine
         dp_model.to_json(),
         root / "et_pruned",
     )
-    assert record["parameters"] < 0.6 * dp_model.parameters  # channels really removed, and the .pte carries them
-    assert record["parity_reference"] == "pruned_float.onnx" and record["parity_relative"] < 1e-4
+    assert record.parameters < 0.6 * dp_model.parameters  # channels really removed, and the .pte carries them
+    assert record.parity_reference == "pruned_float.onnx" and record.parity_relative < 1e-4
     assert ledger.spent()[0] == spent  # pruning without fine-tuning is post-processing: free
 
 
@@ -77,9 +77,7 @@ def test_benchmark_runs_in_the_tool_environment_and_says_which_batches_it_cannot
     record = build_target(declaration, target("lt", "litert"), dp_model.to_json(), root / "lt_bench")
     x = np.random.default_rng(0).uniform(0, 16, (40, 64)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 10, 40)
-    result = runtimes.benchmark(
-        "litert", record["artifact_path"], x, y, batch_sizes=[1, 32], max_seconds=0.5, min_runs=50
-    )
+    result = runtimes.benchmark("litert", record.artifact_path, x, y, batch_sizes=[1, 32], max_seconds=0.5, min_runs=50)
     assert result["device"]["runtime"] == "litert" and result["device"]["provider"] == "XNNPACK delegate"
     assert (
         result["latency"]["1"]["runs"] >= 50
@@ -91,7 +89,7 @@ def test_benchmark_runs_in_the_tool_environment_and_says_which_batches_it_cannot
     }
     assert result["accuracy_on_device"] is not None and result["peak_rss_beyond_baseline_kb"] >= 0
     # what benchmark_target makes of it: a BenchmarkRecord whose JSON is the dict it was built from
-    built = {"target": "lt", "device_name": "local_cpu", "device_kind": "local", "artifact_sha256": record["sha256"]}
+    built = {"target": "lt", "device_name": "local_cpu", "device_kind": "local", "artifact_sha256": record.sha256}
     built |= {"batch_sizes": [1, 32], "measured": True, **result}
     bench = BenchmarkRecord.model_validate(built)
     assert bench.to_json() == built and json.dumps(bench.to_json()) == json.dumps(built)

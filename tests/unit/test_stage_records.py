@@ -1,5 +1,5 @@
-"""The records of the robustness, trainability and drift stages: stored as their producers wrote them, handed back
-validated by the IO manager, and a malformed stored record refused at load."""
+"""The records of the compression, robustness, trainability and drift stages: stored as their producers wrote them,
+handed back validated by the IO manager, and a malformed stored record refused at load."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from record_examples import (
     drift_checked,
     drift_quarantined,
 )
+from record_examples import TARGET_ARTIFACT_EXECUTORCH as EXECUTORCH
+from record_examples import TARGET_ARTIFACT_INT8 as INT8
 
 from assets.resources import load_stored
 from edgeops.asset_store import AssetStore
@@ -25,10 +27,23 @@ from edgeops.records import (
     DriftQuarantined,
     RobustnessRecord,
     RobustnessSkipped,
+    TargetArtifact,
     TrainabilityRecord,
 )
+from edgeops.records.compression import EVALUATED_FIELDS, REGISTRY_FIELDS
+
+# build_target's own record (before build_and_register adds the registry fields and the signature), and an artifact
+# that could not run on this host (an fp16 kernel missing from the CPU provider): no evaluation, notes say why.
+BUILT = {k: v for k, v in INT8.items() if k not in (*REGISTRY_FIELDS, "oms_signature")}
+NOT_EVALUATED = {k: v for k, v in INT8.items() if k not in EVALUATED_FIELDS} | {
+    "notes": {"runtime_cpu": "CPUExecutionProvider", "evaluation": "not measured on this host: NotImplemented: fp16"}
+}
 
 STORED = [
+    ("compressed_model", INT8, TargetArtifact),
+    ("compressed_model", EXECUTORCH, TargetArtifact),
+    ("compressed_model", BUILT, TargetArtifact),
+    ("compressed_model", NOT_EVALUATED, TargetArtifact),
     ("robustness", ROBUSTNESS, RobustnessRecord),
     ("robustness", ROBUSTNESS_SKIPPED, RobustnessSkipped),
     ("trainability", TRAINABILITY, TrainabilityRecord),
@@ -61,6 +76,17 @@ def test_a_malformed_stored_record_is_refused_at_load(asset, stored, kind):
         load_stored(asset, stored | {field: ["not", "text"]})
     with pytest.raises(ValidationError):  # a key no producer writes
         load_stored(asset, stored | {"unexpected": 1})
+
+
+@pytest.mark.parametrize("group", [EVALUATED_FIELDS, REGISTRY_FIELDS])
+def test_an_artifact_record_is_evaluated_and_registered_in_full_or_not_at_all(group):
+    for field in group:
+        with pytest.raises(ValidationError, match="all of"):
+            load_stored("compressed_model", {k: v for k, v in INT8.items() if k != field})
+    with pytest.raises(ValidationError, match=r"notes\.evaluation"):  # not evaluated, and not saying why
+        load_stored("compressed_model", {k: v for k, v in INT8.items() if k not in EVALUATED_FIELDS})
+    with pytest.raises(ValidationError, match="notes.unexpected"):  # the nested notes are closed too
+        load_stored("compressed_model", INT8 | {"notes": INT8["notes"] | {"unexpected": 1}})
 
 
 def test_nested_entries_are_checked_too():

@@ -39,26 +39,26 @@ def build(trained, name: str, recipe: list[dict], device: str = "local_cpu") -> 
 
 def test_fp16_artifact_is_half_precision_safetensors_that_rebuilds_and_keeps_parity(trained):
     record = build(trained, "half", [{"step": "fp16"}], device="gpu")
-    assert record["artifact_path"].endswith(".safetensors") and record["precision"] == "fp16"
-    with safe_open(record["artifact_path"], framework="pt") as handle:
+    assert record.artifact_path.endswith(".safetensors") and record.precision == "fp16"
+    with safe_open(record.artifact_path, framework="pt") as handle:
         dtypes = {handle.get_tensor(k).dtype for k in handle.keys()}  # noqa: SIM118 - safetensors' handle is not iterable
-    metadata = read_metadata(record["artifact_path"])
+    metadata = read_metadata(record.artifact_path)
     assert metadata["precision"] == "fp16" and metadata["architecture"]["n_features"] == 64
     assert dtypes == {torch.float16}
-    assert record["size_bytes"] < 0.6 * record["float_size_bytes"]
+    assert record.size_bytes < 0.6 * record.float_size_bytes
     outcomes = budget_outcomes(
         record, TargetSpec.model_validate({"name": "half", "device": "gpu", "recipe": [{"step": "fp16"}]})
     )
     assert outcomes["parity"][0] is True, outcomes["parity"][1]
-    assert record["top1_agreement"] >= 0.99
+    assert record.top1_agreement >= 0.99
 
 
 def test_pruned_float_torch_target_reloads_its_pruned_shape(trained):
     record = build(trained, "pruned", [{"step": "prune", "ratio": 0.5}])
-    model, dtype = load_artifact(record["artifact_path"])
+    model, dtype = load_artifact(record.artifact_path)
     assert dtype == torch.float32
-    assert sum(p.numel() for p in model.parameters()) == record["parameters"] < trained[1].parameters
-    assert record["parity_relative"] < 1e-4
+    assert sum(p.numel() for p in model.parameters()) == record.parameters < trained[1].parameters
+    assert record.parity_relative < 1e-4
 
 
 def test_the_same_model_gives_the_same_bytes_in_another_process(trained, tmp_path):
@@ -68,7 +68,7 @@ def test_the_same_model_gives_the_same_bytes_in_another_process(trained, tmp_pat
     import sys
 
     record = build(trained, "stable", [{"step": "fp16"}], device="gpu")
-    model, _ = load_artifact(record["artifact_path"])
+    model, _ = load_artifact(record.artifact_path)
     save_artifact(model.float(), tmp_path / "here.safetensors", "fp16")
     code = (
         "import sys; from edgeops.runtimes.torch_runtime import load_artifact, save_artifact; "
@@ -76,7 +76,7 @@ def test_the_same_model_gives_the_same_bytes_in_another_process(trained, tmp_pat
     )
     for index in range(2):
         subprocess.run(
-            [sys.executable, "-c", code, record["artifact_path"], str(tmp_path / f"there{index}.safetensors")],
+            [sys.executable, "-c", code, record.artifact_path, str(tmp_path / f"there{index}.safetensors")],
             check=True,
         )
         assert (tmp_path / f"there{index}.safetensors").read_bytes() == (tmp_path / "here.safetensors").read_bytes()
@@ -95,9 +95,9 @@ def test_cpu_benchmark_in_a_child_process_measures_latency_and_accuracy(trained)
     record = build(trained, "cpu_float", [])
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 16, size=(64, 64)).astype(np.float32)
-    labels = TorchSession(record["artifact_path"], 1).run(x).argmax(1)
+    labels = TorchSession(record.artifact_path, 1).run(x).argmax(1)
     result = run_isolated(
-        record["artifact_path"], x, labels, batch_sizes=[1, 8], max_seconds=0.5, min_runs=50, runtime="torch"
+        record.artifact_path, x, labels, batch_sizes=[1, 8], max_seconds=0.5, min_runs=50, runtime="torch"
     )
     assert result["device"]["runtime"] == "torch" and result["device"]["provider"] == "CPU (eager)"
     assert result["latency"]["1"]["p50_ms"] > 0 and result["latency"]["8"]["runs"] >= 50
@@ -140,7 +140,7 @@ def test_cuda_benchmark_measures_on_the_gpu(trained):
     assert bench.batch1 and bench.batch1.p50_ms and bench.batch1.p50_ms > 0
     assert bench.on_gpu and bench.memory_kb == bench.device_memory_peak_beyond_baseline_kb >= 0
     assert bench.accuracy_on_device is not None
-    assert abs(bench.accuracy_on_device - record["accuracy"]) <= 0.01  # same weights, GPU kernels
+    assert abs(bench.accuracy_on_device - record.accuracy) <= 0.01  # same weights, GPU kernels
     assert bench.roofline and bench.roofline.device_peak_gflops > 100  # any CUDA GPU's fp16 matmul is far above this
     assert BenchmarkRecord.model_validate(bench.to_json()) == bench  # the GPU's shape round-trips through JSON
 

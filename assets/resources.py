@@ -7,23 +7,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-from pydantic import TypeAdapter
 
 from edgeops import __version__
-from edgeops.asset_store import ASSET_DRIFT_REPORT, AssetStore
-from edgeops.lineage import STAGE_BENCHMARK, STAGE_COMPRESSION, STAGE_DP_MODEL, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
-from edgeops.records import (
-    BenchmarkRecord,
-    DpModel,
-    DriftReport,
-    Record,
-    Robustness,
-    TargetArtifact,
-    TrainabilityRecord,
-)
+from edgeops.asset_store import AssetStore, load_stored
+from edgeops.records import Record
 from edgeops.spec import Declaration
 
 
@@ -86,26 +75,6 @@ class MlflowLineage(dg.ConfigurableResource):
             },
             output_name="result",
         )
-
-
-# the assets whose output is a typed record (edgeops.records): stored as its JSON, handed downstream validated; a
-# record class, or a union of them where an asset stores more than one form
-RECORD_OF_ASSET: dict[str, Any] = {
-    STAGE_DP_MODEL: DpModel,
-    "federated_model": DpModel,
-    STAGE_ROBUSTNESS: Robustness,
-    STAGE_TRAINABILITY: TrainabilityRecord,
-    ASSET_DRIFT_REPORT: DriftReport,
-    STAGE_BENCHMARK: BenchmarkRecord,
-    STAGE_COMPRESSION: TargetArtifact,
-}
-
-
-def load_stored(asset: str, stored: Any) -> Any:
-    """An asset's stored JSON as the IO manager hands it downstream: its record, validated (a malformed file is refused
-    here, naming the field), or the JSON itself for an asset that has no record yet."""
-    record = RECORD_OF_ASSET.get(asset)
-    return TypeAdapter(record).validate_python(stored) if record else stored
 
 
 class JsonIOManager(dg.ConfigurableIOManager):

@@ -14,13 +14,47 @@ from typing import Any, cast
 from pydantic import TypeAdapter
 
 from edgeops.errors import EdgeopsError
-from edgeops.lineage import STAGE_BENCHMARK, STAGE_CARD, STAGE_COMPRESSION, STAGE_DP_MODEL, STAGE_VALIDATED
-from edgeops.records import BenchmarkRecord, DriftReport, TargetArtifact
+from edgeops.lineage import (
+    STAGE_BENCHMARK,
+    STAGE_CARD,
+    STAGE_COMPRESSION,
+    STAGE_DP_MODEL,
+    STAGE_ROBUSTNESS,
+    STAGE_TRAINABILITY,
+    STAGE_VALIDATED,
+)
+from edgeops.records import (
+    BenchmarkRecord,
+    DpModel,
+    DriftReport,
+    Robustness,
+    TargetArtifact,
+    TrainabilityRecord,
+)
 
 ASSETS_FOLDER = "assets"  # below the edgeops home
 UNPARTITIONED = "__all__"
 # Assets read outside Dagster that have no lineage stage of their own.
 ASSET_FEDERATED_MODEL, ASSET_DRIFT_REPORT = "federated_model", "drift_report"
+
+# The assets whose output is a typed record (edgeops.records): stored as its JSON, handed back validated, to the
+# Dagster IO manager and to every reader here alike; a record class, or a union where an asset stores several forms.
+RECORD_OF_ASSET: dict[str, Any] = {
+    STAGE_DP_MODEL: DpModel,
+    ASSET_FEDERATED_MODEL: DpModel,
+    STAGE_ROBUSTNESS: Robustness,
+    STAGE_TRAINABILITY: TrainabilityRecord,
+    ASSET_DRIFT_REPORT: DriftReport,
+    STAGE_BENCHMARK: BenchmarkRecord,
+    STAGE_COMPRESSION: TargetArtifact,
+}
+
+
+def load_stored(asset: str, stored: Any) -> Any:
+    """An asset's stored JSON as it is handed on: its record, validated (a malformed file is refused here, naming the
+    field), or the JSON itself for an asset that has no record yet."""
+    record = RECORD_OF_ASSET.get(asset)
+    return TypeAdapter(record).validate_python(stored) if record else stored
 
 
 class AssetNotMaterialized(EdgeopsError):
@@ -38,7 +72,7 @@ class AssetStore:
         return cls(Path(home) / ASSETS_FOLDER)
 
     def path(self, pipeline: str, asset: str, partition: str | None = None) -> Path:
-        return self.root / pipeline / asset / f"{partition or UNPARTITIONED}.json"
+        return self.path_of_key([pipeline, asset], partition)
 
     def path_of_key(self, key_path: list[str], partition: str | None = None) -> Path:
         """The file of a Dagster asset key's path (`[pipeline, asset]`), for the IO manager."""
@@ -81,21 +115,20 @@ class AssetStore:
     def validated_dataset(self, pipeline: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.read(pipeline, STAGE_VALIDATED, hint="run the pipeline first"))
 
+    def _record_if_present(self, pipeline: str, asset: str, partition: str | None = None) -> Any | None:
+        stored = self.read_if_present(pipeline, asset, partition)
+        return None if stored is None else load_stored(asset, stored)
+
     def compressed_model(self, pipeline: str, target: str) -> TargetArtifact:
         """The target's stored artifact record, validated (a malformed one is refused, naming the field)."""
-        return TargetArtifact.model_validate(
-            self.read(
-                pipeline,
-                STAGE_COMPRESSION,
-                target,
-                hint=f"target {target!r} has no compressed artifact yet; run `edgeops run --pipeline {pipeline}` first",
-            )
+        hint = f"target {target!r} has no compressed artifact yet; run `edgeops run --pipeline {pipeline}` first"
+        return cast(
+            TargetArtifact, load_stored(STAGE_COMPRESSION, self.read(pipeline, STAGE_COMPRESSION, target, hint=hint))
         )
 
     def compressed_model_if_present(self, pipeline: str, target: str) -> TargetArtifact | None:
         """The target's stored artifact record, validated, or None before any."""
-        stored = self.read_if_present(pipeline, STAGE_COMPRESSION, target)
-        return None if stored is None else TargetArtifact.model_validate(stored)
+        return cast("TargetArtifact | None", self._record_if_present(pipeline, STAGE_COMPRESSION, target))
 
     def released_model(self, pipeline: str) -> dict[str, Any] | None:
         """The DP model's stored record, from central or federated training, or None."""
@@ -104,8 +137,7 @@ class AssetStore:
 
     def benchmark(self, pipeline: str, target: str) -> BenchmarkRecord | None:
         """The target's stored benchmark record, validated (a malformed one is refused), or None before any."""
-        stored = self.read_if_present(pipeline, STAGE_BENCHMARK, target)
-        return None if stored is None else BenchmarkRecord.model_validate(stored)
+        return cast("BenchmarkRecord | None", self._record_if_present(pipeline, STAGE_BENCHMARK, target))
 
     def model_card(self, pipeline: str) -> dict[str, Any] | None:
         return cast("dict[str, Any] | None", self.read_if_present(pipeline, STAGE_CARD))
@@ -113,5 +145,5 @@ class AssetStore:
     def drift_reports(self, pipeline: str) -> list[DriftReport]:
         """Every batch's drift report, in partition-key order, validated as the IO manager hands it downstream (a
         malformed stored report is refused here, not half-read by the card)."""
-        reports: TypeAdapter[DriftReport] = TypeAdapter(DriftReport)
-        return [reports.validate_python(stored) for stored in self.partitions(pipeline, ASSET_DRIFT_REPORT).values()]
+        stored = self.partitions(pipeline, ASSET_DRIFT_REPORT).values()
+        return [cast(DriftReport, load_stored(ASSET_DRIFT_REPORT, report)) for report in stored]

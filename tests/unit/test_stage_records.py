@@ -20,8 +20,7 @@ from record_examples import (
 from record_examples import TARGET_ARTIFACT_EXECUTORCH as EXECUTORCH
 from record_examples import TARGET_ARTIFACT_INT8 as INT8
 
-from assets.resources import load_stored
-from edgeops.asset_store import AssetStore
+from edgeops.asset_store import AssetStore, load_stored
 from edgeops.records import (
     DriftChecked,
     DriftQuarantined,

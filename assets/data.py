@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.common import AssetFactoryContext, check_result, edgeops_failure
 from assets.resources import MlflowLineage
+from edgeops.records import DatasetRef
 
 
 def build_data_assets(ctx: AssetFactoryContext) -> list:
@@ -22,24 +23,24 @@ def build_data_assets(ctx: AssetFactoryContext) -> list:
         f"{spec.dataset.split.test:g}, seed {spec.dataset.split.seed}) and stored by content digest.",
         code_version=declaration.sha256[:12],
     )
-    def raw_dataset(context: dg.AssetExecutionContext, lineage: MlflowLineage) -> dict:
+    def raw_dataset(context: dg.AssetExecutionContext, lineage: MlflowLineage) -> DatasetRef:
         from edgeops.data import ingest
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "raw_dataset") as run:
             ref = ingest(declaration, ctx.settings.pipeline_dir(spec.name) / "datasets", run)
         context.add_output_metadata(
             {
-                "digest": ref["digest"],
+                "digest": ref.digest,
                 "rows": dg.MetadataValue.table(
                     [
-                        dg.TableRecord({"split": n, "rows": s["rows"], "sha256": s["digest"][:16]})
-                        for n, s in ref["splits"].items()
+                        dg.TableRecord({"split": n, "rows": s.rows, "sha256": s.digest[:16]})
+                        for n, s in ref.splits.items()
                     ],
                     schema=dg.TableSchema(
                         columns=[dg.TableColumn("split"), dg.TableColumn("rows", "int"), dg.TableColumn("sha256")]
                     ),
                 ),
-                "load_problems": len(ref["problems"]),
+                "load_problems": len(ref.problems),
             }
         )
         return ref
@@ -66,25 +67,19 @@ def build_data_assets(ctx: AssetFactoryContext) -> list:
         description="The dataset after every blocking check passed: the only data later stages read. Without declared "
         "feature bounds, also per-feature bounds from DP quantiles (diffprivlib), charged to the ledger.",
     )
-    def validated_dataset(context: dg.AssetExecutionContext, lineage: MlflowLineage, raw: dict) -> dict:
+    def validated_dataset(context: dg.AssetExecutionContext, lineage: MlflowLineage, raw: DatasetRef) -> DatasetRef:
         from edgeops.ledger import ledger_for
-        from edgeops.privacy.feature_statistics import run_statistics_stage
-        from edgeops.validation import accept_dataset
+        from edgeops.validation import run_validation_stage
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "validated_dataset") as run:
-            ref = accept_dataset(raw, declaration, run)
             ledger = ledger_for(ctx.settings.pipeline_dir(spec.name), spec.privacy.epsilon, spec.privacy.delta)
-            statistics = run_statistics_stage(spec, ref, ledger, context.run.run_id, warn=context.log.warning)
-            if statistics:
-                ref["dp_statistics"] = statistics
-                run.log_json(statistics, "privacy/dp_statistics.json")
-                run.log_params(
-                    {"dp_statistics.epsilon": statistics["epsilon"], "dp_statistics.mechanism": statistics["mechanism"]}
-                )
-        metadata = {"digest": ref["digest"], "checks": dg.MetadataValue.json(ref["checks"])}
-        if statistics:
-            metadata["dp_feature_bounds"] = dg.MetadataValue.json(statistics["feature_bounds"])
-            metadata["dp_statistics_epsilon"] = statistics["epsilon"]
+            ref = run_validation_stage(
+                raw, declaration, ledger, run, dagster_run_id=context.run.run_id, warn=context.log.warning
+            )
+        metadata = {"digest": ref.digest, "checks": dg.MetadataValue.json(ref.checks)}
+        if ref.dp_statistics:
+            metadata["dp_feature_bounds"] = dg.MetadataValue.json(ref.dp_statistics.feature_bounds)
+            metadata["dp_statistics_epsilon"] = ref.dp_statistics.epsilon
         context.add_output_metadata(metadata)
         return ref
 
@@ -95,7 +90,7 @@ def _make_check(ctx: AssetFactoryContext, raw_key: dg.AssetKey, check_name: str,
     declaration = ctx.declaration
 
     @dg.asset_check(asset=raw_key, name=check_name, blocking=True, description=description)
-    def _check(raw_dataset: dict) -> dg.AssetCheckResult:
+    def _check(raw_dataset: DatasetRef) -> dg.AssetCheckResult:
         from edgeops.validation import run_check
 
         started = time.perf_counter()

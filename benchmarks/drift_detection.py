@@ -40,7 +40,7 @@ def main() -> None:
     def detect(paths) -> list[bool]:
         out = []
         for path in paths:
-            frame, _ = load_batch(path, declaration, ref["features"])
+            frame, _ = load_batch(path, declaration, ref.features)
             out.append(drift_report(declaration, ref, model, frame, work / "r", write_html=False).drift_detected)
         return out
 
@@ -88,9 +88,9 @@ def main() -> None:
 
     # 100,000 x 64: digits test rows resampled with small noise, the declared max_rows sampling applied, HTML included.
     rng = np.random.default_rng(0)
-    test = pd.read_parquet(ref["splits"]["test"]["path"])
+    test = pd.read_parquet(ref.splits["test"].path)
     big = test.sample(100_000, replace=True, random_state=1).reset_index(drop=True)
-    big[ref["features"]] = np.clip(big[ref["features"]].to_numpy() + rng.normal(0, 0.3, (100_000, 64)), 0, 16)
+    big[ref.features] = np.clip(big[ref.features].to_numpy() + rng.normal(0, 0.3, (100_000, 64)), 0, 16)
     timings = []
     for _ in range(3):
         start = time.perf_counter()
@@ -113,7 +113,7 @@ def main() -> None:
         rows,
         [
             f"reference: the {declaration.spec.monitoring.reference_split} split "
-            f"({ref['splits'][declaration.spec.monitoring.reference_split]['rows']} rows); "
+            f"({ref.splits[declaration.spec.monitoring.reference_split].rows} rows); "
             f"batches of {args.rows} rows drawn from the held-out test split, then shifted",
             f"rule: features KS p<{declaration.spec.monitoring.threshold} on >= "
             f"{declaration.spec.monitoring.drift_share:.0%} of columns, or prediction "

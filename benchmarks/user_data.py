@@ -50,7 +50,6 @@ def wide_table_data(seed: int, rows: int, work: Path):
     from edgeops.privacy import run_statistics_stage
     from edgeops.spec import load_declaration
     from edgeops.training import TrainingData
-    from edgeops.validation import with_dp_bounds
 
     (work / "pipelines").mkdir(parents=True)
     (work / "data").mkdir()
@@ -66,8 +65,8 @@ def wide_table_data(seed: int, rows: int, work: Path):
     splits, notes = split_frame(data, declaration.spec.dataset)
     ref = store_splits(data, splits, notes, work / "datasets")
     ledger = PrivacyLedger(work / "ledger.sqlite", Budget(100, declaration.spec.privacy.delta))  # benchmark-only ledger
-    ref["dp_statistics"] = run_statistics_stage(declaration.spec, ref, ledger)
-    declaration = replace(declaration, spec=with_dp_bounds(declaration.spec, ref))
+    ref = ref.model_copy(update={"dp_statistics": run_statistics_stage(declaration.spec, ref, ledger)})
+    declaration = replace(declaration, spec=ref.bounded(declaration.spec))
     return declaration, TrainingData.from_ref(ref, declaration.spec), ref
 
 
@@ -95,7 +94,7 @@ def one_seed(seed: int, rows: int) -> dict:
     )
     records = train_and_build_targets(declaration, data, ref, work, seed=seed, local_only=True)
     float_record, int8_record = records["cpu_float"], records["cpu_int8"]
-    spreads = np.array(list(ref["dp_statistics"]["spread"].values()))
+    spreads = np.array(list(ref.dp_statistics.spread.values()))
     true_std = data.x_train.std(axis=0)
     return {
         "seed": seed,

@@ -19,12 +19,14 @@ from edgeops.lineage import (
     STAGE_CARD,
     STAGE_COMPRESSION,
     STAGE_DP_MODEL,
+    STAGE_RAW,
     STAGE_ROBUSTNESS,
     STAGE_TRAINABILITY,
     STAGE_VALIDATED,
 )
 from edgeops.records import (
     BenchmarkRecord,
+    DatasetRef,
     DpModel,
     DriftReport,
     Robustness,
@@ -40,6 +42,8 @@ ASSET_FEDERATED_MODEL, ASSET_DRIFT_REPORT = "federated_model", "drift_report"
 # The assets whose output is a typed record (edgeops.records): stored as its JSON, handed back validated, to the
 # Dagster IO manager and to every reader here alike; a record class, or a union where an asset stores several forms.
 RECORD_OF_ASSET: dict[str, Any] = {
+    STAGE_RAW: DatasetRef,
+    STAGE_VALIDATED: DatasetRef,
     STAGE_DP_MODEL: DpModel,
     ASSET_FEDERATED_MODEL: DpModel,
     STAGE_ROBUSTNESS: Robustness,
@@ -112,8 +116,9 @@ class AssetStore:
         return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
 
     # ---------------------------------------------------------------- the outputs read outside Dagster
-    def validated_dataset(self, pipeline: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self.read(pipeline, STAGE_VALIDATED, hint="run the pipeline first"))
+    def validated_dataset(self, pipeline: str) -> DatasetRef:
+        stored = self.read(pipeline, STAGE_VALIDATED, hint="run the pipeline first")
+        return cast(DatasetRef, load_stored(STAGE_VALIDATED, stored))
 
     def _record_if_present(self, pipeline: str, asset: str, partition: str | None = None) -> Any | None:
         stored = self.read_if_present(pipeline, asset, partition)

@@ -46,6 +46,7 @@ from edgeops.audit_canaries import _canaries, _public_filler, _train_and_score
 
 if TYPE_CHECKING:
     from edgeops.lineage import LineageRun
+    from edgeops.records import DatasetRef
     from edgeops.spec import PipelineSpec
 
 AUDIT_METHOD = "one-run canary audit (Steinke, Nasr and Jagielski 2023, Corollary 5.4)"
@@ -323,19 +324,18 @@ def run_canary_audit(
 
 # ---------------------------------------------------------------- the stage
 def run_canary_audit_stage(
-    spec: PipelineSpec, ref: dict[str, Any], run: LineageRun, pretrained_cache: Path | None = None
+    spec: PipelineSpec, ref: DatasetRef, run: LineageRun, pretrained_cache: Path | None = None
 ) -> dict[str, Any]:
     """Stage: the audit of the declared DP-SGD settings (privacy.audit), at the declared training size. Reads the
     training split's row count and feature names only, never a row. Logs the outcome to MLflow; returns the record."""
-    from edgeops.validation import with_dp_bounds
 
-    spec = with_dp_bounds(spec, ref)  # the same input scaling as the released model's
+    spec = ref.bounded(spec)  # the same input scaling as the released model's
     settings = spec.privacy.audit
     result = run_canary_audit(
         spec,
-        list(ref["features"]),
+        list(ref.features),
         list(spec.dataset.classes),
-        n_train=int(ref["splits"]["train"]["rows"]),
+        n_train=int(ref.splits["train"].rows),
         canaries=settings.canaries,
         canary=settings.canary,
         seed=settings.seed,

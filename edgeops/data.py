@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from edgeops.errors import DataError
+from edgeops.records.dataset import DataProblem, DatasetRef, StoredSplit
 from edgeops.spec import DatasetSpec, Declaration
 
 if TYPE_CHECKING:
@@ -156,12 +157,20 @@ def add_numeric_column(frame: pd.DataFrame, values: pd.Series, column: str, prob
 
 
 # ---------------------------------------------------------------- split and digests
-def split_frame(data: LoadedData, spec: DatasetSpec) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+@dataclass
+class SplitNotes:
+    """How the split was made: recorded in the dataset's record."""
+
+    dropped_duplicates: int = 0
+    stratified: bool = True
+
+
+def split_frame(data: LoadedData, spec: DatasetSpec) -> tuple[dict[str, pd.DataFrame], SplitNotes]:
     """A seeded, stratified split (or the source's own split column). Returns the splits and notes."""
     from sklearn.model_selection import train_test_split
 
     frame = data.frame
-    notes: dict[str, Any] = {"dropped_duplicates": 0, "stratified": True}
+    notes = SplitNotes()
     if spec.split.column:
         splits = {name: frame[frame[spec.split.column] == name].drop(columns=[spec.split.column]) for name in SPLITS}
         unknown = sorted(set(frame[spec.split.column]) - set(SPLITS))
@@ -169,12 +178,12 @@ def split_frame(data: LoadedData, spec: DatasetSpec) -> tuple[dict[str, pd.DataF
             raise DataError(
                 data.source, f"split column has values other than {SPLITS}: {unknown[:5]}", column=spec.split.column
             )
-        notes["stratified"] = False
+        notes.stratified = False
         return {k: v.reset_index(drop=True) for k, v in splits.items()}, notes
     if spec.split.deduplicate:
         before = len(frame)
         frame = frame.drop_duplicates(subset=[*data.features, data.label], keep="first")
-        notes["dropped_duplicates"] = before - len(frame)
+        notes.dropped_duplicates = before - len(frame)
     labels = frame[data.label].fillna(-1)
     seed = spec.split.seed
     holdout = spec.split.validation + spec.split.test
@@ -185,7 +194,7 @@ def split_frame(data: LoadedData, spec: DatasetSpec) -> tuple[dict[str, pd.DataF
         )
     except ValueError:
         # Too few rows of some class to stratify: split at random, and say so.
-        notes["stratified"] = False
+        notes.stratified = False
         train, rest = train_test_split(frame, test_size=holdout, random_state=seed)
         validation, test = train_test_split(rest, test_size=spec.split.test / holdout, random_state=seed)
     ordered = {
@@ -213,53 +222,49 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def store_splits(
-    data: LoadedData, splits: dict[str, pd.DataFrame], notes: dict[str, Any], out_root: Path
-) -> dict[str, Any]:
+def store_splits(data: LoadedData, splits: dict[str, pd.DataFrame], notes: SplitNotes, out_root: Path) -> DatasetRef:
     """Write the splits under a folder named by their combined digest (never overwriting other data).
 
-    Returns the dataset reference that downstream stages read: paths, digests, row counts, problems.
+    Returns the dataset's record that downstream stages read: paths, digests, row counts, problems.
     """
     digests = {name: frame_digest(part, data.features, data.label) for name, part in splits.items()}
     combined = hashlib.sha256("".join(digests[name] for name in SPLITS).encode()).hexdigest()
     folder = out_root / combined[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    split_refs = {}
+    split_refs: dict[str, StoredSplit] = {}
     for name, part in splits.items():
         path = folder / f"{name}.parquet"
         if not path.exists():
             tmp = path.with_suffix(".tmp")
             part.to_parquet(tmp, index=False)
             tmp.replace(path)  # atomic: a killed run never leaves half a file under the final name
-        split_refs[name] = {
-            "path": str(path),
-            "digest": digests[name],
-            "rows": len(part),
-            "file_sha256": file_sha256(path),
-        }
-    ref = {
-        "digest": combined,
-        "source": data.source,
-        "features": data.features,
-        "label": data.label,
-        "splits": split_refs,
-        "problems": data.problems,
-        "row_names": {str(k): v for k, v in list(data.row_names.items())[:MAX_PROBLEMS_KEPT]},
-        **notes,
-    }
-    (folder / "manifest.json").write_text(json.dumps(ref, indent=1))
+        split_refs[name] = StoredSplit(
+            path=str(path), digest=digests[name], rows=len(part), file_sha256=file_sha256(path)
+        )
+    ref = DatasetRef(
+        digest=combined,
+        source=data.source,
+        features=data.features,
+        label=data.label,
+        splits=split_refs,
+        problems=[DataProblem.model_validate(problem) for problem in data.problems],
+        row_names={str(k): v for k, v in list(data.row_names.items())[:MAX_PROBLEMS_KEPT]},
+        dropped_duplicates=notes.dropped_duplicates,
+        stratified=notes.stratified,
+    )
+    (folder / "manifest.json").write_text(json.dumps(ref.to_json(), indent=1))
     return ref
 
 
-def read_split(ref: dict[str, Any], name: str) -> pd.DataFrame:
-    return pd.read_parquet(ref["splits"][name]["path"])
+def read_split(ref: DatasetRef, name: str) -> pd.DataFrame:
+    return pd.read_parquet(ref.splits[name].path)
 
 
-def to_arrays(frame: pd.DataFrame, ref: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    return frame[ref["features"]].to_numpy(dtype=np.float32), frame[ref["label"]].to_numpy().astype(np.int64)
+def to_arrays(frame: pd.DataFrame, ref: DatasetRef) -> tuple[np.ndarray, np.ndarray]:
+    return frame[ref.features].to_numpy(dtype=np.float32), frame[ref.label].to_numpy().astype(np.int64)
 
 
-def ingest(declaration: Declaration, out_root: Path, run: LineageRun) -> dict[str, Any]:
+def ingest(declaration: Declaration, out_root: Path, run: LineageRun) -> DatasetRef:
     """Stage 1: load the declared source, split it, store the splits by digest and log them to MLflow."""
     data = load_source(declaration)
     splits, notes = split_frame(data, declaration.spec.dataset)
@@ -269,14 +274,14 @@ def ingest(declaration: Declaration, out_root: Path, run: LineageRun) -> dict[st
             "source": data.source,
             "n_features": len(data.features),
             "split_seed": declaration.spec.dataset.split.seed,
-            "stratified": notes["stratified"],
-            "dropped_duplicates": notes["dropped_duplicates"],
+            "stratified": notes.stratified,
+            "dropped_duplicates": notes.dropped_duplicates,
         }
     )
     run.log_metrics(
-        {f"rows_{name}": split["rows"] for name, split in ref["splits"].items()} | {"load_problems": len(data.problems)}
+        {f"rows_{name}": split.rows for name, split in ref.splits.items()} | {"load_problems": len(data.problems)}
     )
     from edgeops.lineage import DATASET_DIGEST_TAG
 
-    run.set_tags({DATASET_DIGEST_TAG: ref["digest"]})
+    run.set_tags({DATASET_DIGEST_TAG: ref.digest})
     return ref

@@ -26,7 +26,7 @@ from edgeops.drift_simulation import shift_batch as shift_batch
 from edgeops.drift_simulation import simulate as simulate
 from edgeops.errors import DataError
 from edgeops.records import (
-    BatchProblem,
+    DataProblem,
     DpModel,
     DriftChecked,
     DriftQuarantined,
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgeops.lineage import LineageRun
+    from edgeops.records import DatasetRef
 
 BATCH_SUFFIXES = {".csv", ".parquet"}
 
@@ -252,7 +253,7 @@ def _drifted(metric: dict[str, Any]) -> bool | None:
 
 def drift_report(
     declaration: Declaration,
-    reference_ref: dict[str, Any],
+    reference_ref: DatasetRef,
     model: nn.Module,
     batch: pd.DataFrame,
     out_dir: Path,
@@ -268,7 +269,7 @@ def drift_report(
     _register_prediction_test()
     spec = declaration.spec
     monitoring = spec.monitoring
-    features = reference_ref["features"]
+    features = reference_ref.features
     reference = read_split(reference_ref, monitoring.reference_split)
     rows_in = len(batch)
     if rows_in > monitoring.max_rows:
@@ -365,7 +366,7 @@ def drift_report(
 def run_drift_stage(
     declaration: Declaration,
     key: str,
-    reference_ref: dict[str, Any],
+    reference_ref: DatasetRef,
     dp_model: DpModel,
     state_dir: Path,
     run: LineageRun,
@@ -373,11 +374,10 @@ def run_drift_stage(
     """Stage: find the batch, validate it (quarantine when bad), report drift against the training reference."""
     from edgeops.models import load_weights
     from edgeops.training.data import TrainingData, new_model
-    from edgeops.validation import with_dp_bounds
 
     folder = declaration.resolve(declaration.spec.incoming_folder())
     path = find_batch(folder, key)
-    features = reference_ref["features"]
+    features = reference_ref.features
     try:
         frame, problems = load_batch(path, declaration, features)
         problems = validate_batch(frame, problems, declaration, features)
@@ -392,11 +392,11 @@ def run_drift_stage(
             batch=str(path),
             status="quarantined",
             quarantine=str(where),
-            problems=[BatchProblem(**problem) for problem in problems[:20]],
+            problems=[DataProblem(**problem) for problem in problems[:20]],
             drift_detected=None,
             mlflow_run_id=run.run_id,
         )
-    spec = with_dp_bounds(declaration.spec, reference_ref)
+    spec = reference_ref.bounded(declaration.spec)
     model = load_weights(
         new_model(spec, TrainingData.from_ref(reference_ref, spec)), Path(dp_model.weights_path)
     ).eval()

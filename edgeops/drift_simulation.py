@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ from edgeops.data import read_split
 from edgeops.errors import DataError
 from edgeops.progress import advance
 from edgeops.spec import Declaration
+
+if TYPE_CHECKING:
+    from edgeops.records import DatasetRef
 
 SEVERITIES = {"low": 0.33, "medium": 0.66, "high": 1.0}
 
@@ -86,7 +89,7 @@ def shift_batch(
 
 def simulate(
     declaration: Declaration,
-    reference_ref: dict[str, Any],
+    reference_ref: DatasetRef,
     kind: str,
     severity: str | float,
     out_dir: Path,
@@ -102,7 +105,7 @@ def simulate(
             "drift simulate", f"--severity must be low, medium, high or a number in [0, 1], got {severity!r}"
         )
     test = read_split(reference_ref, "test")
-    features, label = reference_ref["features"], reference_ref["label"]
+    features, label = reference_ref.features, reference_ref.label
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -14,6 +14,7 @@ from edgeops.data import ROW_ID, read_split
 from edgeops.spec import PipelineSpec
 
 if TYPE_CHECKING:
+    from edgeops.records import DatasetRef
     from edgeops.validation import CheckOutcome
 
 
@@ -115,17 +116,17 @@ def confident_learning_scan(features: np.ndarray, labels: np.ndarray, folds: int
     }
 
 
-def check_poisoning(ref: dict[str, Any], spec: PipelineSpec) -> CheckOutcome:
+def check_poisoning(ref: DatasetRef, spec: PipelineSpec) -> CheckOutcome:
     # Imported here, not at the top: edgeops.validation imports this module.
     from edgeops.validation import MAX_EXAMPLES, CheckOutcome, feature_bounds
 
     config = spec.validation.poisoning
     train = read_split(ref, "train")
-    features = train[ref["features"]].to_numpy(dtype=np.float64)
-    labels = train[ref["label"]].to_numpy()
+    features = train[ref.features].to_numpy(dtype=np.float64)
+    labels = train[ref.label].to_numpy()
     if config.method == "knn":
         suspects, share = suspect_labels(
-            features, labels, config.neighbours, config.disagreement, feature_bounds(spec, ref["features"])
+            features, labels, config.neighbours, config.disagreement, feature_bounds(spec, ref.features)
         )
         order = suspects[np.argsort(-share[suspects])]
         examples = [

@@ -5,13 +5,20 @@ record, metrics and tags. Plain Python, no dagster import."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgeops.lineage import artifact_tags
 
 if TYPE_CHECKING:
     from edgeops.lineage import LineageRun
-    from edgeops.records import BenchmarkRecord, DpModel, RobustnessRecord, TargetArtifact, TrainabilityRecord
+    from edgeops.records import (
+        BenchmarkRecord,
+        DatasetRef,
+        DpModel,
+        RobustnessRecord,
+        TargetArtifact,
+        TrainabilityRecord,
+    )
     from edgeops.spec import Declaration, PipelineSpec, TargetSpec
 
 BENCHMARK_RECORD_ARTIFACT = "benchmark/record.json"
@@ -22,7 +29,7 @@ def run_benchmark_stage(
     spec: PipelineSpec,
     target: TargetSpec,
     compressed: TargetArtifact,
-    dataset: dict[str, Any],
+    dataset: DatasetRef,
     run: LineageRun,
     *,
     root: Path,
@@ -66,7 +73,7 @@ def run_robustness_stage(
     target: TargetSpec,
     dp_model: DpModel,
     compressed: TargetArtifact,
-    dataset: dict[str, Any],
+    dataset: DatasetRef,
     run: LineageRun,
 ) -> tuple[RobustnessRecord, dict[str, float]]:
     """FGSM and PGD crafted on the float DP model, replayed on the artifact; logs the accuracies and the artifact's
@@ -88,7 +95,7 @@ def run_robustness_stage(
 
 
 def run_trainability_stage(
-    declaration: Declaration, target: TargetSpec, compressed: TargetArtifact, dataset: dict[str, Any], run: LineageRun
+    declaration: Declaration, target: TargetSpec, compressed: TargetArtifact, dataset: DatasetRef, run: LineageRun
 ) -> TrainabilityRecord:
     """The device agent's fine-tuning run on the artifact against simulated local data; logs the record, the artifact's
     tags and, when fine-tuned, the recovery, time and memory."""

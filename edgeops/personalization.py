@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeops.errors import SpecError
 from edgeops.records import FineTuneCheck, StepLatency, TrainabilityRecord
 from edgeops.spec import Declaration, TargetSpec
+
+if TYPE_CHECKING:
+    from edgeops.records import DatasetRef
 
 
 def personalization_epsilon(steps: int, sample_rate: float, noise_multiplier: float, delta: float) -> float | None:
@@ -31,9 +34,7 @@ def personalization_epsilon(steps: int, sample_rate: float, noise_multiplier: fl
     return rederive_epsilon(noise_multiplier, sample_rate, steps, delta, "rdp")
 
 
-def simulated_local_data(
-    declaration: Declaration, dataset: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def simulated_local_data(declaration: Declaration, dataset: DatasetRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(unshifted x, shifted x, y): the test split, as this user's device would see it."""
     from edgeops.drift import shift_batch
     from edgeops.training.data import TrainingData
@@ -61,7 +62,7 @@ def _not_measured(target: TargetSpec, reason: str) -> TrainabilityRecord:
 
 
 def measure_trainability(
-    declaration: Declaration, target: TargetSpec, artifact_path: str, dataset: dict[str, Any]
+    declaration: Declaration, target: TargetSpec, artifact_path: str, dataset: DatasetRef
 ) -> TrainabilityRecord:
     from edgeops.hil.personalize import PersonalizationError, personalize
 

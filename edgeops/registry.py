@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
     from edgeops.ledger import PrivacyLedger
     from edgeops.lineage import LineageRun
+    from edgeops.records import DatasetRef
 
 MODEL_ID_VERSION_TAG = "edgeops.mlflow_model_id"  # on a registered version: its target's LoggedModel
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # on a LoggedModel: MLflow's own list of its registered versions
@@ -137,7 +138,7 @@ def build_and_register(
 
     recipe_hash = hashlib.sha256(target.model_dump_json().encode()).hexdigest()[:8]
     workdir = out_root / target.name / f"{dp_model.weights_sha256[:16]}-{recipe_hash}"
-    record = build_target(declaration, target, dp_model.to_json(), workdir, ledger, dagster_run_id)
+    record = build_target(declaration, target, dp_model, workdir, ledger, dagster_run_id)
     run.log_params(
         {
             "target": target.name,
@@ -250,11 +251,11 @@ def build_and_register(
     )
 
 
-def evaluation_dataset(dataset_ref: dict[str, Any], pipeline: str) -> tuple[str, str, str]:
+def evaluation_dataset(dataset_ref: DatasetRef, pipeline: str) -> tuple[str, str, str]:
     """(name, digest, source) of the test split as validated_dataset logged it to MLflow: what the metrics of a
     target's LoggedModel were measured on."""
-    test = dataset_ref["splits"]["test"]
-    return f"{pipeline}-test", test["digest"][:36], test["path"]
+    test = dataset_ref.splits["test"]
+    return f"{pipeline}-test", test.digest[:36], test.path
 
 
 def log_target_model(
@@ -312,7 +313,7 @@ def log_target_model(
 
 
 def log_on_device_metrics(
-    run: LineageRun, compressed: TargetArtifact, bench: BenchmarkRecord, dataset_ref: dict[str, Any], pipeline: str
+    run: LineageRun, compressed: TargetArtifact, bench: BenchmarkRecord, dataset_ref: DatasetRef, pipeline: str
 ) -> None:
     """The benchmark's measured numbers on the target's LoggedModel (accuracy on the test split, latency and memory at
     batch 1), or a tag saying why they were not measured. Targets compressed before LoggedModels existed are skipped."""

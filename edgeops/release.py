@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from edgeops.records import DatasetRef
+
 
 @contextmanager
 def model_lock(home: Path, name: str) -> Iterator[None]:
@@ -133,7 +135,7 @@ def side_by_side(
     candidate: ModelVersion,
     production: ModelVersion,
     client: MlflowClient,
-    dataset: dict[str, Any],
+    dataset: DatasetRef,
 ) -> tuple[bool, str, dict[str, Any]]:
     """Benchmark both artifacts on the declared device now, alternately, and compare within the tolerances."""
     from edgeops.hil.bench import benchmark_target
@@ -215,7 +217,7 @@ def promote(
     target: str,
     home: Path,
     cards_dir: Path,
-    dataset: dict[str, Any],
+    dataset: DatasetRef,
     *,
     version: str | None = None,
     who: str | None = None,

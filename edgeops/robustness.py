@@ -10,7 +10,7 @@ bounds. Only the test split is attacked; nothing is trained or charged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from edgeops.records import AdversarialBudget, DpModel, RobustnessMeasurement, T
 if TYPE_CHECKING:
     from torch import nn
 
+    from edgeops.records import DatasetRef
     from edgeops.spec import PipelineSpec
 
 
@@ -58,16 +59,16 @@ def craft(
 
 
 def measure_robustness(
-    spec: PipelineSpec, dp_model: DpModel, compressed: TargetArtifact, ref: dict[str, Any]
+    spec: PipelineSpec, dp_model: DpModel, compressed: TargetArtifact, ref: DatasetRef
 ) -> RobustnessMeasurement:
     """Clean, FGSM and PGD accuracy of one target's artifact at each declared budget, on the artifact's own runtime."""
     from edgeops.compression.measurement import artifact_logits
     from edgeops.models import load_weights
     from edgeops.training.data import TrainingData, new_model
-    from edgeops.validation import feature_bounds, with_dp_bounds
+    from edgeops.validation import feature_bounds
 
     settings = spec.robustness
-    spec = with_dp_bounds(spec, ref)
+    spec = ref.bounded(spec)
     data = TrainingData.from_ref(ref, spec)
     rows = min(settings.samples, len(data.y_test))
     x, y = data.x_test[:rows], data.y_test[:rows]

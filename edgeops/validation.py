@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -28,7 +29,9 @@ from edgeops.spec import Declaration, PipelineSpec
 if TYPE_CHECKING:
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
+    from edgeops.ledger import PrivacyLedger
     from edgeops.lineage import LineageRun
+    from edgeops.records import DatasetRef
 
 MAX_EXAMPLES = 20
 
@@ -46,7 +49,7 @@ class CheckOutcome:
         return asdict(self)
 
 
-def _all_rows(ref: dict[str, Any]) -> pd.DataFrame:
+def _all_rows(ref: DatasetRef) -> pd.DataFrame:
     parts = []
     for name in SPLITS:
         part = read_split(ref, name)
@@ -72,11 +75,11 @@ def expected_columns(declaration: Declaration) -> list[str]:
     ]
 
 
-def check_schema(ref: dict[str, Any], spec: PipelineSpec, declaration: Declaration | None = None) -> CheckOutcome:
-    problems = list(ref.get("problems", []))
+def check_schema(ref: DatasetRef, spec: PipelineSpec, declaration: Declaration | None = None) -> CheckOutcome:
+    problems: list[dict[str, Any]] = [problem.model_dump() for problem in ref.problems]
     if declaration is not None:
         expected = expected_columns(declaration)
-        present = set(ref["features"])
+        present = set(ref.features)
         reported = {p["column"] for p in problems}
         problems += [
             {"row": None, "column": c, "value": None, "issue": "expected column missing"}
@@ -86,18 +89,18 @@ def check_schema(ref: dict[str, Any], spec: PipelineSpec, declaration: Declarati
         if expected:
             problems += [
                 {"row": None, "column": c, "value": None, "issue": "column not expected by the suite"}
-                for c in ref["features"]
+                for c in ref.features
                 if c not in expected and c not in reported
             ]
     declared = spec.dataset.n_features
-    if declared is not None and len(ref["features"]) != declared:
+    if declared is not None and len(ref.features) != declared:
         problems.insert(
             0,
             {
                 "row": None,
                 "column": None,
-                "value": len(ref["features"]),
-                "issue": f"{len(ref['features'])} feature columns, declared n_features={declared}",
+                "value": len(ref.features),
+                "issue": f"{len(ref.features)} feature columns, declared n_features={declared}",
             },
         )
     columns = sorted({p["column"] for p in problems if p.get("column")})
@@ -153,7 +156,7 @@ def load_suite_json(path: Path) -> dict[str, Any]:
     return suite
 
 
-def run_expectations(ref: dict[str, Any], declaration: Declaration, gx_root: Path) -> CheckOutcome:
+def run_expectations(ref: DatasetRef, declaration: Declaration, gx_root: Path) -> CheckOutcome:
     """Run the pipeline's GX suite over all rows (every split) and build Data Docs under gx_root."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
@@ -242,11 +245,11 @@ def _row_hashes(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
     return cast(np.ndarray, pd.util.hash_pandas_object(frame[features].round(9), index=False).to_numpy())
 
 
-def check_leakage(ref: dict[str, Any]) -> CheckOutcome:
+def check_leakage(ref: DatasetRef) -> CheckOutcome:
     """Rows whose features appear in two splits (train/test leakage)."""
     hashes = {
         name: pd.Series(
-            read_split(ref, name)[ROW_ID].to_numpy(), index=_row_hashes(read_split(ref, name), ref["features"])
+            read_split(ref, name)[ROW_ID].to_numpy(), index=_row_hashes(read_split(ref, name), ref.features)
         )
         for name in SPLITS
     }
@@ -267,11 +270,11 @@ def check_leakage(ref: dict[str, Any]) -> CheckOutcome:
     return CheckOutcome("leakage", total == 0, summary, counts, examples[:MAX_EXAMPLES])
 
 
-def check_duplicates(ref: dict[str, Any], max_fraction: float) -> CheckOutcome:
+def check_duplicates(ref: DatasetRef, max_fraction: float) -> CheckOutcome:
     counts, examples, worst = {}, [], 0.0
     for name in SPLITS:
         part = read_split(ref, name)
-        hashes = pd.Series(_row_hashes(part, ref["features"]))
+        hashes = pd.Series(_row_hashes(part, ref.features))
         duplicated = hashes.duplicated(keep="first").to_numpy()
         counts[name] = int(duplicated.sum())
         worst = max(worst, counts[name] / max(len(part), 1))
@@ -282,9 +285,9 @@ def check_duplicates(ref: dict[str, Any], max_fraction: float) -> CheckOutcome:
     return CheckOutcome("duplicates", passed, summary, counts, examples[:MAX_EXAMPLES])
 
 
-def check_class_balance(ref: dict[str, Any], spec: PipelineSpec) -> CheckOutcome:
+def check_class_balance(ref: DatasetRef, spec: PipelineSpec) -> CheckOutcome:
     train = read_split(ref, "train")
-    shares = train[ref["label"]].value_counts(normalize=True)
+    shares = train[ref.label].value_counts(normalize=True)
     low, high = spec.validation.min_class_fraction, spec.validation.max_class_fraction
     bad = [{"class": str(k), "share": round(float(v), 4)} for k, v in shares.items() if not low <= v <= high]
     missing = [c for c in spec.dataset.classes if float(c) not in set(shares.index.astype(float))]
@@ -300,7 +303,7 @@ def check_class_balance(ref: dict[str, Any], spec: PipelineSpec) -> CheckOutcome
 # ---------------------------------------------------------------- feature bounds
 def feature_bounds(spec: PipelineSpec, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature (low, high) arrays: the declared bounds, or, before DP statistics resolved them (see
-    `with_dp_bounds`), the declared public value range."""
+    `DatasetRef.bounded`), the declared public value range."""
     declared = spec.dataset.feature_bounds
     pairs = np.array(
         [
@@ -322,28 +325,10 @@ def model_input_bounds(spec: PipelineSpec, features: list[str]) -> tuple[np.ndar
     return centre - spread / 2, centre + spread / 2
 
 
-def with_dp_bounds(spec: PipelineSpec, ref: dict[str, Any]) -> PipelineSpec:
-    """The spec with the DP-estimated per-feature bounds of this dataset filled in (when the declaration gives none):
-    what the model's input scaling, calibration and the baseline use."""
-    if not spec.dataset.needs_dp_statistics:
-        return spec
-    statistics = ref.get("dp_statistics")
-    if not statistics:
-        raise DataError(
-            spec.name,
-            "dataset.feature_bounds is not declared and this dataset has no DP statistics yet; materialize "
-            "validated_dataset",
-        )
-    bounds = {column: tuple(pair) for column, pair in statistics["feature_bounds"].items()}
-    return spec.model_copy(
-        update={"dataset": spec.dataset.model_copy(update={"feature_bounds": bounds, "scaling": "standardise"})}
-    )
-
-
 CHECKS = ("schema", "expectations", "leakage", "duplicates", "class_balance", "poisoning_scan")
 
 
-def run_check(name: str, ref: dict[str, Any], declaration: Declaration, gx_root: Path) -> CheckOutcome:
+def run_check(name: str, ref: DatasetRef, declaration: Declaration, gx_root: Path) -> CheckOutcome:
     """Run one named check and record its outcome beside the dataset (so acceptance can re-read it)."""
     spec = declaration.spec
     runners = {
@@ -366,49 +351,69 @@ def run_check(name: str, ref: dict[str, Any], declaration: Declaration, gx_root:
         )
     else:
         outcome = runners[name]()
-    folder = Path(ref["splits"]["train"]["path"]).parent / "checks"
+    folder = Path(ref.splits["train"].path).parent / "checks"
     folder.mkdir(exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(outcome.as_dict(), indent=1, default=str))
     return outcome
 
 
-def accept_dataset(ref: dict[str, Any], declaration: Declaration, run: LineageRun) -> dict[str, Any]:
+def run_validation_stage(
+    raw: DatasetRef,
+    declaration: Declaration,
+    ledger: PrivacyLedger,
+    run: LineageRun,
+    *,
+    dagster_run_id: str = "",
+    warn: Callable[[str], object] | None = None,
+) -> DatasetRef:
+    """Stage: the dataset that passed every check and, without declared feature bounds, its DP feature statistics
+    (charged to the ledger before the data is read), logged to MLflow."""
+    from edgeops.privacy.feature_statistics import run_statistics_stage
+
+    ref = accept_dataset(raw, declaration, run)
+    statistics = run_statistics_stage(declaration.spec, ref, ledger, dagster_run_id, warn=warn)
+    if statistics is None:
+        return ref
+    run.log_json(statistics.to_json(), "privacy/dp_statistics.json")
+    run.log_params({"dp_statistics.epsilon": statistics.epsilon, "dp_statistics.mechanism": statistics.mechanism})
+    return ref.model_copy(update={"dp_statistics": statistics})
+
+
+def accept_dataset(ref: DatasetRef, declaration: Declaration, run: LineageRun) -> DatasetRef:
     """Stage 2: the dataset passed every check. Re-read the recorded outcomes (a guard for runs that skipped the
     checks), log the splits as MLflow datasets with their digests, and return the validated reference."""
-    from edgeops.errors import DataError
 
-    folder = Path(ref["splits"]["train"]["path"]).parent / "checks"
+    folder = Path(ref.splits["train"].path).parent / "checks"
     outcomes = {}
     for name in CHECKS:
         path = folder / f"{name}.json"
         if not path.exists():
             raise DataError(
-                ref["source"],
-                f"check {name!r} has not run on dataset {ref['digest'][:12]}; materialize raw_dataset with its checks",
+                ref.source,
+                f"check {name!r} has not run on dataset {ref.digest[:12]}; materialize raw_dataset with its checks",
             )
         outcomes[name] = json.loads(path.read_text())
     failed = [name for name, outcome in outcomes.items() if not outcome["passed"]]
     if failed:
         raise DataError(
-            ref["source"],
-            f"dataset {ref['digest'][:12]} failed checks {failed}: "
-            + "; ".join(outcomes[n]["summary"] for n in failed),
+            ref.source,
+            f"dataset {ref.digest[:12]} failed checks {failed}: " + "; ".join(outcomes[n]["summary"] for n in failed),
         )
     for name in SPLITS:
         split = read_split(ref, name)
         run.log_dataset(
             split,
             f"{declaration.spec.name}-{name}",
-            ref["splits"][name]["digest"],
-            ref["splits"][name]["path"],
-            ref["label"],
+            ref.splits[name].digest,
+            ref.splits[name].path,
+            ref.label,
             "training" if name == "train" else name,
         )
     from edgeops.lineage import DATASET_DIGEST_TAG
 
     run.set_tags(
-        {DATASET_DIGEST_TAG: ref["digest"]}
+        {DATASET_DIGEST_TAG: ref.digest}
     )  # lineage finds this run (and its split inputs) from a version's digest
     run.log_json(outcomes, "validation/outcomes.json")
     run.log_metrics({f"check_{name}_passed": float(o["passed"]) for name, o in outcomes.items()})
-    return {**ref, "checks": {name: o["summary"] for name, o in outcomes.items()}}
+    return ref.model_copy(update={"checks": {name: o["summary"] for name, o in outcomes.items()}})

@@ -102,6 +102,23 @@ def table_frame(rows: int = 300, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+def stored_table(folder: Path, rows: int = 400):
+    """A four-feature table (table_frame) split 60/20/20 in row order and stored as edgeops.data stores a dataset:
+    its DatasetRef, for stages run directly on a table."""
+    from edgeops.data import LoadedData, SplitNotes, store_splits
+
+    frame = table_frame(rows)
+    frame.insert(0, "row_id", np.arange(len(frame)))
+    loaded = LoadedData(frame, ["f0", "f1", "f2", "f3"], "label", "test")
+    train_end, validation_end = int(rows * 0.6), int(rows * 0.8)
+    splits = {
+        "train": frame.iloc[:train_end],
+        "validation": frame.iloc[train_end:validation_end],
+        "test": frame.iloc[validation_end:],
+    }
+    return store_splits(loaded, splits, SplitNotes(), folder)
+
+
 def table_declaration(name: str = "tabular", source: str = "csv:data/table.csv") -> dict:
     return {
         "name": name,

@@ -191,3 +191,38 @@ TARGET_ARTIFACT_EXECUTORCH: dict[str, Any] = {
     "registered_version": 1,
     "mlflow_run_id": "2b5b34b5fc074f40977e69b0c3fc48f1",
 }
+
+
+def dataset_ref(validated: bool = True) -> dict[str, Any]:
+    """A stored raw_dataset (validated: a validated_dataset, with its checks and DP feature statistics)."""
+    split = {"digest": "d" * 64, "rows": 3, "file_sha256": "f" * 64}
+    stored: dict[str, Any] = {
+        "digest": "a" * 64,
+        "source": "csv:data/table.csv",
+        "features": ["f0", "f1"],
+        "label": "label",
+        "splits": {name: {**split, "path": f"/data/{name}.parquet"} for name in ("train", "validation", "test")},
+        "problems": [{"row": 2, "column": "f1", "value": "n/a", "issue": "not a number"}],
+        "row_names": {},
+        "dropped_duplicates": 0,
+        "stratified": True,
+    }
+    if validated:
+        stored["checks"] = {"schema": "schema matches the declaration"}
+        stored["dp_statistics"] = {
+            "centre": {"f0": 1.0, "f1": 2.0},
+            "spread": {"f0": 0.5, "f1": 0.25},
+            "feature_bounds": {"f0": [-1.0, 3.0], "f1": [1.0, 3.0]},
+            "regions": {"f0": [0.0, 10.0], "f1": [0.0, 10.0]},
+            "constant_columns": [],
+            "unlocated_columns": [],
+            "histogram_laplace_scale": 8.0,
+            "histogram_threshold": 40.0,
+            "epsilon": 1.0,
+            "delta": 0.0,
+            "quantiles": [0.16, 0.84],
+            "ledger_entry": 1,
+            "scaling": "model input (x - centre) / spread + 0.5",
+            "mechanism": "diffprivlib.tools.quantile (exponential mechanism)",
+        }
+    return stored

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from edgeops.lineage import LineageRun
-    from edgeops.records import DriftReport, Robustness
+    from edgeops.records import DatasetRef, DriftReport, Robustness
     from edgeops.settings import Settings
 
 
@@ -49,7 +49,7 @@ def build_card(
     cards_dir: Path,
     client: MlflowClient,
     *,
-    dataset: dict[str, Any],
+    dataset: DatasetRef,
     dp_model: DpModel,
     baseline: dict[str, Any],
     reference: dict[str, Any],
@@ -136,19 +136,19 @@ def build_card(
         },
         "evaluation_data": {
             "split": "test",
-            "digest": dataset["splits"]["test"]["digest"],
-            "rows": dataset["splits"]["test"]["rows"],
-            "source": dataset["source"],
+            "digest": dataset.splits["test"].digest,
+            "rows": dataset.splits["test"].rows,
+            "source": dataset.source,
         },
         "training_data": {
-            "source": dataset["source"],
-            "digest": dataset["splits"]["train"]["digest"],
-            "rows": dataset["splits"]["train"]["rows"],
+            "source": dataset.source,
+            "digest": dataset.splits["train"].digest,
+            "rows": dataset.splits["train"].rows,
             "protection": "differential privacy "
             f"({'DP-FedAvg, federated' if dp_model.training_mode == 'federated' else 'DP-SGD'}), "
             f"unit: {dp_model.privacy.unit}",
         },
-        "data_validation": {"checks": dataset.get("checks", {}), "passed": True, "dataset_digest": dataset["digest"]},
+        "data_validation": {"checks": dataset.checks or {}, "passed": True, "dataset_digest": dataset.digest},
         "quantitative_analyses": {
             "per_class": {"dp_model": dp_model.metrics.test.per_class_accuracy},
             "per_target": [],
@@ -274,8 +274,8 @@ def build_card(
         ],
     }
     card["lineage"] = {
-        "dataset_digests": {name: split["digest"] for name, split in dataset["splits"].items()}
-        | {"combined": dataset["digest"]},
+        "dataset_digests": {name: split.digest for name, split in dataset.splits.items()}
+        | {"combined": dataset.digest},
         "mlflow_runs": {
             "dp_model": dp_run,
             "privacy_audit": audit.get("mlflow_run_id"),

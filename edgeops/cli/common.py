@@ -15,6 +15,7 @@ from edgeops.settings import Settings
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from edgeops.records import DatasetRef
     from edgeops.spec import Declaration
 
 
@@ -49,7 +50,7 @@ def mlflow_client(settings: Settings) -> MlflowClient:
     return Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
 
 
-def validated_dataset(settings: Settings, pipeline: str) -> dict[str, Any]:
+def validated_dataset(settings: Settings, pipeline: str) -> DatasetRef:
     from edgeops.asset_store import AssetStore
 
     return AssetStore.under_home(settings.home).validated_dataset(pipeline)

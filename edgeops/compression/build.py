@@ -22,6 +22,7 @@ from edgeops.spec import Declaration, DistillStep, Fp16Step, Int8Step, PruneStep
 
 if TYPE_CHECKING:
     from edgeops.ledger import PrivacyLedger
+    from edgeops.records import DpModel
     from edgeops.training.data import TrainingData
 
 # Parity: the largest |logit difference| over the test rows, relative to the largest |float logit|. A guard against a
@@ -36,7 +37,7 @@ DEFAULT_PARITY = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.3}
 def build_target(
     declaration: Declaration,
     target: TargetSpec,
-    dp_model: dict[str, Any],
+    dp_model: DpModel,
     workdir: Path,
     ledger: PrivacyLedger | None = None,
     run_id: str = "",
@@ -45,11 +46,11 @@ def build_target(
     from dataclasses import replace
 
     from edgeops.training.data import TrainingData
-    from edgeops.validation import feature_bounds, with_dp_bounds
+    from edgeops.validation import feature_bounds
 
     # With DP-estimated bounds, every step (model rebuild, calibration, fine-tuning) sees them as declared ones.
-    declaration = replace(declaration, spec=with_dp_bounds(declaration.spec, dp_model["ref"]))
-    data = TrainingData.from_ref(dp_model["ref"], declaration.spec)
+    declaration = replace(declaration, spec=dp_model.ref.bounded(declaration.spec))
+    data = TrainingData.from_ref(dp_model.ref, declaration.spec)
     low, high = feature_bounds(declaration.spec, data.features)
     # Build in a staging folder and swap it in only when everything succeeded: a failed or killed attempt never
     # touches the artifact an earlier record points to.
@@ -83,7 +84,7 @@ def build_target(
 def _build_in(
     declaration: Declaration,
     target: TargetSpec,
-    dp_model: dict[str, Any],
+    dp_model: DpModel,
     *,
     workdir: Path,
     final_dir: Path,
@@ -101,7 +102,7 @@ def _build_in(
     from edgeops.training.evaluation import evaluate_logits
 
     spec = declaration.spec
-    ref = dp_model["ref"]
+    ref = dp_model.ref
     from edgeops.runtimes import TOOL_RUNTIMES, tool_python
 
     if target.runtime in TOOL_RUNTIMES:
@@ -121,12 +122,12 @@ def _build_in(
         ledger,
         data,
         run_id,
-        dp_model["weights_sha256"],
-        feature_statistics=ref.get("dp_statistics"),
+        dp_model.weights_sha256,
+        feature_statistics=ref.dp_statistics.to_json() if ref.dp_statistics else None,
     )
     torch.set_num_threads(1)
-    working = WorkingModel(load_weights(new_model(spec, data), Path(dp_model["weights_path"])).eval())
-    float_bytes = Path(dp_model["onnx_path"]).stat().st_size
+    working = WorkingModel(load_weights(new_model(spec, data), Path(dp_model.weights_path)).eval())
+    float_bytes = Path(dp_model.onnx_path).stat().st_size
     shrinks = any(isinstance(s, (PruneStep, Int8Step, Fp16Step, DistillStep)) for s in target.recipe)
     if target.budgets.max_size_kb is not None and float_bytes / 1024 > target.budgets.max_size_kb and not shrinks:
         raise CompressionError(
@@ -149,7 +150,7 @@ def _build_in(
         )  # the pruned or distilled float model the later steps started from
         export_onnx(working.torch_model, ctx.n_features, parity_reference)
     else:
-        parity_reference = Path(dp_model["onnx_path"])
+        parity_reference = Path(dp_model.onnx_path)
     if target.runtime == "onnxruntime":
         artifact = ensure_onnx(working, ctx)
         onnx.checker.check_model(str(artifact), full_check=True)
@@ -186,9 +187,9 @@ def _build_in(
             ),
         }
 
-    float_logits = onnx_logits(Path(dp_model["onnx_path"]), data.x_test)
+    float_logits = onnx_logits(Path(dp_model.onnx_path), data.x_test)
     reference_logits = (
-        float_logits if parity_reference == Path(dp_model["onnx_path"]) else onnx_logits(parity_reference, data.x_test)
+        float_logits if parity_reference == Path(dp_model.onnx_path) else onnx_logits(parity_reference, data.x_test)
     )
     try:
         logits = artifact_logits(target.runtime, final, data.x_test)
@@ -216,13 +217,11 @@ def _build_in(
         "privacy": "post-processing of DP weights; " + "; ".join(f"{n['step']}: {n['privacy']}" for n in working.notes)
         if working.notes
         else "the DP model itself (no transformation)",
-        "dataset_digest": ref["digest"],
-        "parent_weights_sha256": dp_model["weights_sha256"],
+        "dataset_digest": ref.digest,
+        "parent_weights_sha256": dp_model.weights_sha256,
         "notes": notes,
         "parity_tolerance": tolerance,
-        "noise": combined_statement(
-            dp_model["privacy"].get("noise"), *(n["noise"] for n in working.notes if "noise" in n)
-        ),
+        "noise": combined_statement(dp_model.privacy.noise, *(n["noise"] for n in working.notes if "noise" in n)),
     }
     if logits is not None:
         metrics = evaluate_logits(logits, data.y_test, len(data.classes))

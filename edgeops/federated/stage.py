@@ -17,6 +17,7 @@ from edgeops.spec import PipelineSpec
 if TYPE_CHECKING:
     from edgeops.ledger import Computation, LedgerEntry, PrivacyLedger
     from edgeops.lineage import LineageRun
+    from edgeops.records import DatasetRef
 
 
 def computation(
@@ -61,7 +62,7 @@ def public_rounds(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_federated_training(
     spec: PipelineSpec,
-    ref: dict[str, Any],
+    ref: DatasetRef,
     ledger: PrivacyLedger,
     out_root: Path,
     run: LineageRun,
@@ -77,9 +78,8 @@ def run_federated_training(
     from edgeops.training.charged import noise_statement, write_owner_only
     from edgeops.training.data import TrainingData, new_model
     from edgeops.training.stage import release_dp_model
-    from edgeops.validation import with_dp_bounds
 
-    spec = with_dp_bounds(spec, ref)
+    spec = ref.bounded(spec)
     fed = spec.training.federated
     delta = spec.mechanism_delta
     by_round = epsilon_by_round(fed, delta)
@@ -102,8 +102,8 @@ def run_federated_training(
         "secure_aggregation": fed.secure_aggregation,
     }
     planned = by_round[-1]
-    features, classes = ref.get("features", []), spec.dataset.classes
-    secret_name = charge_key(spec, ref["digest"], features, classes)  # the computation without its secret
+    features, classes = ref.features, spec.dataset.classes
+    secret_name = charge_key(spec, ref.digest, features, classes)  # the computation without its secret
 
     def workdir_of(key: str) -> Path:  # one folder per charge
         return out_root / key.split(":")[1].replace(DRAW_SEPARATOR, "-draw")[:24]
@@ -117,7 +117,7 @@ def run_federated_training(
     if (
         identity
     ):  # this computation completed before: its stored output, charged once, is reused (never redrawn uncharged)
-        draws = ledger.draws(charge_key(spec, ref["digest"], features, classes, identity))
+        draws = ledger.draws(charge_key(spec, ref.digest, features, classes, identity))
         entry = draws[-1] if draws else None
         if entry is not None and entry.status == "completed" and all(f.exists() for f in files_of(entry.charge_key)):
             workdir = workdir_of(entry.charge_key)
@@ -129,7 +129,7 @@ def run_federated_training(
     if stored is None:
         noise = store.open(secret_name, progress)
         with ledger.spend(
-            computation(spec, ref["digest"], features, classes, noise.identity),
+            computation(spec, ref.digest, features, classes, noise.identity),
             "dp-fedavg (flower)",
             planned,
             delta,

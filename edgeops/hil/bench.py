@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from edgeops.data import read_split
 from edgeops.hil.runner import BenchmarkError, run_isolated
 from edgeops.records import BenchmarkRecord
 from edgeops.spec import DeviceSpec, PipelineSpec, TargetSpec
+
+if TYPE_CHECKING:
+    from edgeops.records import DatasetRef
 
 
 class MeasuredArtifact(Protocol):
@@ -53,7 +56,7 @@ def benchmark_target(
     spec: PipelineSpec,
     target: TargetSpec,
     compressed: MeasuredArtifact,
-    ref: dict[str, Any],
+    ref: DatasetRef,
     max_seconds: float = 5.0,
     root: Path | None = None,
 ) -> BenchmarkRecord:
@@ -66,15 +69,15 @@ def _measure(
     spec: PipelineSpec,
     target: TargetSpec,
     compressed: MeasuredArtifact,
-    ref: dict[str, Any],
+    ref: DatasetRef,
     max_seconds: float,
     root: Path | None,
 ) -> dict[str, Any]:
     device = spec.device(target.device)
     test = read_split(ref, "test")
     index = {c: i for i, c in enumerate(spec.dataset.classes)}
-    x = test[ref["features"]].to_numpy(dtype=np.float32)
-    y = np.array([index[int(v)] for v in test[ref["label"]]], dtype=np.int64)
+    x = test[ref.features].to_numpy(dtype=np.float32)
+    y = np.array([index[int(v)] for v in test[ref.label]], dtype=np.int64)
     base = {
         "target": target.name,
         "device_name": device.name,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from edgeops.ledger import PrivacyLedger
     from edgeops.lineage import LineageRun
+    from edgeops.records import DatasetRef
     from edgeops.spec import PipelineSpec
 
 
@@ -43,15 +44,15 @@ def train_dp_baseline(
 
 
 def run_baseline_stage(
-    spec: PipelineSpec, ref: dict[str, Any], ledger: PrivacyLedger, run: LineageRun, dagster_run_id: str = ""
+    spec: PipelineSpec, ref: DatasetRef, ledger: PrivacyLedger, run: LineageRun, dagster_run_id: str = ""
 ) -> dict[str, Any]:
     """The diffprivlib baseline, trained on its own share of the budget and charged to the ledger. Its output (the
     test metrics; the model itself is never released) is stored in the ledger entry, so a re-run reuses it."""
     from edgeops.training.data import TrainingData
     from edgeops.training.evaluation import evaluate_logits
-    from edgeops.validation import feature_bounds, with_dp_bounds
+    from edgeops.validation import feature_bounds
 
-    spec = with_dp_bounds(spec, ref)
+    spec = ref.bounded(spec)
     epsilon = spec.privacy.baseline_epsilon
     if epsilon <= 0:
         return {"skipped": "privacy.baseline_epsilon is 0", "mlflow_run_id": run.run_id}
@@ -59,7 +60,7 @@ def run_baseline_stage(
     low, high = feature_bounds(spec, data.features)
     computation = Computation(
         kind="gaussiannb",
-        dataset_digest=ref["digest"],
+        dataset_digest=ref.digest,
         inputs={"feature_bounds": [low.tolist(), high.tolist()], "classes": list(data.classes)},
         hyperparameters={"epsilon": epsilon},
         code=code_version("privacy", "training", libraries=("diffprivlib",)),
@@ -72,9 +73,9 @@ def run_baseline_stage(
         parameters={
             "epsilon": epsilon,
             "delta": 0.0,
-            "dataset_digest": ref["digest"],
-            "bounds": f"DP quantiles (ledger entry {ref['dp_statistics']['ledger_entry']})"
-            if ref.get("dp_statistics")
+            "dataset_digest": ref.digest,
+            "bounds": f"DP quantiles (ledger entry {ref.dp_statistics.ledger_entry})"
+            if ref.dp_statistics
             else "declared public bounds",
         },
         run_id=dagster_run_id,

@@ -12,9 +12,11 @@ import numpy as np
 
 from edgeops.ledger import Computation, code_version
 from edgeops.noise import diffprivlib_random_state
+from edgeops.records.dataset import DpFeatureStatistics
 
 if TYPE_CHECKING:
     from edgeops.ledger import PrivacyLedger
+    from edgeops.records import DatasetRef
     from edgeops.spec import PipelineSpec
 
 STATISTICS_QUANTILES = (
@@ -149,11 +151,11 @@ def constant_columns(x: np.ndarray, features: list[str]) -> list[str]:
 
 def run_statistics_stage(
     spec: PipelineSpec,
-    ref: dict[str, Any],
+    ref: DatasetRef,
     ledger: PrivacyLedger,
     dagster_run_id: str = "",
     warn: Callable[[str], object] | None = None,
-) -> dict[str, Any] | None:
+) -> DpFeatureStatistics | None:
     """When the declaration gives no public feature bounds: estimate each feature's centre and spread with DP statistics
     on the training split (a signed log scale, so 5+ orders of magnitude between features are fine), charged to the
     ledger before the data is read. Constant columns are named, warned about and left out of the scaling (no division
@@ -167,9 +169,9 @@ def run_statistics_stage(
     epsilon = spec.privacy.statistics_epsilon
     computation = Computation(
         kind="dp-feature-statistics",
-        dataset_digest=ref["digest"],
+        dataset_digest=ref.digest,
         inputs={
-            "features": list(ref["features"]),
+            "features": list(ref.features),
             "value_range": list(cast("tuple[float, float]", spec.dataset.value_range)),
         },
         hyperparameters={
@@ -193,9 +195,9 @@ def run_statistics_stage(
             "quantiles": list(STATISTICS_QUANTILES),
             "value_range": list(cast("tuple[float, float]", spec.dataset.value_range)),
             "scale": "signed log10",
-            "features": len(ref["features"]),
+            "features": len(ref.features),
             "composition": "basic, epsilon split evenly",
-            "dataset_digest": ref["digest"],
+            "dataset_digest": ref.digest,
         },
         run_id=dagster_run_id,
         note="input centring and scaling (no public bounds declared)",
@@ -204,13 +206,13 @@ def run_statistics_stage(
             statistics = spend.output  # this exact computation's released statistics: no new data access, no new noise
         else:
             train = read_split(ref, "train")
-            x = train[ref["features"]].to_numpy(np.float64)
+            x = train[ref.features].to_numpy(np.float64)
             statistics = dp_feature_statistics(
                 x,
-                ref["features"],
+                ref.features,
                 cast("tuple[float, float]", tuple(cast("tuple[float, float]", spec.dataset.value_range))),
                 epsilon,
-                frozenset(constant_columns(x, ref["features"])),
+                frozenset(constant_columns(x, ref.features)),
             )
             spend.complete(output=statistics)
     if statistics["constant_columns"]:
@@ -227,15 +229,15 @@ def run_statistics_stage(
             f"scale {statistics['histogram_laplace_scale']:.0f} per bin): their scaling may be far off. "
             "`edgeops doctor` says how many rows or how much epsilon would locate them"
         )
-    return {
+    return DpFeatureStatistics(
         **statistics,
-        "epsilon": epsilon,
-        "delta": 0.0,
-        "quantiles": list(STATISTICS_QUANTILES),
-        "ledger_entry": spend.entry.id,
-        "scaling": f"model input (x - centre) / spread + 0.5; bounds centre +- {SCALING_WIDTH:g} spreads; centre = "
+        epsilon=epsilon,
+        delta=0.0,
+        quantiles=list(STATISTICS_QUANTILES),
+        ledger_entry=spend.entry.id,
+        scaling=f"model input (x - centre) / spread + 0.5; bounds centre +- {SCALING_WIDTH:g} spreads; centre = "
         "(DP q16 + DP q84) / 2, "
         "spread = (DP q84 - DP q16) / 2, the quantiles searched inside a region located by a DP histogram on a signed "
         "log10 scale",
-        "mechanism": "diffprivlib.tools.quantile (exponential mechanism)",
-    }
+        mechanism="diffprivlib.tools.quantile (exponential mechanism)",
+    )

@@ -13,6 +13,7 @@ from edgeops.records import DpModel
 
 if TYPE_CHECKING:
     from edgeops.lineage import LineageRun
+    from edgeops.records import DatasetRef
     from edgeops.spec import PipelineSpec
 
 
@@ -93,7 +94,7 @@ def loss_threshold_attack(
 
 
 def run_audit_stage(
-    spec: PipelineSpec, ref: dict[str, Any], dp_model: DpModel, reference: dict[str, Any], run: LineageRun
+    spec: PipelineSpec, ref: DatasetRef, dp_model: DpModel, reference: dict[str, Any], run: LineageRun
 ) -> dict[str, Any]:
     """Membership inference (loss threshold) against the released DP model and the non-private reference. Report-only:
     at the test split's size even a perfect attack barely certifies the claimed epsilon (see `max_detectable_epsilon`),
@@ -101,9 +102,8 @@ def run_audit_stage(
     from edgeops.models import load_weights
     from edgeops.training.data import TrainingData, new_model
     from edgeops.training.evaluation import predict_logits
-    from edgeops.validation import with_dp_bounds
 
-    spec = with_dp_bounds(spec, ref)
+    spec = ref.bounded(spec)
     data = TrainingData.from_ref(ref, spec)
     results: dict[str, Any] = {}
     for name, weights in (("dp_model", dp_model.weights_path), ("nonprivate_reference", reference["weights_path"])):

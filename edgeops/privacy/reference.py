@@ -11,12 +11,13 @@ from edgeops.ledger import Computation, code_version
 if TYPE_CHECKING:
     from edgeops.ledger import LedgerEntry, PrivacyLedger
     from edgeops.lineage import LineageRun
+    from edgeops.records import DatasetRef
     from edgeops.spec import PipelineSpec
 
 
 def run_reference_stage(
     spec: PipelineSpec,
-    ref: dict[str, Any],
+    ref: DatasetRef,
     ledger: PrivacyLedger,
     out_dir: Path,
     run: LineageRun,
@@ -29,14 +30,14 @@ def run_reference_stage(
     from edgeops.training.data import TrainingData, new_model
     from edgeops.training.evaluation import evaluate_logits, predict_logits
     from edgeops.training.nonprivate import train_nonprivate
-    from edgeops.validation import feature_bounds, with_dp_bounds
+    from edgeops.validation import feature_bounds
 
-    spec = with_dp_bounds(spec, ref)
+    spec = ref.bounded(spec)
     data = TrainingData.from_ref(ref, spec)
     low, high = feature_bounds(spec, data.features)
     computation = Computation(
         kind="nonprivate-reference",
-        dataset_digest=ref["digest"],
+        dataset_digest=ref.digest,
         inputs={"feature_bounds": [low.tolist(), high.tolist()], "classes": list(data.classes)},
         hyperparameters={
             "model": spec.model.model_dump(mode="json"),
@@ -56,7 +57,7 @@ def run_reference_stage(
         "non-private reference (NOT differentially private)",
         0.0,
         0.0,
-        parameters={"released": False, "published": "aggregate metrics only", "dataset_digest": ref["digest"]},
+        parameters={"released": False, "published": "aggregate metrics only", "dataset_digest": ref.digest},
         run_id=dagster_run_id,
         note="reference model for comparison only; never released; its aggregate metrics are not DP",
         stored=stored,

@@ -1,5 +1,5 @@
 """The records that cross a stage boundary: frozen pydantic models, each owning its field names, one module per
-stage (dp_model, compression, benchmark, robustness, trainability, drift; the card's own record is
+stage (dataset, dp_model, compression, benchmark, robustness, trainability, drift; the card's own record is
 edgeops.cards.record).
 
 A stage builds its record; the Dagster IO manager stores it as JSON (``to_json()``) and hands it back validated, so a
@@ -26,6 +26,7 @@ from edgeops.records.benchmark import (
     latency_metric,
 )
 from edgeops.records.compression import ArtifactNotes, OmsSignature, OnnxInt8Kernels, TargetArtifact
+from edgeops.records.dataset import DataProblem, DatasetRef, DpFeatureStatistics, StoredSplit
 from edgeops.records.dp_model import (
     CentralPrivacy,
     DpMetrics,
@@ -36,7 +37,6 @@ from edgeops.records.dp_model import (
     SplitMetrics,
 )
 from edgeops.records.drift import (
-    BatchProblem,
     DriftChecked,
     DriftQuarantined,
     DriftReport,
@@ -62,10 +62,12 @@ __all__ = [
     "AgentRun",
     "ArtifactNotes",
     "BatchLatency",
-    "BatchProblem",
     "BenchmarkEnergy",
     "BenchmarkRecord",
     "CentralPrivacy",
+    "DataProblem",
+    "DatasetRef",
+    "DpFeatureStatistics",
     "DpMetrics",
     "DpModel",
     "DriftChecked",
@@ -88,6 +90,7 @@ __all__ = [
     "Roofline",
     "SplitMetrics",
     "StepLatency",
+    "StoredSplit",
     "TargetArtifact",
     "TrainabilityRecord",
     "benchmark_metrics",

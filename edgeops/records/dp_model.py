@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgeops.records.base import Record
+from edgeops.records.dataset import DatasetRef
 
 
 class SplitMetrics(Record):
@@ -87,9 +88,7 @@ class DpModel(Record):
     parameters: int = Field(description="Trainable parameters of the model.")
     features: list[str] = Field(description="Feature columns in model input order.")
     classes: list[int] = Field(description="Class labels in model output order.")
-    ref: dict[Any, Any] = Field(
-        description="The validated dataset record trained on; free-form: it is the dataset stage's record."
-    )
+    ref: DatasetRef = Field(description="The validated dataset trained on.")
     pretrain: dict[Any, Any] | None = Field(
         None,
         description="The public pre-training record (central training only), free-form: "

@@ -7,15 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from edgeops.records.base import Record
-
-
-class BatchProblem(Record):
-    """One reason a batch was quarantined (edgeops.drift.load_batch / validate_batch)."""
-
-    row: int | None = Field(description="The first row with the problem; None for a whole column or the file.")
-    column: str | None = Field(description="The column with the problem; None for whole rows or the file.")
-    value: str | None = Field(description="The offending value, as text; None where there is no one value.")
-    issue: str = Field(description="The problem, in words.")
+from edgeops.records.dataset import DataProblem
 
 
 class PredictionDrift(Record):
@@ -75,7 +67,7 @@ class DriftQuarantined(_Batch):
 
     status: Literal["quarantined"] = Field(description="The batch failed validation.")
     quarantine: str = Field(description="The folder the batch and its report were copied to.")
-    problems: list[BatchProblem] = Field(description="The first 20 problems found.")
+    problems: list[DataProblem] = Field(description="The first 20 problems found.")
     drift_detected: None = Field(description="Always None: a quarantined batch is not compared.")
     mlflow_run_id: str = Field(description="The MLflow run of the drift stage.")
 

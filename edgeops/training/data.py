@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
 
 from edgeops.models import build_model
 from edgeops.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from edgeops.records import DatasetRef
 
 Progress = Callable[[str], None]
 
@@ -28,7 +31,7 @@ class TrainingData:
     features: list[str]
 
     @classmethod
-    def from_ref(cls, ref: dict[str, Any], spec: PipelineSpec) -> TrainingData:
+    def from_ref(cls, ref: DatasetRef, spec: PipelineSpec) -> TrainingData:
         from edgeops.data import read_split, to_arrays
 
         arrays = [to_arrays(read_split(ref, name), ref) for name in ("train", "validation", "test")]
@@ -36,7 +39,7 @@ class TrainingData:
         index = {c: i for i, c in enumerate(classes)}
         encode: Callable[[Any], np.ndarray] = lambda y: np.array([index[int(v)] for v in y], dtype=np.int64)  # noqa: E731
         (xt, yt), (xv, yv), (xs, ys) = arrays
-        return cls(xt, encode(yt), xv, encode(yv), xs, encode(ys), classes, ref["digest"], ref["features"])
+        return cls(xt, encode(yt), xv, encode(yv), xs, encode(ys), classes, ref.digest, ref.features)
 
 
 def new_model(spec: PipelineSpec, data: TrainingData) -> nn.Module:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from edgeops.ledger import LedgerEntry
     from edgeops.lineage import LineageRun
+    from edgeops.records import DatasetRef
 
 PUBLIC_CURVES = (
     "val_accuracy",
@@ -32,7 +33,7 @@ PUBLIC_CURVES = (
 
 def run_dp_training(
     spec: PipelineSpec,
-    ref: dict[str, Any],
+    ref: DatasetRef,
     ledger: PrivacyLedger,
     out_root: Path,
     run: LineageRun,
@@ -42,9 +43,8 @@ def run_dp_training(
     home: Path | None = None,
 ) -> DpModel:
     """Stage: plan, charge the ledger (refusing overspend), train or resume, save safetensors + ONNX, log to MLflow."""
-    from edgeops.validation import with_dp_bounds
 
-    spec = with_dp_bounds(spec, ref)
+    spec = ref.bounded(spec)
     data = TrainingData.from_ref(ref, spec)
     plan = plan_dp_training(spec, data)
     from edgeops.doctor import utility_warnings
@@ -115,7 +115,7 @@ def release_dp_model(
     run: LineageRun,
     model: nn.Module,
     data: TrainingData,
-    ref: dict[str, Any],
+    ref: DatasetRef,
     *,
     weights_path: Path,
     onnx_path: Path,
@@ -148,7 +148,7 @@ def release_dp_model(
         weights_file_sha256=weights_file_sha256,
         onnx_sha256=onnx_sha256,
         weights_sha256=weights_sha256(model),
-        dataset_digest=ref["digest"],
+        dataset_digest=ref.digest,
         metrics=DpMetrics.model_validate(metrics),
         privacy=privacy,
         training_seconds=training_seconds,

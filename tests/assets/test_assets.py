@@ -237,7 +237,7 @@ def test_table_without_public_bounds_gets_dp_statistics_charged_before_training(
         resources=resources_for(project.settings()),
     )
     validated = result.output_for_node("nobounds__validated_dataset")
-    bounds = validated["dp_statistics"]["feature_bounds"]
+    bounds = validated.dp_statistics.feature_bounds
     assert set(bounds) == {"f0", "f1", "f2", "f3"} and all(-15 <= low < high <= 15 for low, high in bounds.values())
     model = result.output_for_node("nobounds__dp_model")
     assert model.metrics.test.accuracy > 0.5

@@ -6,19 +6,19 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from record_examples import TARGET_ARTIFACT_INT8, drift_checked, drift_quarantined
+from record_examples import TARGET_ARTIFACT_INT8, dataset_ref, drift_checked, drift_quarantined
 
 from edgeops.asset_store import AssetNotMaterialized, AssetStore
-from edgeops.records import DriftChecked, DriftQuarantined, TargetArtifact
+from edgeops.records import DatasetRef, DriftChecked, DriftQuarantined, TargetArtifact
 
 
 def test_outputs_are_read_back_where_they_were_written_partitioned_or_not(tmp_path):
     store = AssetStore.under_home(tmp_path)
-    AssetStore.write_json(store.path("digits", "validated_dataset"), {"rows": 3})
+    AssetStore.write_json(store.path("digits", "validated_dataset"), dataset_ref())
     AssetStore.write_json(store.path_of_key(["digits", "compressed_model"], "mobile_int8"), TARGET_ARTIFACT_INT8)
 
     assert (tmp_path / "assets" / "digits" / "validated_dataset" / "__all__.json").exists()
-    assert store.validated_dataset("digits") == {"rows": 3}
+    assert store.validated_dataset("digits") == DatasetRef.model_validate(dataset_ref())
     assert store.compressed_model("digits", "mobile_int8") == TargetArtifact.model_validate(TARGET_ARTIFACT_INT8)
     assert store.compressed_model_if_present("digits", "tiny") is None
     assert not list((tmp_path / "assets").rglob("*.tmp")), "the temporary file of an atomic write was left behind"

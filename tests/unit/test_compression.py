@@ -34,7 +34,7 @@ def test_every_step_has_one_handler():
 
 def test_int8_is_smaller_valid_and_close(trained, tmp_path):
     declaration, dp_model, _ = trained
-    record = build_target(declaration, declaration.spec.target("cpu_int8"), dp_model.to_json(), tmp_path / "int8")
+    record = build_target(declaration, declaration.spec.target("cpu_int8"), dp_model, tmp_path / "int8")
     onnx.checker.check_model(record.artifact_path)
     ops = {node.op_type for node in onnx.load(record.artifact_path).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -64,7 +64,7 @@ def test_pruning_removes_parameters_and_finetune_is_charged(trained, tmp_path):
         }
     )
     spent_before = ledger.spent()[0]
-    record = build_target(declaration, target, dp_model.to_json(), tmp_path / "pruned", ledger)
+    record = build_target(declaration, target, dp_model, tmp_path / "pruned", ledger)
     assert record.parameters < 0.7 * dp_model.parameters
     assert ledger.spent()[0] == pytest.approx(spent_before + record.steps[0]["finetune"]["epsilon"])
     assert "charged epsilon" in record.steps[0]["privacy"]
@@ -73,7 +73,7 @@ def test_pruning_removes_parameters_and_finetune_is_charged(trained, tmp_path):
 def test_fp16_halves_weights_and_keeps_parity(trained, tmp_path):
     declaration, dp_model, _ = trained
     target = TargetSpec.model_validate({"name": "half", "device": "cpu", "recipe": [{"step": "fp16"}]})
-    record = build_target(declaration, target, dp_model.to_json(), tmp_path / "fp16")
+    record = build_target(declaration, target, dp_model, tmp_path / "fp16")
     assert record.size_bytes < 0.75 * record.float_size_bytes
     assert record.parity_relative < 0.02
 
@@ -82,13 +82,13 @@ def test_budget_the_float_model_already_violates(trained, tmp_path):
     declaration, dp_model, _ = trained
     target = TargetSpec.model_validate({"name": "tiny", "device": "cpu", "budgets": {"max_size_kb": 0.5}})
     with pytest.raises(CompressionError, match="target 'tiny': budgets.max_size_kb"):
-        build_target(declaration, target, dp_model.to_json(), tmp_path / "tiny")
+        build_target(declaration, target, dp_model, tmp_path / "tiny")
 
 
 def test_failed_rebuild_keeps_the_previous_artifact(trained, tmp_path, monkeypatch):
     declaration, dp_model, _ = trained
     target = declaration.spec.target("cpu_int8")
-    first = build_target(declaration, target, dp_model.to_json(), tmp_path / "same")
+    first = build_target(declaration, target, dp_model, tmp_path / "same")
     import edgeops.compression as compression
 
     def broken(*_):
@@ -96,7 +96,7 @@ def test_failed_rebuild_keeps_the_previous_artifact(trained, tmp_path, monkeypat
 
     monkeypatch.setitem(compression.STEP_HANDLERS, Int8Step, broken)
     with pytest.raises(RuntimeError):
-        build_target(declaration, target, dp_model.to_json(), tmp_path / "same")
+        build_target(declaration, target, dp_model, tmp_path / "same")
     from edgeops.data import file_sha256
 
     assert file_sha256(first.artifact_path) == first.sha256
@@ -113,7 +113,7 @@ def test_budget_outcomes_report_measured_numbers(trained, tmp_path):
             "budgets": {"max_size_kb": 0.1, "max_accuracy_drop_points": 100},
         }
     )
-    record = build_target(declaration, target, dp_model.to_json(), tmp_path / "strict")
+    record = build_target(declaration, target, dp_model, tmp_path / "strict")
     outcomes = budget_outcomes(record, target)
     assert outcomes["size"][0] is False and "KB (budget 0.1 KB)" in outcomes["size"][1]
     assert outcomes["accuracy_drop"][0] is True
@@ -124,7 +124,7 @@ def test_int8_parity_default_fails_a_broken_conversion_and_passes_the_measured_h
     refuses measured 0.57 of the float range), not against the 0.10-0.17 a healthy DP-trained MLP shows."""
     declaration, dp_model, _ = trained
     target = TargetSpec.model_validate({"name": "int8", "device": "cpu", "recipe": [{"step": "int8"}]})
-    record = build_target(declaration, target, dp_model.to_json(), tmp_path / "int8")
+    record = build_target(declaration, target, dp_model, tmp_path / "int8")
     assert record.parity_tolerance == DEFAULT_PARITY["int8"]
     assert budget_outcomes(record, target)["parity"][0] is True  # this artifact, measured
     for measured, passes in ((0.57, False), (0.17, True)):
@@ -155,7 +155,7 @@ def test_distillation_trains_a_smaller_student_with_dp_and_charges_it(trained, t
         }
     )
     spent_before = ledger.spent()[0]
-    record = build_target(declaration, target, dp_model.to_json(), tmp_path / "student", ledger)
+    record = build_target(declaration, target, dp_model, tmp_path / "student", ledger)
     distill = record.steps[0]
     assert distill["step"] == "distill" and distill["parameters_student"] < 0.2 * distill["parameters_teacher"]
     assert record.parameters == distill["parameters_student"] and record.size_bytes < 0.3 * record.float_size_bytes
@@ -164,7 +164,7 @@ def test_distillation_trains_a_smaller_student_with_dp_and_charges_it(trained, t
     assert "distillation" in ledger.entries()[-1].mechanism
     entries = len(ledger.entries())
     again = build_target(
-        declaration, target, dp_model.to_json(), tmp_path / "student-again", ledger
+        declaration, target, dp_model, tmp_path / "student-again", ledger
     )  # unchanged: the stored student
     assert (
         ledger.spent()[0] == pytest.approx(spent_before + distill["distill"]["epsilon"])
@@ -180,7 +180,7 @@ def test_distillation_is_charged_before_the_teacher_reads_a_training_row(trained
     import edgeops.training.evaluation
 
     declaration, dp_model, _ = trained
-    train_rows = dp_model.ref["splits"]["train"]["rows"]
+    train_rows = dp_model.ref.splits["train"].rows
     reads: list[int] = []
     original = edgeops.training.evaluation.predict_logits
     monkeypatch.setattr(
@@ -196,7 +196,7 @@ def test_distillation_is_charged_before_the_teacher_reads_a_training_row(trained
         }
     )
     with pytest.raises(PrivacyBudgetError, match="needs epsilon 2, but only 0 of the declared 1 is left"):
-        build_target(declaration, target, dp_model.to_json(), tmp_path / "refused", spent)
+        build_target(declaration, target, dp_model, tmp_path / "refused", spent)
     assert train_rows not in reads  # refused before the teacher's outputs on the training rows were computed
 
 

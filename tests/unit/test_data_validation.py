@@ -165,7 +165,7 @@ def test_label_flips_are_found_by_the_poisoning_scan(project):
     declaration, ref = ingested(project, frame)
     outcome = check_poisoning(ref, declaration.spec)
     found = {e["row"] for e in outcome.examples}
-    train_rows = set(pd.read_parquet(ref["splits"]["train"]["path"])["row_id"])
+    train_rows = set(pd.read_parquet(ref.splits["train"].path)["row_id"])
     assert {r for r in flipped if r in train_rows} <= found
 
 

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import RecordingRun, table_declaration, table_frame
+from helpers import RecordingRun, stored_table, table_declaration
 
 from edgeops.errors import PrivacyBudgetError
 from edgeops.ledger import Budget, PrivacyLedger
@@ -17,15 +17,7 @@ from edgeops.training import TrainingData, plan_dp_training, run_dp_training
 
 @pytest.fixture(scope="module")
 def table_ref(tmp_path_factory):
-    from edgeops.data import LoadedData, store_splits
-
-    root = tmp_path_factory.mktemp("keys")
-    frame = table_frame(400)
-    frame.insert(0, "row_id", np.arange(len(frame)))
-    loaded = LoadedData(frame, ["f0", "f1", "f2", "f3"], "label", "test")
-    return store_splits(
-        loaded, {"train": frame.iloc[:240], "validation": frame.iloc[240:320], "test": frame.iloc[320:]}, {}, root / "d"
-    )
+    return stored_table(tmp_path_factory.mktemp("keys") / "d")
 
 
 def declared(**training) -> PipelineSpec:

@@ -4,18 +4,23 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import table_declaration
 from pydantic import ValidationError
+from record_examples import dataset_ref
 
+from edgeops.errors import DataError
 from edgeops.records import (
     LATENCY_B1_P50_MS,
     LATENCY_B1_P95_MS,
     BenchmarkRecord,
     CentralPrivacy,
+    DatasetRef,
     DpModel,
     FederatedPrivacy,
     benchmark_metrics,
     latency_metric,
 )
+from edgeops.spec import PipelineSpec
 
 STATEMENT = {
     "noise_multiplier": 1.1,
@@ -66,7 +71,7 @@ def central_record(**changes) -> dict:
         "parameters": 10,
         "features": ["f0"],
         "classes": [0, 1],
-        "ref": {"digest": "d"},
+        "ref": dataset_ref(),
         "pretrain": None,
     } | changes
 
@@ -85,6 +90,39 @@ def test_a_stored_record_round_trips_with_the_keys_its_producer_set():
     model = DpModel.model_validate(federated)
     assert isinstance(model.privacy, FederatedPrivacy) and model.federated.rounds == 3
     assert model.to_json() == federated
+
+
+def test_a_dataset_record_round_trips_and_refuses_a_renamed_key():
+    raw, validated = dataset_ref(validated=False), dataset_ref()
+    assert DatasetRef.model_validate(raw).to_json() == raw  # no checks / dp_statistics key before validation
+    assert DatasetRef.model_validate(validated).to_json() == validated
+    renamed = {**validated, "split": validated["splits"]}
+    del renamed["splits"]
+    with pytest.raises(ValidationError, match="splits"):
+        DatasetRef.model_validate(renamed)
+    with pytest.raises(ValidationError, match="feature_bounds"):
+        DatasetRef.model_validate(
+            {
+                **validated,
+                "dp_statistics": {k: v for k, v in validated["dp_statistics"].items() if k != "feature_bounds"},
+            }
+        )
+
+
+def test_the_dataset_record_resolves_the_feature_bounds_every_stage_scales_with():
+    declared = PipelineSpec.model_validate(table_declaration())
+    dataset = DatasetRef.model_validate(dataset_ref())
+    assert dataset.bounded(declared) is declared  # declared bounds stand; DP statistics are not consulted
+
+    undeclared = table_declaration()
+    undeclared["dataset"].pop("feature_bounds")
+    undeclared["dataset"]["value_range"] = [-10, 10]
+    undeclared["privacy"]["statistics_epsilon"] = 1
+    spec = PipelineSpec.model_validate(undeclared)
+    bounded = dataset.bounded(spec)
+    assert bounded.dataset.bounds_for("f1") == (1.0, 3.0) and bounded.dataset.scaling == "standardise"
+    with pytest.raises(DataError, match="no DP statistics yet; materialize validated_dataset"):
+        DatasetRef.model_validate(dataset_ref(validated=False)).bounded(spec)
 
 
 def test_a_record_refuses_unknown_and_missing_names():

@@ -9,7 +9,7 @@ from helpers import NullRun, table_declaration, table_frame
 from edgeops.data import ingest
 from edgeops.ledger import ledger_for
 from edgeops.spec import load_declaration
-from edgeops.validation import feature_bounds, run_check, with_dp_bounds
+from edgeops.validation import feature_bounds, run_check
 
 
 def wide_declaration(project, frame):
@@ -50,10 +50,11 @@ def test_constant_column_is_named_warned_and_left_out_of_scaling(project, monkey
     warnings: list[str] = []
     ledger = ledger_for(project.root / ".edgeops" / "ledger", 20, 1e-4)
     statistics = run_statistics_stage(declaration.spec, ref, ledger, warn=warnings.append)
-    assert statistics["constant_columns"] == ["f3"] and "f3" not in statistics["centre"]
+    assert statistics is not None
+    assert statistics.constant_columns == ["f3"] and "f3" not in statistics.centre
     assert any("constant column(s) ['f3']" in w for w in warnings)
-    spec = with_dp_bounds(declaration.spec, {**ref, "dp_statistics": statistics})
-    low, high = feature_bounds(spec, ref["features"])
+    spec = ref.model_copy(update={"dp_statistics": statistics}).bounded(declaration.spec)
+    low, high = feature_bounds(spec, ref.features)
     assert np.all(high > low)  # no division by zero anywhere downstream
     assert low[3] == -1e5 and high[3] == 1e5
     assert 1e3 < high[1] - low[1] < 1e5  # f1's scaling follows its own spread, not the whole value range

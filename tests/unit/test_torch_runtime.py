@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
 def build(trained, name: str, recipe: list[dict], device: str = "local_cpu") -> dict:
     declaration, dp_model, root = trained
     target = TargetSpec.model_validate({"name": name, "runtime": "torch", "device": device, "recipe": recipe})
-    return build_target(declaration, target, dp_model.to_json(), root / name)
+    return build_target(declaration, target, dp_model, root / name)
 
 
 def test_fp16_artifact_is_half_precision_safetensors_that_rebuilds_and_keeps_parity(trained):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import RecordingRun, table_declaration, table_frame
+from helpers import RecordingRun, stored_table, table_declaration, table_frame
 
 from edgeops.errors import PrivacyBudgetError, TrainingError
 from edgeops.ledger import Budget, PrivacyLedger
@@ -91,20 +91,6 @@ class Interrupt(KeyboardInterrupt):  # a stop from outside (Ctrl-C, a run termin
     pass
 
 
-def _stored_table(tmp_path):
-    from edgeops.data import LoadedData, store_splits
-
-    frame = table_frame(400)
-    frame.insert(0, "row_id", np.arange(len(frame)))
-    loaded = LoadedData(frame, ["f0", "f1", "f2", "f3"], "label", "test")
-    return store_splits(
-        loaded,
-        {"train": frame.iloc[:240], "validation": frame.iloc[240:320], "test": frame.iloc[320:]},
-        {},
-        tmp_path / "d",
-    )
-
-
 def test_interrupted_stage_resumes_to_identical_weights_without_double_charge(tmp_path, monkeypatch):
     """Through the training stage (run_dp_training: plan, ledger charge, checkpointed DP-SGD, save): a run killed after
     epoch 4 of 6 resumes from its last checkpoint, is not charged again, and ends with the uninterrupted run's
@@ -114,7 +100,7 @@ def test_interrupted_stage_resumes_to_identical_weights_without_double_charge(tm
     monkeypatch.setenv("EDGEOPS_TEST_MODE", "1")
     monkeypatch.setenv("EDGEOPS_INSECURE_TEST_NOISE_SEED", "11")
     spec, _ = table_setup(tmp_path, epochs=6, checkpoint_every=2)
-    ref = _stored_table(tmp_path)
+    ref = stored_table(tmp_path / "d")
     budget = Budget(spec.privacy.epsilon, spec.privacy.delta)
     reference = run_dp_training(
         spec, ref, PrivacyLedger(tmp_path / "reference.sqlite", budget), tmp_path / "reference", RecordingRun()
@@ -167,20 +153,10 @@ def test_diverging_learning_rate_fails_clearly_and_nothing_is_released(tmp_path,
 
 
 def test_spent_budget_refuses_before_training(tmp_path):
-    from edgeops.data import LoadedData, store_splits
-
     spec, _data = table_setup(tmp_path)
     ledger = PrivacyLedger(tmp_path / "ledger.sqlite", Budget(spec.privacy.epsilon, spec.privacy.delta))
     ledger.charge("earlier", "dp-sgd", spec.privacy.epsilon - 1.0, spec.privacy.delta, {})
-    frame = table_frame(400)
-    frame.insert(0, "row_id", np.arange(len(frame)))
-    loaded = LoadedData(frame, ["f0", "f1", "f2", "f3"], "label", "test")
-    ref = store_splits(
-        loaded,
-        {"train": frame.iloc[:240], "validation": frame.iloc[240:320], "test": frame.iloc[320:]},
-        {},
-        tmp_path / "d",
-    )
+    ref = stored_table(tmp_path / "d")
     with pytest.raises(PrivacyBudgetError, match="only 1 of the declared 20 is left"):
         run_dp_training(spec, ref, ledger, tmp_path / "models", RecordingRun())
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("model.safetensors"))

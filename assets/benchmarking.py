@@ -7,7 +7,7 @@ from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream
 from assets.compression import target_partitions
 from assets.resources import MlflowLineage
 from edgeops.lineage import STAGE_BENCHMARK, STAGE_ROBUSTNESS, STAGE_TRAINABILITY
-from edgeops.records import BenchmarkRecord, DpModel, RobustnessSkipped, TargetArtifact
+from edgeops.records import BenchmarkRecord, DatasetRef, DpModel, RobustnessSkipped, TargetArtifact
 from edgeops.report import NOT_MEASURED, not_measured_description
 
 
@@ -43,7 +43,7 @@ def build_benchmark_assets(ctx: AssetFactoryContext) -> list:
         "on the target's declared device in a separate process; device facts and a roofline point recorded.",
     )
     def hil_benchmark(
-        context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: TargetArtifact, dataset: dict
+        context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: TargetArtifact, dataset: DatasetRef
     ):
         from edgeops.measurement_stages import run_benchmark_stage
 
@@ -136,7 +136,7 @@ def build_robustness_asset(ctx: AssetFactoryContext):
         lineage: MlflowLineage,
         compressed: TargetArtifact,
         dp_model: DpModel,
-        dataset: dict,
+        dataset: DatasetRef,
     ):  # -> RobustnessRecord | RobustnessSkipped: Dagster takes no union as an output type
         from edgeops.measurement_stages import run_robustness_stage
 
@@ -184,7 +184,7 @@ def build_trainability_asset(ctx: AssetFactoryContext):
         "target's artifact against simulated local data (the test split under personalization.local_shift).",
     )
     def trainability(
-        context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: TargetArtifact, dataset: dict
+        context: dg.AssetExecutionContext, lineage: MlflowLineage, compressed: TargetArtifact, dataset: DatasetRef
     ):
         from edgeops.measurement_stages import run_trainability_stage
 

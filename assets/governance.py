@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream, inline_image
 from assets.resources import MlflowLineage
-from edgeops.records import DpModel
+from edgeops.records import DatasetRef, DpModel
 
 
 def build_governance_assets(ctx: AssetFactoryContext) -> list:
@@ -54,7 +54,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
         dp_baseline: dict,
         nonprivate_reference: dict,
         privacy_audit: dict,
-        dataset: dict,
+        dataset: DatasetRef,
         compressed: dict,
         benchmarks: dict,
         robustness: dict,

@@ -12,7 +12,7 @@ import dagster as dg
 
 from assets.common import AssetFactoryContext, edgeops_failure
 from assets.resources import MlflowLineage
-from edgeops.records import DpModel, DriftQuarantined
+from edgeops.records import DatasetRef, DpModel, DriftQuarantined
 
 SENSOR_INTERVAL_ENV = "EDGEOPS_SENSOR_INTERVAL_S"
 
@@ -66,7 +66,7 @@ def build_monitoring_assets(ctx: AssetFactoryContext) -> list:
         description=f"Evidently drift report of one batch from {spec.incoming_folder()}: feature drift, prediction "
         "drift of the released model, embedding and pixel-statistic drift for images, accuracy when labelled.",
     )
-    def drift_report(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: dict, dp_model: DpModel):
+    def drift_report(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef, dp_model: DpModel):
         from edgeops.drift import run_drift_stage
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "drift_report") as run:

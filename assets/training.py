@@ -5,7 +5,7 @@ import dagster as dg
 
 from assets.common import AssetFactoryContext, edgeops_failure, per_class_table
 from assets.resources import MlflowLineage
-from edgeops.records import DpModel
+from edgeops.records import DatasetRef, DpModel
 
 
 def build_training_assets(ctx: AssetFactoryContext) -> list:
@@ -38,7 +38,7 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
         )
         + "; charged to the privacy ledger before it starts. Saved as safetensors and ONNX.",
     )
-    def dp_model(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: dict) -> DpModel:
+    def dp_model(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef) -> DpModel:
         from edgeops.federated.stage import run_federated_training
         from edgeops.training.stage import run_dp_training
 
@@ -118,7 +118,7 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
         description=f"diffprivlib GaussianNB at epsilon {spec.privacy.baseline_epsilon:g} with the declared public "
         "bounds: a DP baseline reported beside the network (charged to the ledger).",
     )
-    def dp_baseline(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: dict) -> dict:
+    def dp_baseline(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef) -> dict:
         from edgeops.privacy.baseline import run_baseline_stage
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "dp_baseline") as run:
@@ -139,7 +139,7 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
         description="NOT RELEASED. The same model trained without DP, for comparison (utility gap, membership "
         "inference) only. Never exported, registered or shipped.",
     )
-    def nonprivate_reference(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: dict) -> dict:
+    def nonprivate_reference(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef) -> dict:
         from edgeops.privacy.reference import run_reference_stage
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "nonprivate_reference") as run:
@@ -172,7 +172,11 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
         "perfect attack could certify at this sample size. No check passes on it; dp_canary_audit is the audit.",
     )
     def privacy_audit(
-        context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: dict, dp_model: DpModel, reference: dict
+        context: dg.AssetExecutionContext,
+        lineage: MlflowLineage,
+        dataset: DatasetRef,
+        dp_model: DpModel,
+        reference: dict,
     ) -> dict:
         from edgeops.privacy.membership import run_audit_stage
 
@@ -217,7 +221,7 @@ def build_canary_audit(ctx: AssetFactoryContext, validated: dg.AssetIn) -> list:
         f"public synthetic data holding {audit.canaries} canaries, and the same run with the noise off. Reads no "
         "private row (costs no budget). Outcome: consistent, violated or underpowered.",
     )
-    def dp_canary_audit(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: dict) -> dict:
+    def dp_canary_audit(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef) -> dict:
         from edgeops.audit import run_canary_audit_stage
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "dp_canary_audit") as run:
@@ -269,7 +273,7 @@ def build_federated_comparison(ctx: AssetFactoryContext, ledger, validated: dg.A
         "alpha "
         f"{spec.training.federated.alpha:g}) with client-level DP, reported beside the central DP model; not released.",
     )
-    def federated_model(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: dict) -> DpModel:
+    def federated_model(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef) -> DpModel:
         from edgeops.federated.stage import run_federated_training
 
         with edgeops_failure(), lineage.stage_run(context, declaration, "federated_model") as run:

@@ -79,7 +79,23 @@ def declared_dp_model(declaration, data, work: Path):
     return _declared_dp_training(declaration, data, work)["model"].eval()
 
 
-def declared_dp_record(declaration, data, ref, work: Path) -> tuple[dict, object]:
+def benchmark_dp_model(ref, weights_path: Path, onnx_path: Path, weights_sha256: str, noise: str | None):
+    """What edgeops.compression.build_target reads of a DP model a benchmark trained outside the pipeline: a partial
+    DpModel, built without validation because the fields the training stage adds (its MLflow run, metrics, the full
+    privacy statement) do not exist here. Never stored, never released."""
+    from edgeops.records import CentralPrivacy, DpModel
+
+    return DpModel.model_construct(
+        ref=ref,
+        weights_path=str(weights_path),
+        onnx_path=str(onnx_path),
+        weights_sha256=weights_sha256,
+        mlflow_run_id="",
+        privacy=CentralPrivacy.model_construct(noise=noise),
+    )
+
+
+def declared_dp_record(declaration, data, ref, work: Path):
     """declared_dp_model, saved and described as the training stage describes it to the compression stage: weights,
     ONNX, and the privacy section (whose noise statement each artifact carries on). Returns (record, model)."""
     from edgeops.models import export_onnx, save_weights, weights_sha256
@@ -89,20 +105,8 @@ def declared_dp_record(declaration, data, ref, work: Path) -> tuple[dict, object
     model = record["model"].eval()
     export_onnx(model, len(data.features), work / "float.onnx")
     save_weights(model, work / "model.safetensors")
-    privacy = {
-        **record["plan"].ledger_parameters(),
-        "epsilon": record["epsilon"],
-        "claimed_epsilon": record["epsilon"],
-        "noise": noise_statement(record.get("noise")),
-    }
-    return {
-        "ref": ref,
-        "weights_path": str(work / "model.safetensors"),
-        "onnx_path": str(work / "float.onnx"),
-        "weights_sha256": weights_sha256(model),
-        "mlflow_run_id": "",
-        "privacy": privacy,
-    }, model
+    noise = noise_statement(record.get("noise"))
+    return benchmark_dp_model(ref, work / "model.safetensors", work / "float.onnx", weights_sha256(model), noise), model
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:

@@ -85,7 +85,7 @@ def one_pass(declaration, home: Path, ledger) -> dict:
             build_target(
                 declaration,
                 target,
-                dp_model.to_json(),
+                dp_model,
                 home / "targets" / target.name / dp_model.weights_sha256[:16],
                 ledger,
             )

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import PRETRAINED_CACHE, ROOT, write_table
+from _common import PRETRAINED_CACHE, ROOT, benchmark_dp_model, write_table
 
 EXAMPLE = ROOT / "pipelines" / "examples" / "digits32_mobilenet.yaml"
 CACHE = ROOT / ".edgeops" / "benchmarks" / "realistic_int8"
@@ -81,19 +81,15 @@ def dp_model(declaration, data, ref) -> tuple[dict, dict]:
         save_weights(model, weights)
         record_file.write_text(json.dumps(training))
     export_onnx(model.eval(), len(data.features), folder / "float.onnx")
-    return {
-        "ref": ref,
-        "weights_path": str(weights),
-        "onnx_path": str(folder / "float.onnx"),
-        "weights_sha256": weights_sha256(model),
-        "mlflow_run_id": "",
-        # build_target states each artifact's noise source; a model cached before this field was kept has none, and
-        # its artifacts then say "unknown" rather than claim a source nobody recorded
-        "privacy": {"noise": training.get("noise")},
-    }, {**training, "parameters": sum(p.numel() for p in model.parameters())}
+    # build_target states each artifact's noise source; a model cached before this field was kept has none, and its
+    # artifacts then say "unknown" rather than claim a source nobody recorded
+    return benchmark_dp_model(ref, weights, folder / "float.onnx", weights_sha256(model), training.get("noise")), {
+        **training,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
-def groupnorm_model(declaration, data, ref, folder: Path) -> dict:
+def groupnorm_model(declaration, data, ref, folder: Path):
     """The same architecture with a GroupNorm after every convolution, random weights (its speed only is measured)."""
     import torch
 
@@ -106,14 +102,10 @@ def groupnorm_model(declaration, data, ref, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(model, folder / "gn.safetensors")
     export_onnx(model, len(data.features), folder / "gn_float.onnx")
-    return spec, {
-        "ref": ref,
-        "weights_path": str(folder / "gn.safetensors"),
-        "onnx_path": str(folder / "gn_float.onnx"),
-        "weights_sha256": weights_sha256(model),
-        "mlflow_run_id": "",
-        "privacy": {"noise": None},  # random weights, never trained: no noise to state
-    }
+    # random weights, never trained: no noise to state
+    return spec, benchmark_dp_model(
+        ref, folder / "gn.safetensors", folder / "gn_float.onnx", weights_sha256(model), None
+    )
 
 
 def targets(runtimes_available: dict) -> list:

@@ -96,8 +96,8 @@ def release_promote(pipeline: str, target: str, version: str | None) -> None:
         version=version,
     )
     click.echo(
-        f"{result['model']}: production is now v{result['version']} (was {result['previous'] or 'none'}); "
-        f"decision recorded in MLflow run {result['mlflow_run_id']}"
+        f"{result.model}: production is now v{result.version} (was {result.previous or 'none'}); "
+        f"decision recorded in MLflow run {result.mlflow_run_id}"
     )
 
 
@@ -174,8 +174,8 @@ def rollback_command(pipeline: str, target: str, to_version: str | None, reason:
     settings, declaration = settings_and_declaration(pipeline)
     result = releases.rollback(mlflow_client(settings), declaration, target, settings.home, reason, to=to_version)
     click.echo(
-        f"{result['model']}: production rolled back from v{result['from']} to v{result['to']} "
-        f"(MLflow run {result['mlflow_run_id']})"
+        f"{result.model}: production rolled back from v{result.previous} to v{result.version} "
+        f"(MLflow run {result.mlflow_run_id})"
     )
 
 

@@ -1,6 +1,6 @@
 """The records that cross a stage boundary: frozen pydantic models, each owning its field names, one module per
-stage (dp_model, compression, benchmark, robustness, trainability, drift), plus the privacy ledger's (ledger); the card's
-own record is edgeops.cards.record.
+stage (dp_model, compression, benchmark, robustness, trainability, drift), plus the privacy ledger's (ledger) and
+a release decision's (release); the card's own record is edgeops.cards.record.
 
 A stage builds its record; the Dagster IO manager stores it as JSON (``to_json()``) and hands it back validated, so a
 reader gets attributes instead of string keys. The MLflow metric names a stage logs and later stages read back are
@@ -44,6 +44,7 @@ from edgeops.records.drift import (
     PredictionDrift,
 )
 from edgeops.records.ledger import LedgerEntry, LedgerView
+from edgeops.records.release import ReleaseOutcome
 from edgeops.records.robustness import (
     AdversarialBudget,
     Robustness,
@@ -84,6 +85,7 @@ __all__ = [
     "PrivacyStatement",
     "ReceiptCheck",
     "Record",
+    "ReleaseOutcome",
     "Robustness",
     "RobustnessMeasurement",
     "RobustnessRecord",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from edgeops.records import LedgerView
     from edgeops.spec import Declaration, PipelineSpec
 
 NOISE_TO_SIGNAL_WARNING = (
@@ -175,7 +176,7 @@ def utility_warnings(spec: PipelineSpec, n_train: int, noise: dict[str, Any], n_
 
 
 def diagnose(
-    declaration: Declaration, ledger_summary: dict[str, Any] | None = None, statistics: dict[str, Any] | None = None
+    declaration: Declaration, ledger_summary: LedgerView | None = None, statistics: dict[str, Any] | None = None
 ) -> DoctorReport:
     """Everything `edgeops doctor` prints. Reads the source to count rows; trains nothing, spends nothing."""
     import numpy as np
@@ -232,7 +233,7 @@ def diagnose(
             f"privacy.delta {spec.privacy.delta:g} is not below 1/n_train = {1 / max(n_train, 1):.3g}: training will "
             "be refused",
         )
-    remaining = ledger_summary["remaining_epsilon"] if ledger_summary else spec.privacy.epsilon
+    remaining = ledger_summary.remaining_epsilon if ledger_summary else spec.privacy.epsilon
     report = DoctorReport(
         spec.name,
         rows,

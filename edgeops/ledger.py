@@ -36,7 +36,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -49,6 +49,9 @@ from edgeops.ledger_keys import _source_files as _source_files
 from edgeops.ledger_keys import _source_sha256 as _source_sha256
 from edgeops.ledger_keys import code_version as code_version
 from edgeops.ledger_keys import training_code_version as training_code_version
+from edgeops.records.ledger import DRAW_SEPARATOR as DRAW_SEPARATOR
+from edgeops.records.ledger import LedgerEntry as LedgerEntry
+from edgeops.records.ledger import LedgerView
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -70,34 +73,9 @@ EXTRA_COLUMNS = {
     "computation": "TEXT NOT NULL DEFAULT '{}'",  # what the key hashes (public: never the noise secret itself)
     "output": "TEXT NOT NULL DEFAULT ''",
 }  # the stored output (small outputs, or a file path + sha256)
-DRAW_SEPARATOR = "#draw-"
 COMPOSITION_RULE = "basic composition: the epsilons of all entries add up, and so do the deltas"
 # Budget comparisons allow this relative slack for float sums (3 x 1/3 and the like), never more.
 BUDGET_SLACK = 1e-9
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    id: int
-    charge_key: str
-    mechanism: str
-    epsilon: float
-    delta: float
-    parameters: dict[str, Any]
-    status: str
-    created_at: float
-    updated_at: float
-    run_id: str
-    note: str
-    computation: dict[str, Any] = field(default_factory=dict)
-    output: Any = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def base_key(self) -> str:
-        return self.charge_key.split(DRAW_SEPARATOR)[0]
 
 
 @dataclass(frozen=True)
@@ -400,18 +378,18 @@ class PrivacyLedger:
             )
         return Spend(self, entry, charged_now=True, reused=False)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> LedgerView:
         epsilon, delta = self.spent()
-        return {
-            "budget_epsilon": self.budget.epsilon,
-            "budget_delta": self.budget.delta,
-            "spent_epsilon": round(epsilon, 6),
-            "spent_delta": delta,
-            "remaining_epsilon": round(self.budget.epsilon - epsilon, 6),
-            "remaining_delta": self.budget.delta - delta,
-            "composition": COMPOSITION_RULE,
-            "entries": [e.as_dict() for e in self.entries()],
-        }
+        return LedgerView(
+            budget_epsilon=self.budget.epsilon,
+            budget_delta=self.budget.delta,
+            spent_epsilon=round(epsilon, 6),
+            spent_delta=delta,
+            remaining_epsilon=round(self.budget.epsilon - epsilon, 6),
+            remaining_delta=self.budget.delta - delta,
+            composition=COMPOSITION_RULE,
+            entries=self.entries(),
+        )
 
 
 def ledger_for(home_pipeline_dir: Path, epsilon: float, delta: float) -> PrivacyLedger:

@@ -88,6 +88,7 @@ RELEASE_MODEL_TAG = "edgeops.release.model"
 RELEASE_VERSION_TAG = "edgeops.release.version"
 RELEASE_DECISION_TAG = "edgeops.release.decision"
 RELEASE_REASON_TAG = "edgeops.release.reason"
+BENCH_COMMAND_TAG = "edgeops.bench_command.device"  # on the runs `edgeops bench` makes: the device it measured on
 # Stage names (the STAGE_TAG values) that lineage walks.
 STAGE_RAW, STAGE_VALIDATED, STAGE_DP_MODEL, STAGE_COMPRESSION = (
     "raw_dataset",

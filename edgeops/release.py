@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from edgeops.errors import EdgeopsError, ReleaseError
 from edgeops.lineage import CARD_FOLDER_TAG
 from edgeops.noise import NOISE_TAG, NOT_PRIVATE, TEST_SEED_ENV
-from edgeops.records import BatchLatency, BenchmarkRecord
+from edgeops.records import BatchLatency, BenchmarkRecord, ReleaseOutcome
 from edgeops.registry import (
     HISTORY_TAG,
     PRODUCTION,
@@ -221,7 +221,7 @@ def promote(
     *,
     version: str | None = None,
     who: str | None = None,
-) -> dict[str, Any]:
+) -> ReleaseOutcome:
     name = registered_name(declaration.spec.name, target)
     with model_lock(home, name):
         version = str(version or _latest_version(client, name) or "")
@@ -301,15 +301,15 @@ def promote(
             },
         )
         client.set_registered_model_alias(name, PRODUCTION, version)  # last: the commit point
-        return {
-            "model": name,
-            "version": version,
-            "previous": current,
-            "decision": decision,
-            "mlflow_run_id": run_id,
-            "numbers": numbers,
-            "bundle": str(bundle_path),
-        }
+        return ReleaseOutcome(
+            model=name,
+            version=version,
+            previous=current,
+            decision="promoted",
+            mlflow_run_id=run_id,
+            numbers=numbers,
+            bundle=str(bundle_path),
+        )
 
 
 def rollback(
@@ -321,7 +321,7 @@ def rollback(
     *,
     to: str | None = None,
     who: str | None = None,
-) -> dict[str, Any]:
+) -> ReleaseOutcome:
     if not reason or not reason.strip():
         raise ReleaseError("--reason is required: a rollback records why")
     name = registered_name(declaration.spec.name, target)
@@ -366,7 +366,7 @@ def rollback(
             },
         )
         client.set_registered_model_alias(name, PRODUCTION, to)
-        return {"model": name, "from": current, "to": to, "mlflow_run_id": run_id}
+        return ReleaseOutcome(model=name, version=to, previous=current, decision="rolled back", mlflow_run_id=run_id)
 
 
 def status(client: MlflowClient, declaration: Declaration, home: Path, cards_dir: Path) -> list[dict[str, Any]]:

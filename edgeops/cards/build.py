@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from edgeops.lineage import LineageRun
-    from edgeops.records import DatasetRef, DriftReport, Robustness
+    from edgeops.records import DatasetRef, DriftReport, LedgerView, Robustness
     from edgeops.settings import Settings
 
 
@@ -59,7 +59,7 @@ def build_card(
     dagster_run_id: str,
     inputs_drift_reports: list[DriftReport] | None = None,
     robustness: dict[str, Robustness] | None = None,
-    ledger_summary: dict[str, Any] | None = None,
+    ledger_summary: LedgerView | None = None,
     canary_audit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from edgeops.compression.build import budget_outcomes
@@ -315,7 +315,7 @@ def build_card(
     return card
 
 
-def _ledger_summary(declaration: Declaration, settings: Settings) -> dict[str, Any]:
+def _ledger_summary(declaration: Declaration, settings: Settings) -> LedgerView:
     from edgeops.ledger import ledger_for
 
     spec = declaration.spec

@@ -15,6 +15,7 @@ from edgeops.records import (
     DriftQuarantined,
     DriftReport,
     FederatedPrivacy,
+    LedgerView,
     Robustness,
     RobustnessRecord,
     TargetArtifact,
@@ -198,7 +199,7 @@ def privacy_section(
     dp_model: DpModel,
     audit: dict[str, Any],
     canary_audit: dict[str, Any] | None,
-    ledger_summary: dict[str, Any] | None,
+    ledger_summary: LedgerView | None,
 ) -> dict[str, Any]:
     """The card's privacy section: the released model's guarantee in numbers and words (its epsilon cited from MLflow),
     its re-derivation, the audits, what is and is not protected, and the privacy ledger."""
@@ -260,7 +261,7 @@ def privacy_section(
         ],
         "per_target": "each target's own (epsilon, delta) is in its entry under targets[].guarantee: the DP model "
         "plus that target's DP fine-tuning or distillation, by basic composition (a PLD figure beside it)",
-        "ledger": card_ledger(ledger_summary)
+        "ledger": card_ledger(ledger_summary).model_dump()
         if ledger_summary is not None
         else {"not_available": "no ledger summary was given to the card"},
         "not_protected": [

@@ -9,8 +9,6 @@ import click
 
 from edgeops.cli.common import settings_and_declaration
 
-BENCH_COMMAND_TAG = "edgeops.bench_command.device"  # on the runs `edgeops bench` makes: the device it measured on
-
 
 @click.command()
 @click.option("--pipeline", required=True)
@@ -22,7 +20,7 @@ def bench(pipeline: str, target: str, device: str | None, as_json: bool) -> None
     import uuid
 
     from edgeops.asset_store import AssetStore
-    from edgeops.lineage import STAGE_BENCHMARK, Lineage
+    from edgeops.lineage import BENCH_COMMAND_TAG, STAGE_BENCHMARK, Lineage
     from edgeops.measurement_stages import run_benchmark_stage
 
     settings, declaration = settings_and_declaration(pipeline)

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,12 +18,20 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def public_key_option(help_text: str) -> Callable[[Command], Command]:
+    """`--public-key`: the ed25519 public key a verify command checks signatures with (read by `_trusted_key`);
+    `help_text` says whose key it is and where it is read from when the option is left out."""
+    return click.option(
+        "--public-key", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path), help=help_text
+    )
+
+
 # The signing key of a release that an offline verifier trusts; an evidence folder carries its own copy under keys/.
-trusted_release_key_option = click.option(
-    "--public-key",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="the release's ed25519 public key you trust (default: the folder's keys/signing_ed25519.pub)",
+trusted_release_key_option = public_key_option(
+    "the release's ed25519 public key you trust (default: the folder's keys/signing_ed25519.pub)"
 )
 
 
@@ -96,8 +105,8 @@ def release_promote(pipeline: str, target: str, version: str | None) -> None:
         version=version,
     )
     click.echo(
-        f"{result['model']}: production is now v{result['version']} (was {result['previous'] or 'none'}); "
-        f"decision recorded in MLflow run {result['mlflow_run_id']}"
+        f"{result.model}: production is now v{result.version} (was {result.previous or 'none'}); "
+        f"decision recorded in MLflow run {result.mlflow_run_id}"
     )
 
 
@@ -174,8 +183,8 @@ def rollback_command(pipeline: str, target: str, to_version: str | None, reason:
     settings, declaration = settings_and_declaration(pipeline)
     result = releases.rollback(mlflow_client(settings), declaration, target, settings.home, reason, to=to_version)
     click.echo(
-        f"{result['model']}: production rolled back from v{result['from']} to v{result['to']} "
-        f"(MLflow run {result['mlflow_run_id']})"
+        f"{result.model}: production rolled back from v{result.previous} to v{result.version} "
+        f"(MLflow run {result.mlflow_run_id})"
     )
 
 
@@ -224,12 +233,7 @@ def bundle() -> None:
 
 @bundle.command("verify")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--public-key",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="the signer's ed25519 public key (default: this project's, under the state folder)",
-)
+@public_key_option("the signer's ed25519 public key (default: this project's, under the state folder)")
 @click.option(
     "--device-key",
     default=None,

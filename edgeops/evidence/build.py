@@ -110,8 +110,9 @@ def gather(
     compression_record = TargetArtifact.model_validate_json(compression.read_text()) if compression else None
     _write_json(folder / "compression" / "record.json", compression_record.to_json() if compression_record else {})
     # privacy: the ledger, the entries that paid for this artifact, the composed (epsilon, delta)
-    ledger = ledger_for(home / "pipelines" / spec.name, spec.privacy.epsilon, spec.privacy.delta).summary()
-    _write_json(folder / "privacy" / "ledger.json", ledger)
+    view = ledger_for(home / "pipelines" / spec.name, spec.privacy.epsilon, spec.privacy.delta).summary()
+    _write_json(folder / "privacy" / "ledger.json", view.to_json())
+    # read back as written: the attestation digests each paid entry's JSON document, not the record
     ledger = json.loads((folder / "privacy" / "ledger.json").read_text())
     logged = client.get_logged_model(mv.tags[MODEL_ID_VERSION_TAG]) if mv.tags.get(MODEL_ID_VERSION_TAG) else None
     parts = json.loads(logged.params.get("privacy_composition", "{}")) if logged else {}

@@ -16,6 +16,7 @@ from typing import Any, cast
 import numpy as np
 
 from edgeops.errors import EdgeopsError
+from edgeops.runtimes import save_child_inputs
 
 
 class BenchmarkError(EdgeopsError):
@@ -42,9 +43,7 @@ def run_isolated(
     cuda (ONNX Runtime's CUDAExecutionProvider, or torch on the GPU)."""
     with tempfile.TemporaryDirectory(prefix="edgeops-bench-") as tmp:
         folder = Path(tmp)
-        np.save(folder / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
-        if labels is not None:
-            np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64), allow_pickle=False)
+        save_child_inputs(folder, inputs, labels)  # the child (_child, below) reads them back from the folder
         request = {
             "model_path": str(model_path),
             "batch_sizes": batch_sizes,

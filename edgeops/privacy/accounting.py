@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from edgeops.cards.record import Ledger, LedgerTotals
+from edgeops.cards.record import LedgerEntry as CardLedgerEntry
+
 if TYPE_CHECKING:
     from dp_accounting.pld.privacy_loss_distribution import PrivacyLossDistribution
 
     from edgeops.ledger import PrivacyLedger
+    from edgeops.records.ledger import LedgerEntry, LedgerView
     from edgeops.spec import PipelineSpec
 
 REDERIVATION_TOLERANCE = 0.05  # relative: PRV, PLD and RDP differ by discretisation and by RDP's looseness
@@ -141,64 +145,64 @@ def pld_composed_epsilon(parts: list[dict[str, Any]], delta: float) -> float | N
     return float(total.get_epsilon_for_delta(delta))
 
 
-def second_accountant(entry: dict[str, Any]) -> dict[str, Any] | None:
+def second_accountant(entry: LedgerEntry) -> dict[str, Any] | None:
     """For a Gaussian (DP-SGD-like) ledger entry: its epsilon by dp-accounting's PLD accountant, beside the declared
     accountant's figure the ledger charged. None for other entries (pure epsilon-DP: nothing to re-account)."""
-    parameters = entry["parameters"]
+    parameters = entry.parameters
     if not _is_gaussian(parameters):
         return None
     epsilon = rederive_epsilon(
         float(parameters["noise_multiplier"]),
         float(parameters["sample_rate"]),
         int(parameters["steps"]),
-        float(entry["delta"]),
+        entry.delta,
         "pld",
     )
     return {
         "method": "dp-accounting PLD (Poisson-subsampled Gaussian)",
         "epsilon": epsilon,
-        "delta": entry["delta"],
+        "delta": entry.delta,
         "declared_accountant": str(parameters.get("accountant", "")).upper(),
-        "declared_epsilon": entry["epsilon"],
+        "declared_epsilon": entry.epsilon,
     }
 
 
-def card_ledger(summary: dict[str, Any]) -> dict[str, Any]:
+def card_ledger(view: LedgerView) -> Ledger:
     """The ledger as the card shows it: every entry, the totals against the budget, the composition rule, a second
     accountant's figure for each DP-SGD entry and a PLD composition of all entries beside the basic sum."""
-    entries = []
-    for entry in summary["entries"]:
-        parameters = entry["parameters"]
-        entries.append(
-            {
-                "id": entry["id"],
-                "mechanism": entry["mechanism"],
-                "status": entry["status"],
-                "epsilon": entry["epsilon"],
-                "delta": entry["delta"],
-                "charge_key": entry["charge_key"],
-                "note": entry["note"],
-                "mechanism_parameters": {
-                    k: parameters.get(k) for k in (*GAUSSIAN_KEYS, "accountant") if parameters.get(k) is not None
-                },
-                "second_accountant": second_accountant(entry),
-            }
+    entries = [
+        CardLedgerEntry(
+            id=entry.id,
+            mechanism=entry.mechanism,
+            status=entry.status,
+            epsilon=entry.epsilon,
+            delta=entry.delta,
+            charge_key=entry.charge_key,
+            note=entry.note,
+            mechanism_parameters={
+                k: entry.parameters.get(k)
+                for k in (*GAUSSIAN_KEYS, "accountant")
+                if entry.parameters.get(k) is not None
+            },
+            second_accountant=second_accountant(entry),
         )
-    parts = [{**e["mechanism_parameters"], "epsilon": e["epsilon"], "delta": e["delta"]} for e in entries]
-    spent_delta = float(summary["spent_delta"])
+        for entry in view.entries
+    ]
+    parts = [{**e.mechanism_parameters, "epsilon": e.epsilon, "delta": e.delta} for e in entries]
+    spent_delta = float(view.spent_delta)
     pld = pld_composed_epsilon(parts, spent_delta) if spent_delta > 0 else None
-    return {
-        "composition": summary["composition"],
-        "entries": entries,
-        "totals": {
-            "epsilon": summary["spent_epsilon"],
-            "delta": spent_delta,
-            "budget_epsilon": summary["budget_epsilon"],
-            "budget_delta": summary["budget_delta"],
-            "remaining_epsilon": summary["remaining_epsilon"],
-            "remaining_delta": summary["remaining_delta"],
-        },
-        "pld_composition": {
+    return Ledger(
+        composition=view.composition,
+        entries=entries,
+        totals=LedgerTotals(
+            epsilon=view.spent_epsilon,
+            delta=spent_delta,
+            budget_epsilon=view.budget_epsilon,
+            budget_delta=view.budget_delta,
+            remaining_epsilon=view.remaining_epsilon,
+            remaining_delta=view.remaining_delta,
+        ),
+        pld_composition={
             "epsilon": pld,
             "delta": spent_delta,
             "method": "dp-accounting PLD: every entry's mechanism composed (Gaussian entries from their noise, "
@@ -208,4 +212,4 @@ def card_ledger(summary: dict[str, Any]) -> dict[str, Any]:
         }
         if pld is not None
         else None,
-    }
+    )

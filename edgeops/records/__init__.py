@@ -1,6 +1,6 @@
 """The records that cross a stage boundary: frozen pydantic models, each owning its field names, one module per
-stage (dataset, dp_model, compression, benchmark, robustness, trainability, drift; the card's own record is
-edgeops.cards.record).
+stage (dataset, dp_model, compression, benchmark, robustness, trainability, drift), plus the privacy ledger's
+(ledger) and a release decision's (release); the card's own record is edgeops.cards.record.
 
 A stage builds its record; the Dagster IO manager stores it as JSON (``to_json()``) and hands it back validated, so a
 reader gets attributes instead of string keys. The MLflow metric names a stage logs and later stages read back are
@@ -43,6 +43,8 @@ from edgeops.records.drift import (
     DriftSummary,
     PredictionDrift,
 )
+from edgeops.records.ledger import LedgerEntry, LedgerView
+from edgeops.records.release import ReleaseOutcome
 from edgeops.records.robustness import (
     AdversarialBudget,
     Robustness,
@@ -77,12 +79,15 @@ __all__ = [
     "FederatedPrivacy",
     "FederatedSummary",
     "FineTuneCheck",
+    "LedgerEntry",
+    "LedgerView",
     "OmsSignature",
     "OnnxInt8Kernels",
     "PredictionDrift",
     "PrivacyStatement",
     "ReceiptCheck",
     "Record",
+    "ReleaseOutcome",
     "Robustness",
     "RobustnessMeasurement",
     "RobustnessRecord",

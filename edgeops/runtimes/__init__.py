@@ -98,6 +98,18 @@ def available(name: str) -> tuple[bool, str]:
         return False, str(err)
 
 
+def save_child_inputs(folder: Path, inputs: np.ndarray, labels: np.ndarray | None = None) -> tuple[Path, Path | None]:
+    """Hand a child process (a benchmark or a runtime worker) its inputs as float32 and its labels as int64 .npy files
+    in its folder, never pickled; returns their paths, the labels' None when there are none."""
+    inputs_path = folder / "inputs.npy"
+    np.save(inputs_path, np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
+    if labels is None:
+        return inputs_path, None
+    labels_path = folder / "labels.npy"
+    np.save(labels_path, np.asarray(labels, dtype=np.int64), allow_pickle=False)
+    return inputs_path, labels_path
+
+
 def _call(name: str, command: str, request: dict[str, Any], folder: Path, timeout_s: float) -> dict[str, Any]:
     """Run one worker command in the runtime's environment. Only the edgeops package is put on its path (through a
     link), so none of edgeops' own environment leaks into the tool's."""
@@ -166,14 +178,14 @@ def predict(name: str, artifact: Path, x: np.ndarray, timeout_s: float = 300.0) 
         return torch_predict(artifact, x)
     with tempfile.TemporaryDirectory(prefix=f"edgeops-{name}-predict-") as tmp:
         folder = Path(tmp)
-        np.save(folder / "inputs.npy", np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
+        inputs_path, _ = save_child_inputs(folder, x)
         _call(
             name,
             "predict",
             {
                 "runtime": name,
                 "artifact": str(artifact),
-                "inputs": str(folder / "inputs.npy"),
+                "inputs": str(inputs_path),
                 "out": str(folder / "outputs.npy"),
             },
             folder,
@@ -201,14 +213,12 @@ def benchmark(
     process of the runtime's environment."""
     with tempfile.TemporaryDirectory(prefix=f"edgeops-{name}-bench-") as tmp:
         folder = Path(tmp)
-        np.save(folder / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
-        if labels is not None:
-            np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64), allow_pickle=False)
+        inputs_path, labels_path = save_child_inputs(folder, inputs, labels)
         request = {
             "runtime": name,
             "artifact": str(artifact),
-            "inputs": str(folder / "inputs.npy"),
-            "labels": str(folder / "labels.npy") if labels is not None else None,
+            "inputs": str(inputs_path),
+            "labels": str(labels_path) if labels_path else None,
             "batch_sizes": batch_sizes,
             "threads": threads,
             "cores": cores,

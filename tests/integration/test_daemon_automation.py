@@ -184,4 +184,4 @@ def test_a_dropped_batch_is_reported_and_drift_retrains_through_the_daemon(tmp_p
         and card["lineage"]["dagster_run_id"] != first_card["lineage"]["dagster_run_id"]
     )
     ledger = ledger_for(settings.pipeline_dir("watched"), spec["privacy"]["epsilon"], spec["privacy"]["delta"])
-    assert ledger.remaining() >= 0 and ledger.summary()["spent_epsilon"] <= spec["privacy"]["epsilon"] + 1e-9
+    assert ledger.remaining() >= 0 and ledger.summary().spent_epsilon <= spec["privacy"]["epsilon"] + 1e-9

@@ -363,16 +363,16 @@ def test_release_gates_promotion_rollback_and_lineage(finished):
     first = releases.promote(
         client, declaration, "cpu_float", settings.home, settings.model_cards_dir, dataset, version="1"
     )
-    assert first["decision"] == "promoted" and str(client.get_model_version_by_alias(name, "production").version) == "1"
+    assert first.decision == "promoted" and str(client.get_model_version_by_alias(name, "production").version) == "1"
     # issue 22: the promotion wrote the release's evidence (OMS signatures, attestation, ML-BOM), and it verifies
     from edgeops import evidence
     from edgeops.bundle import read_header
 
     checked = evidence.verify(evidence.evidence_folder(settings.home, name, "1", "cpu_float"))
     assert checked["attestation"] == "ok" and checked["mlbom"] == "ok" and checked["oms_artifact"] == "ok"
-    manifest = read_header(Path(first["bundle"]).read_bytes())[0]
+    manifest = read_header(Path(str(first.bundle)).read_bytes())[0]
     assert manifest["oms"]["signature"] and manifest["evidence"]["mlbom"]["specVersion"] == "1.6"
-    release_run = client.get_run(first["mlflow_run_id"])
+    release_run = client.get_run(first.mlflow_run_id)
     assert any(a.path == "release/evidence" for a in client.list_artifacts(release_run.info.run_id, "release"))
     import subprocess
     import sys
@@ -428,9 +428,9 @@ def test_release_gates_promotion_rollback_and_lineage(finished):
     second = releases.promote(
         client, declaration, "cpu_float", settings.home, settings.model_cards_dir, dataset, version="2"
     )
-    assert second["previous"] == "1" and "candidate" in second["numbers"]  # measured side by side, now
+    assert second.previous == "1" and "candidate" in second.numbers  # measured side by side, now
     back = releases.rollback(client, declaration, "cpu_float", settings.home, "field reports of misreads")
-    assert back == {**back, "from": "2", "to": "1"}
+    assert back.previous == "2" and back.version == "1"
     assert str(client.get_model_version_by_alias(name, "production").version) == "1"
 
     sha = client.get_model_version(name, "1").tags["edgeops.sha256"]

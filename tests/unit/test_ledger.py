@@ -50,7 +50,7 @@ def test_deltas_compose_and_an_overspend_is_refused_with_the_numbers(tmp_path):
         match=r"fine-tuning needs delta 1e-05, but only 0 of the declared delta 1e-05 is left \(spent 1e-05",
     ):
         ledger.charge("finetune", "fine-tuning", 1.0, 1e-5, {})
-    assert ledger.spent() == pytest.approx((3.0, 1e-5)) and ledger.summary()["remaining_delta"] == pytest.approx(0.0)
+    assert ledger.spent() == pytest.approx((3.0, 1e-5)) and ledger.summary().remaining_delta == pytest.approx(0.0)
 
 
 def computation(**changes) -> Computation:

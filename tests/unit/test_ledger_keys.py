@@ -171,17 +171,16 @@ def test_each_target_states_its_own_composed_guarantee_and_the_card_carries_the_
         entry, _ = ledger.charge(key, mechanism, parameters["epsilon"], parameters.get("delta", 0.0), parameters)
         ledger.update(entry.id, "completed")
     section = card_ledger(ledger.summary())
-    assert next(e["mechanism"] for e in section["entries"]) == "dp-sgd (opacus)" and section["totals"][
-        "epsilon"
-    ] == pytest.approx(5.0)
-    assert section["totals"]["delta"] == pytest.approx(2e-5) and "add up" in section["composition"]
-    second = section["entries"][0]["second_accountant"]
+    assert section.entries[0].mechanism == "dp-sgd (opacus)" and section.totals.epsilon == pytest.approx(5.0)
+    assert section.totals.delta == pytest.approx(2e-5) and "add up" in section.composition
+    second = section.entries[0].second_accountant
+    assert second is not None
     assert second["method"].startswith("dp-accounting PLD") and second["epsilon"] == pytest.approx(3.0, rel=0.05)
-    assert section["entries"][1]["second_accountant"] is None  # pure epsilon-DP: nothing to re-account
-    assert section["pld_composition"]["epsilon"] < section["totals"]["epsilon"]
+    assert section.entries[1].second_accountant is None  # pure epsilon-DP: nothing to re-account
+    assert section.pld_composition is not None and section.pld_composition["epsilon"] < section.totals.epsilon
 
     card = json.loads(json.dumps(TABLE_CARD))
-    card["privacy"]["ledger"] = section
+    card["privacy"]["ledger"] = section.model_dump()
     card["targets"][0]["guarantee"] = pruned
     text, _ = visible(to_html(card, None))
     assert (

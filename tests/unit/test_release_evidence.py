@@ -73,7 +73,7 @@ def materials(folder: Path, home: Path, device_home: Path, artifact: bytes | Non
     paid, _ = ledger.charge("dp-sgd:test", "dp-sgd (opacus)", 1.5, 1e-5, {"seed": 1}, run_id="r1")
     ledger.update(paid.id, "completed", epsilon=1.25)
     ledger.charge("dp-sgd:other", "dp-sgd (opacus)", 0.5, 1e-5, {"seed": 2}, run_id="r2")  # another model's training
-    evidence._write_json(folder / "privacy" / "ledger.json", ledger.summary())
+    evidence._write_json(folder / "privacy" / "ledger.json", ledger.summary().to_json())
     entries = json.loads((folder / "privacy" / "ledger.json").read_text())["entries"]
     # the record as the compression run logged it to MLflow: before the registry fields were added
     compression = TargetArtifact.model_validate(

@@ -58,7 +58,7 @@ def test_constant_column_is_named_warned_and_left_out_of_scaling(project, monkey
     assert np.all(high > low)  # no division by zero anywhere downstream
     assert low[3] == -1e5 and high[3] == 1e5
     assert 1e3 < high[1] - low[1] < 1e5  # f1's scaling follows its own spread, not the whole value range
-    assert ledger.summary()["spent_epsilon"] == 2.0
+    assert ledger.summary().spent_epsilon == 2.0
 
 
 def test_int8_calibration_draws_from_the_dp_statistics_not_the_whole_range():

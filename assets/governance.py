@@ -83,8 +83,8 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
                 },
                 context.run.run_id,
             )
-            problems = verify_card(result["folder"], ctx.settings.home, run.client)
-        folder = Path(result["folder"])
+            problems = verify_card(result.folder, ctx.settings.home, run.client)
+        folder = Path(result.folder)
         markdown = (folder / "card.md").read_text()
         yield dg.Output(
             result,
@@ -93,7 +93,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
                 "review_status": review_status(folder),
                 "html": dg.MetadataValue.path(str(folder / "card.html")),
                 "folder": dg.MetadataValue.path(str(folder)),
-                "nist_summary": dg.MetadataValue.json(result["nist_summary"]),
+                "nist_summary": dg.MetadataValue.json(result.nist_summary),
                 **(
                     {
                         "pareto_chart": inline_image(
@@ -104,7 +104,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
                     if (folder / "pareto.png").exists()
                     else {}
                 ),
-                "generation_seconds": result["seconds"],
+                "generation_seconds": result.seconds,
             },
         )
         yield dg.AssetCheckResult(
@@ -112,11 +112,11 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
             passed=not problems,
             description="card verifies" if not problems else "; ".join(problems)[:2000],
         )
-        classified = sum(result["nist_summary"].values())
+        classified = sum(result.nist_summary.values())
         yield dg.AssetCheckResult(
             check_name="nist_all_classified",
             passed=classified == 72,
-            description=f"{classified} of 72 subcategories classified: {result['nist_summary']}",
+            description=f"{classified} of 72 subcategories classified: {result.nist_summary}",
         )
 
     return [model_card]

@@ -26,6 +26,7 @@ from edgeops.lineage import (
 )
 from edgeops.records import (
     BenchmarkRecord,
+    CardSummary,
     DatasetRef,
     DpModel,
     DriftReport,
@@ -43,6 +44,7 @@ ASSET_FEDERATED_MODEL, ASSET_DRIFT_REPORT = "federated_model", "drift_report"
 # Dagster IO manager and to every reader here alike; a record class, or a union where an asset stores several forms.
 RECORD_OF_ASSET: dict[str, Any] = {
     STAGE_RAW: DatasetRef,
+    STAGE_CARD: CardSummary,
     STAGE_VALIDATED: DatasetRef,
     STAGE_DP_MODEL: DpModel,
     ASSET_FEDERATED_MODEL: DpModel,
@@ -135,17 +137,20 @@ class AssetStore:
         """The target's stored artifact record, validated, or None before any."""
         return cast("TargetArtifact | None", self._record_if_present(pipeline, STAGE_COMPRESSION, target))
 
-    def released_model(self, pipeline: str) -> dict[str, Any] | None:
-        """The DP model's stored record, from central or federated training, or None."""
-        stored = self.read_if_present(pipeline, STAGE_DP_MODEL) or self.read_if_present(pipeline, ASSET_FEDERATED_MODEL)
-        return cast("dict[str, Any] | None", stored)
+    def released_model(self, pipeline: str) -> DpModel | None:
+        """The DP model's stored record, from central or federated training, validated, or None."""
+        stored = self._record_if_present(pipeline, STAGE_DP_MODEL) or self._record_if_present(
+            pipeline, ASSET_FEDERATED_MODEL
+        )
+        return cast("DpModel | None", stored)
 
     def benchmark(self, pipeline: str, target: str) -> BenchmarkRecord | None:
         """The target's stored benchmark record, validated (a malformed one is refused), or None before any."""
         return cast("BenchmarkRecord | None", self._record_if_present(pipeline, STAGE_BENCHMARK, target))
 
-    def model_card(self, pipeline: str) -> dict[str, Any] | None:
-        return cast("dict[str, Any] | None", self.read_if_present(pipeline, STAGE_CARD))
+    def model_card(self, pipeline: str) -> CardSummary | None:
+        """The card stage's stored summary, validated, or None before any card."""
+        return cast("CardSummary | None", self._record_if_present(pipeline, STAGE_CARD))
 
     def drift_reports(self, pipeline: str) -> list[DriftReport]:
         """Every batch's drift report, in partition-key order, validated as the IO manager hands it downstream (a

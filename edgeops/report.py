@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgeops.asset_store import AssetStore
-from edgeops.records import BenchmarkRecord, DpModel
+from edgeops.records import BenchmarkRecord
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -196,8 +196,7 @@ def summarize(
         spec = declarations[report.pipeline].spec
         store = AssetStore.under_home(home)
         shared = [r for r in report.runs if r.get("partition") is None]
-        stored = store.released_model(spec.name)
-        dp = DpModel.model_validate(stored) if stored else None
+        dp = store.released_model(spec.name)
         ledger_path = home / "pipelines" / spec.name / "privacy_ledger.sqlite"
         spent = (
             ledger_for(home / "pipelines" / spec.name, spec.privacy.epsilon, spec.privacy.delta).spent()
@@ -227,8 +226,8 @@ def summarize(
                 epsilon_budget=spec.privacy.epsilon,
                 epsilon_left=(spec.privacy.epsilon - spent[0]) if spent else None,
                 delta_budget=spec.privacy.delta,
-                card_id=(card or {}).get("card_id"),
-                card_path=(card or {}).get("folder"),
+                card_id=card.card_id if card else None,
+                card_path=card.folder if card else None,
                 card_state=card_state,
                 failed_steps=[
                     StepFailure(step=s, reason=r.get("errors", {}).get(s, ""))

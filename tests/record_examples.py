@@ -226,3 +226,58 @@ def dataset_ref(validated: bool = True) -> dict[str, Any]:
             "mechanism": "diffprivlib.tools.quantile (exponential mechanism)",
         }
     return stored
+
+
+STATEMENT = {
+    "noise_multiplier": 1.1,
+    "sample_rate": 0.05,
+    "steps": 200,
+    "delta": 1e-5,
+    "epsilon": 2.9,
+    "accountant": "rdp",
+    "noise_identity": "",
+    "claimed_epsilon": 2.9,
+    "target_epsilon": 3.0,
+    "ledger_entry": 1,
+    "unit": "sample (one row)",
+    "sampling": "Poisson (secret)",
+    "clipping": "flat per-sample",
+    "noise": "secret",
+}
+CENTRAL = STATEMENT | {
+    "max_grad_norm": 1.0,
+    "epochs": 5,
+    "batch_size": 64,
+    "dataset_digest": "d",
+    "seed": 0,
+    "learning_rate": None,
+}
+FEDERATED = STATEMENT | {
+    "accountant": "flower-rdp",
+    "clipping_norm": 1.0,
+    "clients": 4,
+    "sampled_per_round": 4,
+    "secure_aggregation": False,
+}
+SPLIT = {"accuracy": 0.9, "per_class_accuracy": {"0": 0.8, "1": None}, "ece": 0.05, "n": 40}
+
+
+def central_record(**changes: Any) -> dict[str, Any]:
+    """A stored dp_model record of central training (the training stage's DpModel as JSON)."""
+    return {
+        "weights_path": "w.safetensors",
+        "onnx_path": "m.onnx",
+        "weights_file_sha256": "a",
+        "onnx_sha256": "b",
+        "weights_sha256": "c",
+        "dataset_digest": "d",
+        "metrics": {"validation": SPLIT, "test": SPLIT},
+        "privacy": CENTRAL,
+        "training_seconds": 1.5,
+        "mlflow_run_id": "run",
+        "parameters": 10,
+        "features": ["f0"],
+        "classes": [0, 1],
+        "ref": dataset_ref(),
+        "pretrain": None,
+    } | changes

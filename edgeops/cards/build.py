@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from edgeops.lineage import LineageRun
-    from edgeops.records import DatasetRef, DriftReport, LedgerView, Robustness
+    from edgeops.records import CardSummary, DatasetRef, DriftReport, LedgerView, Robustness
     from edgeops.settings import Settings
 
 
@@ -328,12 +328,13 @@ def generate_card(
     run: LineageRun,
     inputs: dict[str, Any],
     dagster_run_id: str,
-) -> dict[str, Any]:
+) -> CardSummary:
     """The card stage: build from recorded results, write every format, sign, and log the files to MLflow."""
     import time
 
     from edgeops.asset_store import AssetStore
     from edgeops.cards.store import write_card
+    from edgeops.records import CardSummary
 
     started = time.perf_counter()
     # Every batch's drift report so far. Read here, not declared as an input: batches arrive on their own schedule and
@@ -370,13 +371,13 @@ def generate_card(
         tags = {CARD_ID_TAG: card["card_id"], CARD_FOLDER_TAG: str(folder)}
         tag_version(run.client, target.get("registered_model"), target.get("registered_version"), tags)
     run.set_tags({CARD_ID_TAG: card["card_id"], "edgeops.card_version": card["version"]})
-    return {
-        "folder": str(folder),
-        "card_id": card["card_id"],
-        "version": card["version"],
-        "nist_summary": card["nist_summary"],
-        "seconds": seconds,
-        "limitations": card["caveats_and_recommendations"]["limitations"],
-        "mlflow_run_id": run.run_id,
-        "registered_models": card["lineage"]["registered_models"],
-    }
+    return CardSummary(
+        folder=str(folder),
+        card_id=card["card_id"],
+        version=card["version"],
+        nist_summary=card["nist_summary"],
+        seconds=seconds,
+        limitations=card["caveats_and_recommendations"]["limitations"],
+        mlflow_run_id=run.run_id,
+        registered_models=card["lineage"]["registered_models"],
+    )

@@ -1,5 +1,5 @@
 """The records that cross a stage boundary: frozen pydantic models, each owning its field names, one module per
-stage (dataset, dp_model, compression, benchmark, robustness, trainability, drift), plus the privacy ledger's
+stage (dataset, dp_model, card, compression, benchmark, robustness, trainability, drift), plus the privacy ledger's
 (ledger) and a release decision's (release); the card's own record is edgeops.cards.record.
 
 A stage builds its record; the Dagster IO manager stores it as JSON (``to_json()``) and hands it back validated, so a
@@ -25,6 +25,7 @@ from edgeops.records.benchmark import (
     benchmark_metrics,
     latency_metric,
 )
+from edgeops.records.card import CardSummary, RegisteredModel
 from edgeops.records.compression import ArtifactNotes, OmsSignature, OnnxInt8Kernels, TargetArtifact
 from edgeops.records.dataset import DataProblem, DatasetRef, DpFeatureStatistics, StoredSplit
 from edgeops.records.dp_model import (
@@ -66,6 +67,7 @@ __all__ = [
     "BatchLatency",
     "BenchmarkEnergy",
     "BenchmarkRecord",
+    "CardSummary",
     "CentralPrivacy",
     "DataProblem",
     "DatasetRef",
@@ -87,6 +89,7 @@ __all__ = [
     "PrivacyStatement",
     "ReceiptCheck",
     "Record",
+    "RegisteredModel",
     "ReleaseOutcome",
     "Robustness",
     "RobustnessMeasurement",

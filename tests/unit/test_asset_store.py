@@ -6,10 +6,17 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from record_examples import TARGET_ARTIFACT_INT8, dataset_ref, drift_checked, drift_quarantined
+from record_examples import (
+    FEDERATED,
+    TARGET_ARTIFACT_INT8,
+    central_record,
+    dataset_ref,
+    drift_checked,
+    drift_quarantined,
+)
 
 from edgeops.asset_store import AssetNotMaterialized, AssetStore
-from edgeops.records import DatasetRef, DriftChecked, DriftQuarantined, TargetArtifact
+from edgeops.records import DatasetRef, DpModel, DriftChecked, DriftQuarantined, TargetArtifact
 
 
 def test_outputs_are_read_back_where_they_were_written_partitioned_or_not(tmp_path):
@@ -52,10 +59,11 @@ def test_drift_reports_come_in_partition_key_order_and_the_model_from_either_tra
     assert store.drift_reports("other") == []
 
     assert store.released_model("digits") is None
-    AssetStore.write_json(store.path("digits", "federated_model"), {"training_mode": "federated"})
-    assert store.released_model("digits") == {"training_mode": "federated"}
-    AssetStore.write_json(store.path("digits", "dp_model"), {"training_mode": "central"})
-    assert store.released_model("digits") == {"training_mode": "central"}
+    federated = central_record(privacy=FEDERATED, training_mode="federated", weights_sha256="f")
+    AssetStore.write_json(store.path("digits", "federated_model"), federated)
+    assert store.released_model("digits") == DpModel.model_validate(federated)
+    AssetStore.write_json(store.path("digits", "dp_model"), central_record())
+    assert store.released_model("digits") == DpModel.model_validate(central_record())  # central wins when both exist
 
 
 def test_a_malformed_drift_report_is_refused_when_read(tmp_path):

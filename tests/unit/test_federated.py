@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import table_declaration, table_frame
+from record_examples import dataset_ref
 
 from edgeops.errors import PrivacyBudgetError
 from edgeops.federated import ClientBehaviour, FederatedError, dirichlet_partition, planned_epsilon, train_federated
+from edgeops.records import DatasetRef
 from edgeops.spec import parse_spec
 from edgeops.training import TrainingData, evaluate_logits, predict_logits
 
@@ -138,11 +140,12 @@ def test_rounds_over_budget_are_refused_before_any_round(tmp_path):
 
     spec = spec_with(clipping_norm=1.0, noise_multiplier=0.3, rounds=50)
     ledger = PrivacyLedger(tmp_path / "ledger.sqlite", Budget(20, spec.privacy.delta))
+    dataset = DatasetRef.model_validate(dataset_ref())  # never read: both are refused before any data is
     with pytest.raises(PrivacyBudgetError, match="only 20 of the declared 20 is left"):
-        run_federated_training(spec, {"digest": "d"}, ledger, tmp_path, run=None)
+        run_federated_training(spec, dataset, ledger, tmp_path, run=None)
     assert ledger.entries() == []
     with pytest.raises(PrivacyBudgetError, match="non-private federated model cannot be released"):
-        run_federated_training(spec_with(), {"digest": "d"}, ledger, tmp_path, run=None)
+        run_federated_training(spec_with(), dataset, ledger, tmp_path, run=None)
 
 
 def test_declaration_checks():

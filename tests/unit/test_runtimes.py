@@ -42,9 +42,7 @@ def target(name: str, runtime: str, recipe: list | None = None) -> TargetSpec:
 def test_float_target_converts_and_matches_the_dp_model_on_its_own_runtime(trained, runtime, suffix, magic):
     needs_runtime(runtime)
     declaration, dp_model, _, root = trained
-    record = build_target(
-        declaration, target(f"{runtime}_float", runtime), dp_model.to_json(), root / f"{runtime}_float"
-    )
+    record = build_target(declaration, target(f"{runtime}_float", runtime), dp_model, root / f"{runtime}_float")
     artifact = record.artifact_path
     assert artifact.endswith(suffix) and magic in open(artifact, "rb").read(16)
     assert record.runtime == runtime and record.notes.delegate == "XNNPACK delegate"
@@ -63,7 +61,7 @@ def test_pruned_executorch_target_is_rebuilt_from_its_pruned_architecture(traine
     record = build_target(
         declaration,
         target("et_pruned", "executorch", [{"step": "prune", "ratio": 0.5}]),
-        dp_model.to_json(),
+        dp_model,
         root / "et_pruned",
     )
     assert record.parameters < 0.6 * dp_model.parameters  # channels really removed, and the .pte carries them
@@ -74,7 +72,7 @@ def test_pruned_executorch_target_is_rebuilt_from_its_pruned_architecture(traine
 def test_benchmark_runs_in_the_tool_environment_and_says_which_batches_it_cannot_take(trained):
     needs_runtime("litert")
     declaration, dp_model, _, root = trained
-    record = build_target(declaration, target("lt", "litert"), dp_model.to_json(), root / "lt_bench")
+    record = build_target(declaration, target("lt", "litert"), dp_model, root / "lt_bench")
     x = np.random.default_rng(0).uniform(0, 16, (40, 64)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 10, 40)
     result = runtimes.benchmark("litert", record.artifact_path, x, y, batch_sizes=[1, 32], max_seconds=0.5, min_runs=50)
@@ -104,7 +102,7 @@ def test_a_runtime_that_is_not_installed_is_an_install_hint_and_spends_nothing(t
     with pytest.raises(
         runtimes.RuntimeNotInstalled, match=r"runtime 'executorch' .* is not installed: run `make runtimes`"
     ):
-        build_target(declaration, pruned, dp_model.to_json(), root / "et_missing", ledger)
+        build_target(declaration, pruned, dp_model, root / "et_missing", ledger)
     assert ledger.spent()[0] == spent  # refused before the DP fine-tuning could charge the ledger
     assert not (root / "et_missing").exists()
 

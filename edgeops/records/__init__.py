@@ -1,6 +1,6 @@
 """The records that cross a stage boundary: frozen pydantic models, each owning its field names, one module per
-stage (dp_model, compression, benchmark, robustness, trainability, drift; the card's own record is
-edgeops.cards.record).
+stage (dp_model, compression, benchmark, robustness, trainability, drift, privacy: the reference, the baseline and the
+audits; the card's own record is edgeops.cards.record).
 
 A stage builds its record; the Dagster IO manager stores it as JSON (``to_json()``) and hands it back validated, so a
 reader gets attributes instead of string keys. The MLflow metric names a stage logs and later stages read back are
@@ -43,6 +43,21 @@ from edgeops.records.drift import (
     DriftSummary,
     PredictionDrift,
 )
+from edgeops.records.privacy import (
+    BASELINE_TEST_ACCURACY,
+    BASELINE_TEST_ECE,
+    REFERENCE_TEST_ACCURACY,
+    Baseline,
+    BaselineRecord,
+    BaselineSkipped,
+    CanaryAuditFindings,
+    CanaryAuditRecord,
+    GuessResult,
+    HeldOutTestMetrics,
+    MembershipAttack,
+    MembershipAuditRecord,
+    ReferenceRecord,
+)
 from edgeops.records.robustness import (
     AdversarialBudget,
     Robustness,
@@ -54,17 +69,25 @@ from edgeops.records.trainability import FineTuneCheck, StepLatency, Trainabilit
 
 __all__ = [
     "ACCURACY_ON_DEVICE",
+    "BASELINE_TEST_ACCURACY",
+    "BASELINE_TEST_ECE",
     "LATENCY_B1_P50_MS",
     "LATENCY_B1_P95_MS",
     "MEASURED_FIELDS",
     "PEAK_RSS_BEYOND_BASELINE_KB",
+    "REFERENCE_TEST_ACCURACY",
     "AdversarialBudget",
     "AgentRun",
     "ArtifactNotes",
+    "Baseline",
+    "BaselineRecord",
+    "BaselineSkipped",
     "BatchLatency",
     "BatchProblem",
     "BenchmarkEnergy",
     "BenchmarkRecord",
+    "CanaryAuditFindings",
+    "CanaryAuditRecord",
     "CentralPrivacy",
     "DpMetrics",
     "DpModel",
@@ -75,12 +98,17 @@ __all__ = [
     "FederatedPrivacy",
     "FederatedSummary",
     "FineTuneCheck",
+    "GuessResult",
+    "HeldOutTestMetrics",
+    "MembershipAttack",
+    "MembershipAuditRecord",
     "OmsSignature",
     "OnnxInt8Kernels",
     "PredictionDrift",
     "PrivacyStatement",
     "ReceiptCheck",
     "Record",
+    "ReferenceRecord",
     "Robustness",
     "RobustnessMeasurement",
     "RobustnessRecord",

@@ -1,7 +1,8 @@
-"""The privacy-side records (edgeops.records.privacy): each stage's stored shape round-trips, and the IO manager's
-registry hands back the right form."""
+"""The privacy-side records (edgeops.records.privacy): each stage's stored shape round-trips, the IO manager's
+registry hands back the right form, and the stages return their records and log the metrics the card reads."""
 
 import pytest
+from helpers import RecordingRun, table_declaration, table_frame, train_dp_model
 from pydantic import ValidationError
 
 from edgeops.asset_store import (
@@ -13,6 +14,8 @@ from edgeops.asset_store import (
 )
 from edgeops.cards.sections import CANARY_AUDIT_KEYS, canary_audit_section
 from edgeops.records import (
+    BASELINE_TEST_ACCURACY,
+    REFERENCE_TEST_ACCURACY,
     BaselineRecord,
     BaselineSkipped,
     CanaryAuditRecord,
@@ -135,3 +138,42 @@ def test_the_card_states_every_canary_audit_field_it_names():
     section = canary_audit_section(CanaryAuditRecord.model_validate(CANARY))
     assert list(section) == [*CANARY_AUDIT_KEYS, "consistent"]
     assert section["summary"] == CANARY["summary"] and section["consistent"] is False
+
+
+class JsonRecordingRun(RecordingRun):
+    def __init__(self):
+        super().__init__()
+        self.json: dict[str, dict] = {}
+
+    def log_json(self, payload, path):
+        self.json[path] = payload
+
+
+def test_the_stages_return_their_records_and_log_the_metrics_the_card_reads(project, tmp_path):
+    from edgeops.ledger import Budget
+    from edgeops.privacy import run_audit_stage, run_baseline_stage, run_reference_stage
+    from edgeops.spec import load_declaration
+
+    project.write_csv(table_frame())
+    declaration = load_declaration(project.declare(table_declaration()))
+    spec = declaration.spec
+    dp_model, ledger = train_dp_model(declaration, tmp_path, Budget(20, spec.privacy.delta))
+    ref = dp_model.ref
+
+    baseline_run, reference_run, audit_run = RecordingRun(), RecordingRun(), JsonRecordingRun()
+    baseline = run_baseline_stage(spec, ref, ledger, baseline_run)
+    assert isinstance(baseline, BaselineRecord) and baseline.epsilon == spec.privacy.baseline_epsilon
+    assert baseline_run.metrics[BASELINE_TEST_ACCURACY] == baseline.metrics.test.accuracy
+    reference = run_reference_stage(spec, ref, ledger, tmp_path / "reference", reference_run)
+    assert isinstance(reference, ReferenceRecord) and not reference.released
+    assert reference_run.metrics[REFERENCE_TEST_ACCURACY] == reference.metrics.test.accuracy
+    audit = run_audit_stage(spec, ref, dp_model, reference, audit_run)
+    assert isinstance(audit, MembershipAuditRecord) and audit.mlflow_run_id == audit_run.run_id
+    logged = audit_run.json["audit/membership_inference.json"]
+    assert logged == {k: v for k, v in audit.to_json().items() if k != "mlflow_run_id"}
+    assert audit_run.metrics["mia_dp_model_auc"] == audit.dp_model.auc
+
+    off = spec.model_copy(update={"privacy": spec.privacy.model_copy(update={"baseline_epsilon": 0.0})})
+    assert run_baseline_stage(off, ref, ledger, baseline_run) == BaselineSkipped(
+        skipped="privacy.baseline_epsilon is 0", mlflow_run_id=baseline_run.run_id
+    )

@@ -4,14 +4,21 @@ import dagster as dg
 
 from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream, inline_image
 from assets.resources import MlflowLineage
-from edgeops.records import DatasetRef, DpModel
+from edgeops.asset_store import (
+    ASSET_CANARY_AUDIT,
+    ASSET_DP_BASELINE,
+    ASSET_NONPRIVATE_REFERENCE,
+    ASSET_PRIVACY_AUDIT,
+)
+from edgeops.records import DatasetRef, DpModel, MembershipAuditRecord, ReferenceRecord
 
 
 def build_governance_assets(ctx: AssetFactoryContext) -> list:
     declaration, spec = ctx.declaration, ctx.declaration.spec
     key = ctx.key("model_card")
     ins = {
-        name: dg.AssetIn(ctx.key(name)) for name in ("dp_model", "dp_baseline", "nonprivate_reference", "privacy_audit")
+        name: dg.AssetIn(ctx.key(name))
+        for name in ("dp_model", ASSET_DP_BASELINE, ASSET_NONPRIVATE_REFERENCE, ASSET_PRIVACY_AUDIT)
     }
     ins["dataset"] = dg.AssetIn(ctx.key("validated_dataset"))
     ins["compressed"] = dg.AssetIn(ctx.key("compressed_model"))
@@ -19,7 +26,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
     ins["robustness"] = dg.AssetIn(ctx.key("robustness"))
     canary_audit = spec.privacy.audit.enabled and spec.training.mode != "federated"
     if canary_audit:  # privacy.audit.enabled: the canary audit's outcome is a section of the card
-        ins["dp_canary_audit"] = dg.AssetIn(ctx.key("dp_canary_audit"))
+        ins[ASSET_CANARY_AUDIT] = dg.AssetIn(ctx.key(ASSET_CANARY_AUDIT))
 
     @dg.asset(
         key=key,
@@ -51,14 +58,14 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
         context: dg.AssetExecutionContext,
         lineage: MlflowLineage,
         dp_model: DpModel,
-        dp_baseline: dict,
-        nonprivate_reference: dict,
-        privacy_audit: dict,
+        dp_baseline,  # BaselineRecord | BaselineSkipped: Dagster takes no union as an input type
+        nonprivate_reference: ReferenceRecord,
+        privacy_audit: MembershipAuditRecord,
         dataset: DatasetRef,
         compressed: dict,
         benchmarks: dict,
         robustness: dict,
-        **optional: dict,
+        **optional,  # dp_canary_audit: CanaryAuditRecord, where privacy.audit.enabled
     ):
         from pathlib import Path
 
@@ -72,14 +79,14 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
                 run,
                 {
                     "dp_model": dp_model,
-                    "dp_baseline": dp_baseline,
-                    "nonprivate_reference": nonprivate_reference,
-                    "privacy_audit": privacy_audit,
+                    ASSET_DP_BASELINE: dp_baseline,
+                    ASSET_NONPRIVATE_REFERENCE: nonprivate_reference,
+                    ASSET_PRIVACY_AUDIT: privacy_audit,
                     "dataset": dataset,
                     "compressed": compressed,
                     "benchmarks": benchmarks,
                     "robustness": robustness,
-                    "canary_audit": optional.get("dp_canary_audit"),
+                    "canary_audit": optional.get(ASSET_CANARY_AUDIT),
                 },
                 context.run.run_id,
             )

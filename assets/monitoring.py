@@ -12,6 +12,7 @@ import dagster as dg
 
 from assets.common import AssetFactoryContext, edgeops_failure
 from assets.resources import MlflowLineage
+from edgeops.asset_store import ASSET_DP_BASELINE, ASSET_NONPRIVATE_REFERENCE, ASSET_PRIVACY_AUDIT
 from edgeops.records import DatasetRef, DpModel, DriftQuarantined
 
 SENSOR_INTERVAL_ENV = "EDGEOPS_SENSOR_INTERVAL_S"
@@ -202,9 +203,9 @@ def build_monitoring_automation(ctx: AssetFactoryContext) -> tuple[list, list]:
                 "raw_dataset",
                 "validated_dataset",
                 "dp_model",
-                "dp_baseline",
-                "nonprivate_reference",
-                "privacy_audit",
+                ASSET_DP_BASELINE,
+                ASSET_NONPRIVATE_REFERENCE,
+                ASSET_PRIVACY_AUDIT,
             )
         ]
         retrain_job = dg.define_asset_job(f"{spec.name}_retrain_job", selection=dg.AssetSelection.assets(*upstream))

@@ -5,7 +5,20 @@ import dagster as dg
 
 from assets.common import AssetFactoryContext, edgeops_failure, per_class_table
 from assets.resources import MlflowLineage
-from edgeops.records import DatasetRef, DpModel
+from edgeops.asset_store import (
+    ASSET_CANARY_AUDIT,
+    ASSET_DP_BASELINE,
+    ASSET_NONPRIVATE_REFERENCE,
+    ASSET_PRIVACY_AUDIT,
+)
+from edgeops.records import (
+    BaselineRecord,
+    CanaryAuditRecord,
+    DatasetRef,
+    DpModel,
+    MembershipAuditRecord,
+    ReferenceRecord,
+)
 
 
 def build_training_assets(ctx: AssetFactoryContext) -> list:
@@ -109,7 +122,7 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
         )
 
     @dg.asset(
-        key=ctx.key("dp_baseline"),
+        key=ctx.key(ASSET_DP_BASELINE),
         group_name=ctx.group("training"),
         owners=spec.owners,
         kinds={"scikitlearn", "mlflow"},
@@ -118,19 +131,19 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
         description=f"diffprivlib GaussianNB at epsilon {spec.privacy.baseline_epsilon:g} with the declared public "
         "bounds: a DP baseline reported beside the network (charged to the ledger).",
     )
-    def dp_baseline(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef) -> dict:
+    def dp_baseline(
+        context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef
+    ):  # -> BaselineRecord | BaselineSkipped: Dagster takes no union as an output type
         from edgeops.privacy.baseline import run_baseline_stage
 
-        with edgeops_failure(), lineage.stage_run(context, declaration, "dp_baseline") as run:
+        with edgeops_failure(), lineage.stage_run(context, declaration, ASSET_DP_BASELINE) as run:
             result = run_baseline_stage(spec, dataset, ledger(), run, context.run.run_id)
-        if "metrics" in result:
-            context.add_output_metadata(
-                {"test_accuracy": result["metrics"]["test"]["accuracy"], "epsilon": result["epsilon"]}
-            )
+        if isinstance(result, BaselineRecord):
+            context.add_output_metadata({"test_accuracy": result.metrics.test.accuracy, "epsilon": result.epsilon})
         return result
 
     @dg.asset(
-        key=ctx.key("nonprivate_reference"),
+        key=ctx.key(ASSET_NONPRIVATE_REFERENCE),
         group_name=ctx.group("privacy"),
         owners=spec.owners,
         kinds={"pytorch", "mlflow"},
@@ -139,10 +152,12 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
         description="NOT RELEASED. The same model trained without DP, for comparison (utility gap, membership "
         "inference) only. Never exported, registered or shipped.",
     )
-    def nonprivate_reference(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef) -> dict:
+    def nonprivate_reference(
+        context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef
+    ) -> ReferenceRecord:
         from edgeops.privacy.reference import run_reference_stage
 
-        with edgeops_failure(), lineage.stage_run(context, declaration, "nonprivate_reference") as run:
+        with edgeops_failure(), lineage.stage_run(context, declaration, ASSET_NONPRIVATE_REFERENCE) as run:
             result = run_reference_stage(
                 spec,
                 dataset,
@@ -152,18 +167,18 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
                 dagster_run_id=context.run.run_id,
                 progress=context.log.info,
             )
-        context.add_output_metadata({"test_accuracy": result["metrics"]["test"]["accuracy"], "released": False})
+        context.add_output_metadata({"test_accuracy": result.metrics.test.accuracy, "released": False})
         return result
 
     @dg.asset(
-        key=ctx.key("privacy_audit"),
+        key=ctx.key(ASSET_PRIVACY_AUDIT),
         group_name=ctx.group("privacy"),
         owners=spec.owners,
         kinds={"pytorch", "mlflow"},
         ins={
             "dataset": validated,
             "dp_model": dg.AssetIn(ctx.key("dp_model")),
-            "reference": dg.AssetIn(ctx.key("nonprivate_reference")),
+            "reference": dg.AssetIn(ctx.key(ASSET_NONPRIVATE_REFERENCE)),
         },
         code_version=declaration.sha256[:12],
         description="Membership inference (loss-threshold attack), REPORT-ONLY, of the released DP model and of the "
@@ -176,19 +191,19 @@ def build_training_assets(ctx: AssetFactoryContext) -> list:
         lineage: MlflowLineage,
         dataset: DatasetRef,
         dp_model: DpModel,
-        reference: dict,
-    ) -> dict:
+        reference: ReferenceRecord,
+    ) -> MembershipAuditRecord:
         from edgeops.privacy.membership import run_audit_stage
 
-        with edgeops_failure(), lineage.stage_run(context, declaration, "privacy_audit") as run:
+        with edgeops_failure(), lineage.stage_run(context, declaration, ASSET_PRIVACY_AUDIT) as run:
             result = run_audit_stage(spec, dataset, dp_model, reference, run)
         context.add_output_metadata(
             {
-                "dp_model_auc": result["dp_model"]["auc"],
-                "reference_auc": result["nonprivate_reference"]["auc"],
-                "empirical_epsilon_lower_bound": result["dp_model"]["empirical_epsilon_lower_bound"],
-                "claimed_epsilon": result["claimed_epsilon"],
-                "summary": result["summary"],
+                "dp_model_auc": result.dp_model.auc,
+                "reference_auc": result.nonprivate_reference.auc,
+                "empirical_epsilon_lower_bound": result.dp_model.empirical_epsilon_lower_bound,
+                "claimed_epsilon": result.claimed_epsilon,
+                "summary": result.summary,
             }
         )
         return result
@@ -210,7 +225,7 @@ def build_canary_audit(ctx: AssetFactoryContext, validated: dg.AssetIn) -> list:
     audit = spec.privacy.audit
 
     @dg.asset(
-        key=ctx.key("dp_canary_audit"),
+        key=ctx.key(ASSET_CANARY_AUDIT),
         group_name=ctx.group("privacy"),
         owners=spec.owners,
         kinds={"pytorch", "mlflow"},
@@ -221,35 +236,37 @@ def build_canary_audit(ctx: AssetFactoryContext, validated: dg.AssetIn) -> list:
         f"public synthetic data holding {audit.canaries} canaries, and the same run with the noise off. Reads no "
         "private row (costs no budget). Outcome: consistent, violated or underpowered.",
     )
-    def dp_canary_audit(context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef) -> dict:
+    def dp_canary_audit(
+        context: dg.AssetExecutionContext, lineage: MlflowLineage, dataset: DatasetRef
+    ) -> CanaryAuditRecord:
         from edgeops.audit import run_canary_audit_stage
 
-        with edgeops_failure(), lineage.stage_run(context, declaration, "dp_canary_audit") as run:
+        with edgeops_failure(), lineage.stage_run(context, declaration, ASSET_CANARY_AUDIT) as run:
             result = run_canary_audit_stage(spec, dataset, run, pipeline_dir / "models" / "pretrained")
         context.add_output_metadata(
             {
-                "outcome": result["outcome"],
-                "epsilon_lower_bound": result["epsilon_lower_bound"],
-                "max_detectable_epsilon": result["max_detectable_epsilon"],
-                "control_epsilon_lower_bound": result["control_epsilon_lower_bound"],
-                "claimed_epsilon": result["claimed_epsilon"],
-                "summary": result["summary"],
+                "outcome": result.outcome,
+                "epsilon_lower_bound": result.epsilon_lower_bound,
+                "max_detectable_epsilon": result.max_detectable_epsilon,
+                "control_epsilon_lower_bound": result.control_epsilon_lower_bound,
+                "claimed_epsilon": result.claimed_epsilon,
+                "summary": result.summary,
             }
         )
         return result
 
     @dg.asset_check(
-        asset=ctx.key("dp_canary_audit"),
+        asset=ctx.key(ASSET_CANARY_AUDIT),
         name="canary_audit_outcome",
         blocking=True,
         description="Fails (error) when the audit's epsilon lower bound exceeds the claim; fails as a warning when the "
         "audit is underpowered (it could not have detected a violation): never a pass.",
     )
-    def canary_audit_outcome(dp_canary_audit: dict) -> dg.AssetCheckResult:
-        outcome = dp_canary_audit["outcome"]
+    def canary_audit_outcome(dp_canary_audit: CanaryAuditRecord) -> dg.AssetCheckResult:
+        outcome = dp_canary_audit.outcome
         return dg.AssetCheckResult(
             passed=outcome == "consistent",
-            description=dp_canary_audit["summary"][:2000],
+            description=dp_canary_audit.summary[:2000],
             severity=dg.AssetCheckSeverity.WARN if outcome == "underpowered" else dg.AssetCheckSeverity.ERROR,
             metadata={"outcome": outcome},
         )

@@ -25,11 +25,15 @@ from edgeops.lineage import (
     STAGE_VALIDATED,
 )
 from edgeops.records import (
+    Baseline,
     BenchmarkRecord,
+    CanaryAuditRecord,
     CardSummary,
     DatasetRef,
     DpModel,
     DriftReport,
+    MembershipAuditRecord,
+    ReferenceRecord,
     Robustness,
     TargetArtifact,
     TrainabilityRecord,
@@ -39,6 +43,9 @@ ASSETS_FOLDER = "assets"  # below the edgeops home
 UNPARTITIONED = "__all__"
 # Assets read outside Dagster that have no lineage stage of their own.
 ASSET_FEDERATED_MODEL, ASSET_DRIFT_REPORT = "federated_model", "drift_report"
+# The privacy-side assets the card reads, none of them released.
+ASSET_DP_BASELINE, ASSET_NONPRIVATE_REFERENCE = "dp_baseline", "nonprivate_reference"
+ASSET_PRIVACY_AUDIT, ASSET_CANARY_AUDIT = "privacy_audit", "dp_canary_audit"
 
 # The assets whose output is a typed record (edgeops.records): stored as its JSON, handed back validated, to the
 # Dagster IO manager and to every reader here alike; a record class, or a union where an asset stores several forms.
@@ -53,6 +60,10 @@ RECORD_OF_ASSET: dict[str, Any] = {
     ASSET_DRIFT_REPORT: DriftReport,
     STAGE_BENCHMARK: BenchmarkRecord,
     STAGE_COMPRESSION: TargetArtifact,
+    ASSET_DP_BASELINE: Baseline,
+    ASSET_NONPRIVATE_REFERENCE: ReferenceRecord,
+    ASSET_PRIVACY_AUDIT: MembershipAuditRecord,
+    ASSET_CANARY_AUDIT: CanaryAuditRecord,
 }
 
 

@@ -39,35 +39,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from edgeops.audit_canaries import GradientCanaries as GradientCanaries
 from edgeops.audit_canaries import _canaries, _public_filler, _train_and_score
+from edgeops.records.privacy import (
+    CANARY_DESIGN,
+    CANARY_SCORE,
+    CanaryAuditFindings,
+    CanaryAuditRecord,
+    CanaryKind,
+    GuessResult,
+    Outcome,
+)
 
 if TYPE_CHECKING:
     from edgeops.lineage import LineageRun
     from edgeops.records import DatasetRef
     from edgeops.spec import PipelineSpec
 
-AUDIT_METHOD = "one-run canary audit (Steinke, Nasr and Jagielski 2023, Corollary 5.4)"
 DEFAULT_CONFIDENCE = 0.95
 # Guess counts tried, as fractions of the canaries guessed on each side (k "in" + k "out"); the significance is
 # split evenly over them (Bonferroni), so trying several keeps the bound valid.
 GUESS_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.5)
-
-Outcome = Literal["consistent", "violated", "underpowered"]
-CanaryKind = Literal["gradient", "input"]
-CANARY_DESIGN = {
-    "gradient": "white-box gradient canaries: each the clipping norm on one coordinate of the model's largest weight "
-    "tensor (distinct coordinates), included with probability 1/2 and then sampled at each step at the plan's "
-    "Poisson rate; the training set is public synthetic data of the declared size",
-    "input": "random binary images within the declared feature bounds, each with a random label, each included with "
-    "probability 1/2; the rest of the training set is public synthetic data",
-}
-CANARY_SCORE = {
-    "gradient": "the weight at the canary's coordinate before training minus after; higher means guessed 'in'",
-    "input": "loss of the canary's label before training minus after; higher means guessed 'in'",
-}
 
 
 # ---------------------------------------------------------------- statistics
@@ -112,15 +105,6 @@ def epsilon_lower_bound(m: int, r: int, v: int, delta: float, significance: floa
 def guess_counts(m: int, fractions: tuple[float, ...] = GUESS_FRACTIONS) -> list[int]:
     """k per side for each fraction (at least 1, at most m // 2), without repeats."""
     return sorted({min(max(1, int(round(f * m))), m // 2) for f in fractions})
-
-
-class GuessResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    k_per_side: int = Field(description="guesses 'in' for the k highest scores and 'out' for the k lowest")
-    guesses: int = Field(description="r: guesses made (2k)")
-    correct: int = Field(description="v: guesses that were right")
-    epsilon_lower_bound: float
 
 
 def audit_scores(
@@ -177,43 +161,8 @@ def outcome_for(
 
 
 # ---------------------------------------------------------------- the audit run
-class CanaryAuditResult(BaseModel):
-    """One audit's outcome: what was trained, what the attack got right, and what that proves. The control is the same
-    training with the noise off (noise multiplier 0, clipping on): an attack that cannot catch it is underpowered."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: str = AUDIT_METHOD
-    outcome: Outcome
-    claimed_epsilon: float = Field(description="the epsilon the DP-SGD plan was calibrated to (the claim under audit)")
-    delta: float
-    epsilon_lower_bound: float = Field(
-        description="empirical lower bound on epsilon at `confidence`: the run is not (eps, delta)-DP for any smaller "
-        "eps"
-    )
-    max_detectable_epsilon: float = Field(
-        description="the bound if every guess were right: the most this canary count can prove"
-    )
-    control_epsilon_lower_bound: float | None = Field(
-        description="the same attack's bound on the noise-off control run; None when no control ran"
-    )
-    confidence: float
-    canaries: int
-    canaries_included: int
-    canary: CanaryKind = Field("input", description="gradient: white-box Dirac gradient canaries; input: canary rows")
-    training_rows: int = Field(
-        description="rows in the audit's training set (public filler, plus the included canaries for input canaries)"
-    )
-    noise_multiplier: float
-    noise: Literal["declared", "off"] = Field(description="off: noise multiplier 0, clipping on (the negative control)")
-    sample_rate: float
-    steps: int
-    max_grad_norm: float
-    guesses: list[GuessResult]
-    score: str = CANARY_SCORE["input"]
-    canary_design: str = CANARY_DESIGN["input"]
-    private_rows_read: int = 0
-    seconds: float
+class CanaryAuditResult(CanaryAuditFindings):
+    """The findings of run_canary_audit, with their one-line summary."""
 
     @property
     def summary(self) -> str:
@@ -325,7 +274,7 @@ def run_canary_audit(
 # ---------------------------------------------------------------- the stage
 def run_canary_audit_stage(
     spec: PipelineSpec, ref: DatasetRef, run: LineageRun, pretrained_cache: Path | None = None
-) -> dict[str, Any]:
+) -> CanaryAuditRecord:
     """Stage: the audit of the declared DP-SGD settings (privacy.audit), at the declared training size. Reads the
     training split's row count and feature names only, never a row. Logs the outcome to MLflow; returns the record."""
 
@@ -349,6 +298,6 @@ def run_canary_audit_stage(
             "audit_control_epsilon_lower_bound": result.control_epsilon_lower_bound,
         }
     )
-    record = {**result.model_dump(mode="json"), "summary": result.summary}
-    run.log_json(record, "audit/canary_audit.json")
-    return {**record, "mlflow_run_id": run.run_id}
+    record = CanaryAuditRecord(**result.model_dump(), summary=result.summary, mlflow_run_id=run.run_id)
+    run.log_json(record.model_dump(mode="json", exclude={"mlflow_run_id"}), "audit/canary_audit.json")
+    return record

@@ -11,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from edgeops.asset_store import ASSET_DP_BASELINE, ASSET_NONPRIVATE_REFERENCE, ASSET_PRIVACY_AUDIT
 from edgeops.cards.nist import CLASSIFICATIONS, classify_nist, load_attestations, load_catalogue
 from edgeops.cards.record import CARD_SCHEMA_VERSION
 from edgeops.cards.sections import (
@@ -27,11 +28,19 @@ from edgeops.cards.sections import (
 )
 from edgeops.records import (
     ACCURACY_ON_DEVICE,
+    BASELINE_TEST_ACCURACY,
     LATENCY_B1_P50_MS,
     LATENCY_B1_P95_MS,
     PEAK_RSS_BEYOND_BASELINE_KB,
+    REFERENCE_TEST_ACCURACY,
+    Baseline,
+    BaselineRecord,
+    BaselineSkipped,
     BenchmarkRecord,
+    CanaryAuditRecord,
     DpModel,
+    MembershipAuditRecord,
+    ReferenceRecord,
     TargetArtifact,
 )
 from edgeops.spec import Declaration
@@ -51,16 +60,16 @@ def build_card(
     *,
     dataset: DatasetRef,
     dp_model: DpModel,
-    baseline: dict[str, Any],
-    reference: dict[str, Any],
-    audit: dict[str, Any],
+    baseline: Baseline,
+    reference: ReferenceRecord,
+    audit: MembershipAuditRecord,
     compressed: dict[str, TargetArtifact],
     benchmarks: dict[str, BenchmarkRecord],
     dagster_run_id: str,
     inputs_drift_reports: list[DriftReport] | None = None,
     robustness: dict[str, Robustness] | None = None,
     ledger_summary: LedgerView | None = None,
-    canary_audit: dict[str, Any] | None = None,
+    canary_audit: CanaryAuditRecord | None = None,
 ) -> dict[str, Any]:
     from edgeops.compression.build import budget_outcomes
     from edgeops.hil.bench import latency_memory_outcomes
@@ -74,7 +83,7 @@ def build_card(
         name: record for name, record in compressed.items() if record.parent_weights_sha256 == dp_model.weights_sha256
     }
     test_acc = evidence.metric(dp_run, "test_accuracy")
-    reference_acc = reference["metrics"]["test"]["accuracy"]
+    reference_acc = reference.metrics.test.accuracy
     card: dict[str, Any] = {
         "schema_version": CARD_SCHEMA_VERSION,
         "card_id": f"{spec.name}/{version}",
@@ -121,14 +130,14 @@ def build_card(
                 "validation_accuracy": evidence.metric(dp_run, "validation_accuracy"),
             },
             "dp_baseline": {
-                "test_accuracy": evidence.metric(baseline["mlflow_run_id"], "baseline_test_accuracy"),
-                "model": baseline.get("model"),
-                "epsilon": baseline.get("epsilon"),
+                "test_accuracy": evidence.metric(baseline.mlflow_run_id, BASELINE_TEST_ACCURACY),
+                "model": baseline.model,
+                "epsilon": baseline.epsilon,
             }
-            if baseline.get("mlflow_run_id") and "metrics" in baseline
-            else {"skipped": baseline.get("skipped", "")},
+            if isinstance(baseline, BaselineRecord) and baseline.mlflow_run_id
+            else {"skipped": baseline.skipped if isinstance(baseline, BaselineSkipped) else ""},
             "nonprivate_reference": {
-                "test_accuracy": evidence.metric(reference["mlflow_run_id"], "reference_test_accuracy"),
+                "test_accuracy": evidence.metric(reference.mlflow_run_id, REFERENCE_TEST_ACCURACY),
                 "released": False,
                 "note": "comparison only; never exported, registered or shipped",
             },
@@ -278,8 +287,8 @@ def build_card(
         | {"combined": dataset.digest},
         "mlflow_runs": {
             "dp_model": dp_run,
-            "privacy_audit": audit.get("mlflow_run_id"),
-            "dp_baseline": baseline.get("mlflow_run_id"),
+            "privacy_audit": audit.mlflow_run_id,
+            "dp_baseline": baseline.mlflow_run_id,
             **{f"compressed_model[{n}]": r.registered_run_id for n, r in current.items()},
             **{
                 f"hil_benchmark[{n}]": b.mlflow_run_id
@@ -346,9 +355,9 @@ def generate_card(
         run.client,
         dataset=inputs["dataset"],
         dp_model=inputs["dp_model"],
-        baseline=inputs["dp_baseline"],
-        reference=inputs["nonprivate_reference"],
-        audit=inputs["privacy_audit"],
+        baseline=inputs[ASSET_DP_BASELINE],
+        reference=inputs[ASSET_NONPRIVATE_REFERENCE],
+        audit=inputs[ASSET_PRIVACY_AUDIT],
         compressed=inputs["compressed"],
         benchmarks=inputs["benchmarks"],
         dagster_run_id=dagster_run_id,

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from edgeops.errors import CardError
 from edgeops.records import (
+    CanaryAuditRecord,
     DpModel,
     DriftChecked,
     DriftQuarantined,
     DriftReport,
     FederatedPrivacy,
     LedgerView,
+    MembershipAuditRecord,
     Robustness,
     RobustnessRecord,
     TargetArtifact,
@@ -197,8 +199,8 @@ def robustness_section(
 def privacy_section(
     evidence: MlflowEvidence,
     dp_model: DpModel,
-    audit: dict[str, Any],
-    canary_audit: dict[str, Any] | None,
+    audit: MembershipAuditRecord,
+    canary_audit: CanaryAuditRecord | None,
     ledger_summary: LedgerView | None,
 ) -> dict[str, Any]:
     """The card's privacy section: the released model's guarantee in numbers and words (its epsilon cited from MLflow),
@@ -207,6 +209,7 @@ def privacy_section(
     from edgeops.privacy.accounting import card_ledger, verify_claim
 
     dp_run = dp_model.mlflow_run_id
+    stored_audit = audit.to_json()
     # CentralPrivacy | FederatedPrivacy, told apart by `federated` (a flag mypy does not narrow on)
     privacy: Any = dp_model.privacy
     federated = isinstance(privacy, FederatedPrivacy)
@@ -249,11 +252,10 @@ def privacy_section(
         },
         "rederivation": verify_claim(privacy.model_dump()),
         "membership_inference": {
-            k: audit[k]
+            k: stored_audit[k]
             for k in ("dp_model", "nonprivate_reference", "role", "max_detectable_epsilon", "summary")
-            if k in audit
         }
-        | {"mlflow_run_id": audit.get("mlflow_run_id")},
+        | {"mlflow_run_id": audit.mlflow_run_id},
         "canary_audit": canary_audit_section(canary_audit),
         "protected": [
             "training split (DP-SGD)",
@@ -294,9 +296,9 @@ CANARY_AUDIT_KEYS = (
 )
 
 
-def canary_audit_section(record: dict[str, Any] | None) -> dict[str, Any]:
+def canary_audit_section(record: CanaryAuditRecord | None) -> dict[str, Any]:
     """The one-run canary audit (edgeops.audit) as the card states it; 'not run' with how to turn it on otherwise."""
-    if not record:
+    if record is None:
         return {
             "outcome": "not run",
             "consistent": False,
@@ -304,7 +306,8 @@ def canary_audit_section(record: dict[str, Any] | None) -> dict[str, Any]:
             "declaration runs it; two DP-SGD runs on public data, no privacy cost)",
         }
     # consistent: the NIST mapping's pass/fail field (true only for a powered audit whose bound stayed within the claim)
-    return {k: record[k] for k in CANARY_AUDIT_KEYS if k in record} | {"consistent": record["outcome"] == "consistent"}
+    stored = record.to_json()
+    return {k: stored[k] for k in CANARY_AUDIT_KEYS} | {"consistent": record.outcome == "consistent"}
 
 
 def per_class_drop(record: TargetArtifact) -> dict[str, float]:

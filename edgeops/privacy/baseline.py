@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeops.errors import PrivacyBudgetError
 from edgeops.ledger import Computation, code_version
 from edgeops.noise import diffprivlib_random_state
+from edgeops.records import (
+    BASELINE_TEST_ACCURACY,
+    BASELINE_TEST_ECE,
+    Baseline,
+    BaselineRecord,
+    BaselineSkipped,
+    HeldOutTestMetrics,
+    SplitMetrics,
+)
 
 if TYPE_CHECKING:
     from diffprivlib.models import GaussianNB
@@ -45,7 +54,7 @@ def train_dp_baseline(
 
 def run_baseline_stage(
     spec: PipelineSpec, ref: DatasetRef, ledger: PrivacyLedger, run: LineageRun, dagster_run_id: str = ""
-) -> dict[str, Any]:
+) -> Baseline:
     """The diffprivlib baseline, trained on its own share of the budget and charged to the ledger. Its output (the
     test metrics; the model itself is never released) is stored in the ledger entry, so a re-run reuses it."""
     from edgeops.training.data import TrainingData
@@ -55,7 +64,7 @@ def run_baseline_stage(
     spec = ref.bounded(spec)
     epsilon = spec.privacy.baseline_epsilon
     if epsilon <= 0:
-        return {"skipped": "privacy.baseline_epsilon is 0", "mlflow_run_id": run.run_id}
+        return BaselineSkipped(skipped="privacy.baseline_epsilon is 0", mlflow_run_id=run.run_id)
     data = TrainingData.from_ref(ref, spec)
     low, high = feature_bounds(spec, data.features)
     computation = Computation(
@@ -89,13 +98,14 @@ def run_baseline_stage(
             metrics = evaluate_logits(np.nan_to_num(log_probs, nan=-1e9, neginf=-1e9), data.y_test, len(data.classes))
             spend.complete(output={"metrics": {"test": metrics}})
     run.log_params({"baseline.model": "diffprivlib GaussianNB", "baseline.epsilon": epsilon})
-    run.log_metrics({"baseline_test_accuracy": metrics["accuracy"], "baseline_test_ece": metrics["ece"]})
-    return {
-        "model": "diffprivlib GaussianNB",
-        "epsilon": epsilon,
-        "delta": 0.0,
-        "ledger_entry": spend.entry.id,
-        "metrics": {"test": metrics},
-        "released": False,
-        "mlflow_run_id": run.run_id,
-    }
+    test = SplitMetrics.model_validate(metrics)
+    run.log_metrics({BASELINE_TEST_ACCURACY: test.accuracy, BASELINE_TEST_ECE: test.ece})
+    return BaselineRecord(
+        model="diffprivlib GaussianNB",
+        epsilon=epsilon,
+        delta=0.0,
+        ledger_entry=spend.entry.id,
+        metrics=HeldOutTestMetrics(test=test),
+        released=False,
+        mlflow_run_id=run.run_id,
+    )

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from edgeops.records import DpModel
+from edgeops.records import DpModel, MembershipAttack, MembershipAuditRecord, ReferenceRecord
 
 if TYPE_CHECKING:
     from edgeops.lineage import LineageRun
@@ -63,7 +63,7 @@ def loss_threshold_attack(
     nonmember_labels: np.ndarray,
     delta: float,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> MembershipAttack:
     """Yeom et al.'s loss-threshold attack: a lower loss means 'member'. Equal-sized member/non-member sets."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -80,22 +80,22 @@ def loss_threshold_attack(
     resolution = 1.0 / n
     target = max(0.001, resolution)
     tpr_at = float(tpr[fpr <= target].max()) if (fpr <= target).any() else 0.0
-    return {
-        "attack": "loss threshold (Yeom et al. 2018)",
-        "members": n,
-        "nonmembers": n,
-        "auc": auc,
-        "tpr_at_0.1pct_fpr": tpr_at if resolution <= 0.001 else None,
-        "tpr_at_lowest_fpr": tpr_at,
-        "lowest_fpr_resolvable": round(resolution, 6),
-        "empirical_epsilon_lower_bound": empirical_epsilon_lower_bound(member_scores, nonmember_scores, delta),
-        "confidence": 0.95,
-    }
+    return MembershipAttack(
+        attack="loss threshold (Yeom et al. 2018)",
+        members=n,
+        nonmembers=n,
+        auc=auc,
+        tpr_at_tenth_percent_fpr=tpr_at if resolution <= 0.001 else None,
+        tpr_at_lowest_fpr=tpr_at,
+        lowest_fpr_resolvable=round(resolution, 6),
+        empirical_epsilon_lower_bound=empirical_epsilon_lower_bound(member_scores, nonmember_scores, delta),
+        confidence=0.95,
+    )
 
 
 def run_audit_stage(
-    spec: PipelineSpec, ref: DatasetRef, dp_model: DpModel, reference: dict[str, Any], run: LineageRun
-) -> dict[str, Any]:
+    spec: PipelineSpec, ref: DatasetRef, dp_model: DpModel, reference: ReferenceRecord, run: LineageRun
+) -> MembershipAuditRecord:
     """Membership inference (loss threshold) against the released DP model and the non-private reference. Report-only:
     at the test split's size even a perfect attack barely certifies the claimed epsilon (see `max_detectable_epsilon`),
     so no check passes on it; the audit that can fail is edgeops.audit."""
@@ -105,10 +105,10 @@ def run_audit_stage(
 
     spec = ref.bounded(spec)
     data = TrainingData.from_ref(ref, spec)
-    results: dict[str, Any] = {}
-    for name, weights in (("dp_model", dp_model.weights_path), ("nonprivate_reference", reference["weights_path"])):
+    attacks: dict[str, MembershipAttack] = {}
+    for name, weights in (("dp_model", dp_model.weights_path), ("nonprivate_reference", reference.weights_path)):
         model = load_weights(new_model(spec, data), Path(weights))
-        results[name] = loss_threshold_attack(
+        attacks[name] = loss_threshold_attack(
             predict_logits(model, data.x_train),
             data.y_train,
             predict_logits(model, data.x_test),
@@ -117,15 +117,13 @@ def run_audit_stage(
             spec.training.seed,
         )
     claimed = dp_model.privacy.claimed_epsilon
-    lower = results["dp_model"]["empirical_epsilon_lower_bound"]
-    n = results["dp_model"]["members"]
+    lower = attacks["dp_model"].empirical_epsilon_lower_bound
+    n = attacks["dp_model"].members
     # What a perfect attack (every member scored above every non-member, all scores distinct as real losses are) would
     # certify at this sample size. Near or below the claim this attack cannot detect a violation in practice, so it is
     # reported, never used as a pass (edgeops.audit is the audit that can fail).
     most = empirical_epsilon_lower_bound(np.linspace(1, 2, n), np.linspace(0, 0.9, n), float(dp_model.privacy.delta))
-    results["claimed_epsilon"] = claimed
-    results["max_detectable_epsilon"] = most
-    results["role"] = (
+    role = (
         "report-only: "
         + (
             f"at n = {n} even a perfect attack certifies at most epsilon {most:.2f}, below the claim {claimed:.2f}, "
@@ -135,20 +133,28 @@ def run_audit_stage(
         )
         + "; the privacy audit is the one-run canary audit (privacy.audit)"
     )
-    results["summary"] = (
-        f"loss-threshold MIA (report-only): DP model AUC {results['dp_model']['auc']:.3f}, empirical eps lower bound "
+    summary = (
+        f"loss-threshold MIA (report-only): DP model AUC {attacks['dp_model'].auc:.3f}, empirical eps lower bound "
         f"{lower:.3f} "
         f"(claimed {claimed:.3f}; at most {most:.2f} detectable at n = {n}); non-private reference AUC "
-        f"{results['nonprivate_reference']['auc']:.3f}"
+        f"{attacks['nonprivate_reference'].auc:.3f}"
     )
     run.log_metrics(
         {
             f"mia_{m}_{k}": v
-            for m in ("dp_model", "nonprivate_reference")
-            for k, v in results[m].items()
+            for m, attack in attacks.items()
+            for k, v in attack.to_json().items()
             if isinstance(v, float)
         }
     )
-    run.log_json(results, "audit/membership_inference.json")
-    results["mlflow_run_id"] = run.run_id
-    return results
+    record = MembershipAuditRecord(
+        dp_model=attacks["dp_model"],
+        nonprivate_reference=attacks["nonprivate_reference"],
+        claimed_epsilon=claimed,
+        max_detectable_epsilon=most,
+        role=role,
+        summary=summary,
+        mlflow_run_id=run.run_id,
+    )
+    run.log_json(record.model_dump(mode="json", exclude={"mlflow_run_id"}), "audit/membership_inference.json")
+    return record

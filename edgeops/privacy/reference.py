@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgeops.ledger import Computation, code_version
+from edgeops.records import REFERENCE_TEST_ACCURACY, HeldOutTestMetrics, ReferenceRecord, SplitMetrics
 
 if TYPE_CHECKING:
     from edgeops.ledger import LedgerEntry, PrivacyLedger
@@ -24,7 +25,7 @@ def run_reference_stage(
     *,
     dagster_run_id: str = "",
     progress: Callable[[str], None] = lambda _: None,
-) -> dict[str, Any]:
+) -> ReferenceRecord:
     """The non-private reference: trained for comparison only, never exported, registered or released."""
     from edgeops.models import load_weights, save_weights, weights_sha256
     from edgeops.training.data import TrainingData, new_model
@@ -68,14 +69,16 @@ def run_reference_stage(
             save_weights(model, path, {"released": "false", "purpose": "comparison only"})
             if not spend.reused:
                 spend.complete(output={"weights_path": str(path), "weights_sha256": weights_sha256(model)})
-    metrics = {"test": evaluate_logits(predict_logits(model, data.x_test), data.y_test, len(data.classes))}
+    test = SplitMetrics.model_validate(
+        evaluate_logits(predict_logits(model, data.x_test), data.y_test, len(data.classes))
+    )
     run.set_tags({"edgeops.released": "false", "edgeops.role": "non-private reference, never released"})
-    run.log_metrics({"reference_test_accuracy": metrics["test"]["accuracy"]})
-    return {
-        "weights_path": str(path),
-        "weights_sha256": weights_sha256(model),
-        "metrics": metrics,
-        "released": False,
-        "role": "non-private reference (comparison only, never released)",
-        "mlflow_run_id": run.run_id,
-    }
+    run.log_metrics({REFERENCE_TEST_ACCURACY: test.accuracy})
+    return ReferenceRecord(
+        weights_path=str(path),
+        weights_sha256=weights_sha256(model),
+        metrics=HeldOutTestMetrics(test=test),
+        released=False,
+        role="non-private reference (comparison only, never released)",
+        mlflow_run_id=run.run_id,
+    )

@@ -1,6 +1,7 @@
 """The records that cross a stage boundary: frozen pydantic models, each owning its field names, one module per
-stage (dataset, dp_model, card, compression, benchmark, robustness, trainability, drift), plus the privacy ledger's
-(ledger) and a release decision's (release); the card's own record is edgeops.cards.record.
+stage (dataset, dp_model, card, compression, benchmark, robustness, trainability, drift; privacy: the
+reference, the baseline and the audits), plus the privacy ledger's (ledger) and a release decision's (release); the
+card's own record is edgeops.cards.record.
 
 A stage builds its record; the Dagster IO manager stores it as JSON (``to_json()``) and hands it back validated, so a
 reader gets attributes instead of string keys. The MLflow metric names a stage logs and later stages read back are
@@ -45,6 +46,21 @@ from edgeops.records.drift import (
     PredictionDrift,
 )
 from edgeops.records.ledger import LedgerEntry, LedgerView
+from edgeops.records.privacy import (
+    BASELINE_TEST_ACCURACY,
+    BASELINE_TEST_ECE,
+    REFERENCE_TEST_ACCURACY,
+    Baseline,
+    BaselineRecord,
+    BaselineSkipped,
+    CanaryAuditFindings,
+    CanaryAuditRecord,
+    GuessResult,
+    HeldOutTestMetrics,
+    MembershipAttack,
+    MembershipAuditRecord,
+    ReferenceRecord,
+)
 from edgeops.records.release import ReleaseOutcome
 from edgeops.records.robustness import (
     AdversarialBudget,
@@ -57,16 +73,24 @@ from edgeops.records.trainability import FineTuneCheck, StepLatency, Trainabilit
 
 __all__ = [
     "ACCURACY_ON_DEVICE",
+    "BASELINE_TEST_ACCURACY",
+    "BASELINE_TEST_ECE",
     "LATENCY_B1_P50_MS",
     "LATENCY_B1_P95_MS",
     "MEASURED_FIELDS",
     "PEAK_RSS_BEYOND_BASELINE_KB",
+    "REFERENCE_TEST_ACCURACY",
     "AdversarialBudget",
     "AgentRun",
     "ArtifactNotes",
+    "Baseline",
+    "BaselineRecord",
+    "BaselineSkipped",
     "BatchLatency",
     "BenchmarkEnergy",
     "BenchmarkRecord",
+    "CanaryAuditFindings",
+    "CanaryAuditRecord",
     "CardSummary",
     "CentralPrivacy",
     "DataProblem",
@@ -81,14 +105,19 @@ __all__ = [
     "FederatedPrivacy",
     "FederatedSummary",
     "FineTuneCheck",
+    "GuessResult",
+    "HeldOutTestMetrics",
     "LedgerEntry",
     "LedgerView",
+    "MembershipAttack",
+    "MembershipAuditRecord",
     "OmsSignature",
     "OnnxInt8Kernels",
     "PredictionDrift",
     "PrivacyStatement",
     "ReceiptCheck",
     "Record",
+    "ReferenceRecord",
     "RegisteredModel",
     "ReleaseOutcome",
     "Robustness",

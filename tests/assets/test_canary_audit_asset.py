@@ -6,6 +6,8 @@ from __future__ import annotations
 import dagster as dg
 from helpers import table_declaration, table_frame
 
+from edgeops.records import CanaryAuditRecord
+
 
 def audit_declaration(enabled: bool) -> dict:
     spec = table_declaration()
@@ -46,12 +48,13 @@ def test_a_declared_audit_materializes_and_its_check_never_passes_an_underpowere
         raise_on_error=False,
     )
     record = result.output_for_node("tabular__dp_canary_audit")
-    assert record["private_rows_read"] == 0 and record["canaries"] == 60
-    assert record["outcome"] in ("consistent", "violated", "underpowered")
+    assert isinstance(record, CanaryAuditRecord)
+    assert record.private_rows_read == 0 and record.canaries == 60
+    assert record.outcome in ("consistent", "violated", "underpowered")
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "canary_audit_outcome")
-    assert evaluation.passed == (record["outcome"] == "consistent")
-    if record["outcome"] == "underpowered":
+    assert evaluation.passed == (record.outcome == "consistent")
+    if record.outcome == "underpowered":
         assert evaluation.severity == dg.AssetCheckSeverity.WARN
     from edgeops.cards.sections import canary_audit_section
 
-    assert canary_audit_section(record)["summary"] == record["summary"]
+    assert canary_audit_section(record)["summary"] == record.summary

@@ -25,7 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
-    from edgeops.validation import feature_bounds, suspect_labels
+    from edgeops.scaling import feature_bounds
+    from edgeops.validation import suspect_labels
 
     declaration, data, _ = digits_training_data()
     spec = declaration.spec

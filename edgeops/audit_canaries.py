@@ -28,7 +28,7 @@ def _canaries(
     """Canaries: random binary images within the declared feature bounds (each value at its low or high bound with
     probability 1/2), each with a uniformly random label. Far from the data and nearly orthogonal to each other, so a
     canary's inclusion moves its own loss more than the others do."""
-    from edgeops.validation import feature_bounds
+    from edgeops.scaling import feature_bounds
 
     low, high = feature_bounds(spec, features)
     x = np.where(rng.random((count, len(features))) < 0.5, low, high).astype(np.float32)
@@ -41,8 +41,8 @@ def _public_filler(
     """The rest of the training set: edgeops.synthetic's digits where the declared input is sklearn digits-shaped
     (64 features, classes within 0-9), else uniform random inputs within the bounds with random labels. The guarantee
     under audit does not depend on the data, so neither choice changes what the audit proves; only its power."""
+    from edgeops.scaling import feature_bounds
     from edgeops.training.nonprivate import public_synthetic_digits
-    from edgeops.validation import feature_bounds
 
     if len(features) == 64 and set(classes) <= set(range(10)):
         return public_synthetic_digits(spec, features, classes, count, seed)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from edgeops.errors import DataError
+from edgeops.files import file_sha256
 from edgeops.records.dataset import DataProblem, DatasetRef, StoredSplit
 from edgeops.spec import DatasetSpec, Declaration
 
@@ -211,14 +212,6 @@ def frame_digest(frame: pd.DataFrame, features: list[str], label: str) -> str:
     digest.update(frame[ROW_ID].to_numpy(dtype="<i8").tobytes())
     digest.update(np.ascontiguousarray(frame[features].to_numpy(dtype="<f8")).tobytes())
     digest.update(frame[label].to_numpy(dtype="<f8").tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 

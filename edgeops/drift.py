@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from edgeops.data import ROW_ID, file_sha256, read_split
+from edgeops.data import ROW_ID, read_split
 from edgeops.drift_simulation import SEVERITIES as SEVERITIES
 from edgeops.drift_simulation import _images as _images
 from edgeops.drift_simulation import shift_batch as shift_batch
 from edgeops.drift_simulation import simulate as simulate
 from edgeops.errors import DataError
+from edgeops.files import file_sha256
 from edgeops.records import (
     DataProblem,
     DpModel,
@@ -135,7 +136,7 @@ def validate_batch(
     bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if len(bad_rows):
         found.append(_rows_problem(bad_rows, "with missing or infinite values"))
-    from edgeops.validation import feature_bounds
+    from edgeops.scaling import feature_bounds
 
     low, high = feature_bounds(spec, features)
     outside = np.flatnonzero(((values < low) | (values > high)).any(axis=1))

@@ -39,7 +39,7 @@ def shift_batch(
     features: list[str],
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    from edgeops.validation import feature_bounds
+    from edgeops.scaling import feature_bounds
 
     spec = declaration.spec
     low, high = feature_bounds(spec, features)

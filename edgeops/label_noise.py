@@ -14,8 +14,8 @@ from edgeops.data import ROW_ID, read_split
 from edgeops.spec import PipelineSpec
 
 if TYPE_CHECKING:
+    from edgeops.checks import CheckOutcome
     from edgeops.records import DatasetRef
-    from edgeops.validation import CheckOutcome
 
 
 # ---------------------------------------------------------------- label noise / poisoning
@@ -118,7 +118,8 @@ def confident_learning_scan(features: np.ndarray, labels: np.ndarray, folds: int
 
 def check_poisoning(ref: DatasetRef, spec: PipelineSpec) -> CheckOutcome:
     # Imported here, not at the top: edgeops.validation imports this module.
-    from edgeops.validation import MAX_EXAMPLES, CheckOutcome, feature_bounds
+    from edgeops.checks import MAX_EXAMPLES, CheckOutcome
+    from edgeops.scaling import feature_bounds
 
     config = spec.validation.poisoning
     train = read_split(ref, "train")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from edgeops.data import file_sha256
+from edgeops.files import file_sha256
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

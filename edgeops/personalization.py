@@ -18,20 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeops.errors import SpecError
+from edgeops.hil.personalize import personalization_epsilon
 from edgeops.records import FineTuneCheck, StepLatency, TrainabilityRecord
 from edgeops.spec import Declaration, TargetSpec
 
 if TYPE_CHECKING:
     from edgeops.records import DatasetRef
-
-
-def personalization_epsilon(steps: int, sample_rate: float, noise_multiplier: float, delta: float) -> float | None:
-    """Epsilon of DP fine-tuning of the head (the device user's data; not the pipeline's ledger)."""
-    if noise_multiplier <= 0:
-        return None
-    from edgeops.privacy.accounting import rederive_epsilon
-
-    return rederive_epsilon(noise_multiplier, sample_rate, steps, delta, "rdp")
 
 
 def simulated_local_data(declaration: Declaration, dataset: DatasetRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -64,8 +64,8 @@ def measure_robustness(
     """Clean, FGSM and PGD accuracy of one target's artifact at each declared budget, on the artifact's own runtime."""
     from edgeops.compression.measurement import artifact_logits
     from edgeops.models import load_weights
+    from edgeops.scaling import feature_bounds
     from edgeops.training.data import TrainingData, new_model
-    from edgeops.validation import feature_bounds
 
     settings = spec.robustness
     spec = ref.bounded(spec)

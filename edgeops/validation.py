@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,20 +32,7 @@ if TYPE_CHECKING:
     from edgeops.lineage import LineageRun
     from edgeops.records import DatasetRef
 
-MAX_EXAMPLES = 20
-
-
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    summary: str
-    counts: dict[str, Any] = field(default_factory=dict)
-    examples: list[dict[str, Any]] = field(default_factory=list)
-    links: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from edgeops.checks import MAX_EXAMPLES, CheckOutcome
 
 
 def _all_rows(ref: DatasetRef) -> pd.DataFrame:
@@ -219,7 +205,7 @@ def run_expectations(ref: DatasetRef, declaration: Declaration, gx_root: Path) -
     if failed:
         # The unexpected values are private rows' un-noised values: kept in an owner-only file beside the Data Docs,
         # never in Dagster metadata or MLflow (which get the rule, the column, the count and the row ids).
-        from edgeops.training.charged import write_owner_only
+        from edgeops.files import write_owner_only
 
         values_file = gx_root / "failed_values.json"
         write_owner_only(values_file, json.dumps(failed, default=str))
@@ -298,31 +284,6 @@ def check_class_balance(ref: DatasetRef, spec: PipelineSpec) -> CheckOutcome:
         else f"{len(bad)} class(es) outside [{low:.2%}, {high:.2%}]"
     )
     return CheckOutcome("class_balance", not bad, summary, {"classes": len(shares)}, bad)
-
-
-# ---------------------------------------------------------------- feature bounds
-def feature_bounds(spec: PipelineSpec, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature (low, high) arrays: the declared bounds, or, before DP statistics resolved them (see
-    `DatasetRef.bounded`), the declared public value range."""
-    declared = spec.dataset.feature_bounds
-    pairs = np.array(
-        [
-            spec.dataset.bounds_for(c) if not isinstance(declared, dict) or c in declared else (0.0, 1.0)
-            for c in features
-        ],
-        dtype=np.float64,
-    )
-    return pairs[:, 0], pairs[:, 1]
-
-
-def model_input_bounds(spec: PipelineSpec, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The (low, high) the model's input scaler maps onto [0, 1]: the feature bounds, or, with scaling: standardise,
-    centre +- half a spread (so that one spread becomes one unit: the model standardises its inputs inside itself)."""
-    low, high = feature_bounds(spec, features)
-    if spec.dataset.scaling != "standardise":
-        return low, high
-    centre, spread = (low + high) / 2, (high - low) / 6
-    return centre - spread / 2, centre + spread / 2
 
 
 CHECKS = ("schema", "expectations", "leakage", "duplicates", "class_balance", "poisoning_scan")

@@ -14,8 +14,8 @@ import torch
 
 from edgeops.compression.measurement import artifact_logits, onnx_kernel_profile, onnx_logits
 from edgeops.compression.recipe import STEP_HANDLERS, CompressionContext, WorkingModel, ensure_onnx
-from edgeops.data import file_sha256
 from edgeops.errors import CompressionError
+from edgeops.files import file_sha256
 from edgeops.noise import combined_statement
 from edgeops.records.compression import TargetArtifact
 from edgeops.spec import Declaration, DistillStep, Fp16Step, Int8Step, PruneStep, TargetSpec
@@ -45,8 +45,8 @@ def build_target(
     """The entry point: apply the target's recipe to the DP model, export, check, measure. Returns the record."""
     from dataclasses import replace
 
+    from edgeops.scaling import feature_bounds
     from edgeops.training.data import TrainingData
-    from edgeops.validation import feature_bounds
 
     # With DP-estimated bounds, every step (model rebuild, calibration, fine-tuning) sees them as declared ones.
     declaration = replace(declaration, spec=dp_model.ref.bounded(declaration.spec))

@@ -177,7 +177,7 @@ def _distill(step: DistillStep, model: WorkingModel, ctx: CompressionContext) ->
     teacher_parameters = sum(p.numel() for p in teacher.parameters())
     student_spec = spec.model.model_copy(update=step.student.model_dump())
     torch.manual_seed(ctx.seed)
-    from edgeops.validation import model_input_bounds
+    from edgeops.scaling import model_input_bounds
 
     student = build_model(
         student_spec,

@@ -27,7 +27,7 @@ def computation(
     federated setting, the delta it is accounted at, the code (this package, the models, Flower's version) and the
     public identity of its noise secret (edgeops.noise; a fresh secret is a new charge)."""
     from edgeops.ledger import Computation, code_version
-    from edgeops.validation import feature_bounds
+    from edgeops.scaling import feature_bounds
 
     bounds = [array.tolist() for array in feature_bounds(spec, features)] if features else None
     return Computation(
@@ -73,9 +73,10 @@ def run_federated_training(
 ) -> DpModel:
     """Stage: charge the ledger for the planned client-level epsilon, run the rounds, save and log like central
     training."""
+    from edgeops.files import write_owner_only
     from edgeops.ledger import DRAW_SEPARATOR
     from edgeops.models import export_onnx, load_weights, save_weights, weights_sha256
-    from edgeops.training.charged import noise_statement, write_owner_only
+    from edgeops.training.charged import noise_statement
     from edgeops.training.data import TrainingData, new_model
     from edgeops.training.stage import release_dp_model
 

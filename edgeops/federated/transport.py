@@ -70,7 +70,7 @@ class LocalTrainer:
         feature_names: list[str],
         classes: int,
     ):
-        from edgeops.validation import feature_bounds
+        from edgeops.scaling import feature_bounds
 
         self.spec, self.fed, self.partitions = spec, spec.training.federated, partitions
         self.feature_names, self.classes = feature_names, classes
@@ -78,7 +78,7 @@ class LocalTrainer:
 
     def fresh_model(self) -> torch.nn.Module:
         from edgeops.models import build_model
-        from edgeops.validation import model_input_bounds
+        from edgeops.scaling import model_input_bounds
 
         return build_model(
             self.spec.model,

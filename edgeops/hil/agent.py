@@ -32,14 +32,13 @@ from edgeops.hil.agent_gate import (
 from edgeops.hil.agent_gate import load_token as load_token
 from edgeops.hil.agent_routes import RETURNS_ORDER as RETURNS_ORDER
 from edgeops.hil.agent_routes import _add_delivery_routes, _add_personalization_route
+from edgeops.hil.version import AGENT_VERSION as AGENT_VERSION
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from fastapi import FastAPI
 
     from edgeops.hil.updater import Updater
-
-AGENT_VERSION = "0.2.0"
 
 
 def create_app(

@@ -151,8 +151,8 @@ def _add_delivery_routes(app: "FastAPI", updater: "Updater", authorized: Callabl
     from pydantic import BaseModel, Field
 
     from edgeops.bundle import BundleError, device_public_pem
-    from edgeops.hil.agent import AGENT_VERSION  # imported here: edgeops.hil.agent imports this module
     from edgeops.hil.updater import BadRequest, UpdateRefused
+    from edgeops.hil.version import AGENT_VERSION
 
     class RollbackRequest(BaseModel):
         reason: str = Field(min_length=1, max_length=2000)

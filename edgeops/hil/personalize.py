@@ -7,7 +7,7 @@ cross-entropy. Optional DP: each example's gradient is clipped and Gaussian nois
 Poisson-sampled batches (DP-SGD on the head); the sampling and the noise come from a fresh secret of edgeops.noise
 (never from `seed`, which only splits the holdout). Its epsilon for the declared noise, sampling rate and steps is
 computed
-on the host (`edgeops.personalization.personalization_epsilon`) and reported. The device's data is not the pipeline's,
+by `personalization_epsilon` (on the host, which prices the job) and reported. The device's data is not the pipeline's,
 so it is not charged to the pipeline's ledger: the agent keeps the device's own ledger under its --home
 (`device_ledger`), refuses a DP job that names no epsilon, and refuses one that would pass the device's total.
 
@@ -53,13 +53,20 @@ def device_ledger(
     return PrivacyLedger(Path(home) / DEVICE_LEDGER, Budget(epsilon, delta))
 
 
+def personalization_epsilon(steps: int, sample_rate: float, noise_multiplier: float, delta: float) -> float | None:
+    """Epsilon of DP fine-tuning of the head (the device user's data; not the pipeline's ledger)."""
+    if noise_multiplier <= 0:
+        return None
+    from edgeops.privacy.accounting import rederive_epsilon
+
+    return rederive_epsilon(noise_multiplier, sample_rate, steps, delta, "rdp")
+
+
 def job_epsilon(
     rows: int, steps: int, batch_size: int, holdout: float, noise_multiplier: float, delta: float
 ) -> tuple[float, float]:
     """(epsilon, sample rate) of one DP personalization job on `rows` local rows, priced before it runs (the same split
     and Poisson rate `personalize` uses)."""
-    from edgeops.personalization import personalization_epsilon
-
     train_rows = int(round(rows * (1 - holdout)))
     if train_rows < 2:
         raise PersonalizationError(f"{rows} local rows are too few to train and hold out")

@@ -57,9 +57,9 @@ def run_baseline_stage(
 ) -> Baseline:
     """The diffprivlib baseline, trained on its own share of the budget and charged to the ledger. Its output (the
     test metrics; the model itself is never released) is stored in the ledger entry, so a re-run reuses it."""
+    from edgeops.scaling import feature_bounds
     from edgeops.training.data import TrainingData
     from edgeops.training.evaluation import evaluate_logits
-    from edgeops.validation import feature_bounds
 
     spec = ref.bounded(spec)
     epsilon = spec.privacy.baseline_epsilon

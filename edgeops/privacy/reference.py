@@ -28,10 +28,10 @@ def run_reference_stage(
 ) -> ReferenceRecord:
     """The non-private reference: trained for comparison only, never exported, registered or released."""
     from edgeops.models import load_weights, save_weights, weights_sha256
+    from edgeops.scaling import feature_bounds
     from edgeops.training.data import TrainingData, new_model
     from edgeops.training.evaluation import evaluate_logits, predict_logits
     from edgeops.training.nonprivate import train_nonprivate
-    from edgeops.validation import feature_bounds
 
     spec = ref.bounded(spec)
     data = TrainingData.from_ref(ref, spec)

@@ -9,7 +9,7 @@ is never charged twice and a fresh draw always is.
 """
 
 # What code outside the package imported from edgeops.training when it was one module.
-from edgeops.training.charged import charged_dp_sgd, noise_statement, write_owner_only
+from edgeops.training.charged import charged_dp_sgd, noise_statement
 from edgeops.training.data import TrainingData, new_model
 from edgeops.training.dpsgd import plan_dp_training, train_dp
 from edgeops.training.evaluation import evaluate_logits, predict_logits
@@ -35,5 +35,4 @@ __all__ = [
     "run_dp_training",
     "train_dp",
     "train_nonprivate",
-    "write_owner_only",
 ]

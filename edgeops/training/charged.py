@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from edgeops.files import write_owner_only
 from edgeops.ledger import DRAW_SEPARATOR, PrivacyLedger
 from edgeops.models import load_weights, save_weights, weights_sha256
 from edgeops.noise import NOT_PRIVATE, NoiseSecrets
@@ -20,18 +21,6 @@ from edgeops.training.dpsgd import DpPlan, train_dp
 
 if TYPE_CHECKING:
     from edgeops.ledger import LedgerEntry
-
-
-def write_owner_only(path: Path, text: str) -> None:
-    """A state-folder file readable by its owner alone (records holding un-noised values computed from private rows)."""
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-        handle.write(text)
-    tmp.replace(path)
 
 
 def noise_statement(record: dict[str, Any] | None) -> str:

@@ -43,7 +43,7 @@ class TrainingData:
 
 
 def new_model(spec: PipelineSpec, data: TrainingData) -> nn.Module:
-    from edgeops.validation import model_input_bounds
+    from edgeops.scaling import model_input_bounds
 
     low, high = model_input_bounds(spec, data.features)
     return build_model(spec.model, len(data.features), len(data.classes), spec.dataset.image_shape, low, high)

@@ -21,10 +21,10 @@ from edgeops.ledger import DP_SGD_LIBRARIES, DP_SGD_MODULES, NOT_IN_COMPUTATION,
 from edgeops.models import assert_dp_compatible
 from edgeops.noise import NoiseSource, NoiseStream
 from edgeops.progress import advance
+from edgeops.scaling import feature_bounds
 from edgeops.spec import PipelineSpec
 from edgeops.training.data import Progress, TrainingData, new_model
 from edgeops.training.evaluation import evaluate_logits, predict_logits
-from edgeops.validation import feature_bounds
 
 if TYPE_CHECKING:
     from opacus.optimizers.optimizer import DPOptimizer

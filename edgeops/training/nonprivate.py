@@ -16,10 +16,10 @@ from torch import nn
 from edgeops.errors import TrainingError
 from edgeops.models import load_weights, save_weights, weights_sha256
 from edgeops.progress import advance
+from edgeops.scaling import feature_bounds
 from edgeops.spec import PipelineSpec, PretrainSpec
 from edgeops.training.data import Progress, TrainingData, new_model
 from edgeops.training.evaluation import evaluate_logits, predict_logits
-from edgeops.validation import feature_bounds
 
 
 def public_synthetic_digits(

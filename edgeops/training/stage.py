@@ -7,12 +7,13 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from edgeops.files import write_owner_only
 from edgeops.ledger import PrivacyLedger
 from edgeops.models import export_onnx, weights_sha256
 from edgeops.noise import NOISE_TAG
 from edgeops.records import CentralPrivacy, DpMetrics, DpModel, FederatedPrivacy
 from edgeops.spec import PipelineSpec
-from edgeops.training.charged import charged_dp_sgd, noise_statement, write_owner_only
+from edgeops.training.charged import charged_dp_sgd, noise_statement
 from edgeops.training.data import Progress, TrainingData, new_model
 from edgeops.training.dpsgd import plan_dp_training
 from edgeops.training.evaluation import evaluate_logits, predict_logits

@@ -97,7 +97,7 @@ def test_failed_rebuild_keeps_the_previous_artifact(trained, tmp_path, monkeypat
     monkeypatch.setitem(compression.STEP_HANDLERS, Int8Step, broken)
     with pytest.raises(RuntimeError):
         build_target(declaration, target, dp_model, tmp_path / "same")
-    from edgeops.data import file_sha256
+    from edgeops.files import file_sha256
 
     assert file_sha256(first.artifact_path) == first.sha256
     assert json.loads((tmp_path / "same" / "record.json").read_text())["sha256"] == first.sha256

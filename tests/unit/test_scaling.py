@@ -8,8 +8,9 @@ from helpers import NullRun, table_declaration, table_frame
 
 from edgeops.data import ingest
 from edgeops.ledger import ledger_for
+from edgeops.scaling import feature_bounds
 from edgeops.spec import load_declaration
-from edgeops.validation import feature_bounds, run_check
+from edgeops.validation import run_check
 
 
 def wide_declaration(project, frame):

@@ -50,8 +50,29 @@ class ExecuTorchSession:
         return cast(np.ndarray, self.method.execute([self._torch.from_numpy(x)])[0].numpy())
 
 
+def to_tensor_type(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    """A float32 batch as a LiteRT input tensor takes it: as is for a float input, quantized with the tensor's own
+    (scale, zero point) for an integer input (what a fully int8 model asks its caller for)."""
+    dtype = np.dtype(details["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype, copy=False)
+    scale, zero_point = details["quantization"]
+    limits = np.iinfo(dtype)
+    return cast(np.ndarray, np.clip(np.round(x / scale) + zero_point, limits.min, limits.max).astype(dtype))
+
+
+def from_tensor_type(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    """A LiteRT output tensor as float32: dequantized with its (scale, zero point) when it is an integer tensor."""
+    if np.dtype(details["dtype"]).kind == "f":
+        return y.astype(np.float32, copy=True)
+    scale, zero_point = details["quantization"]
+    return cast(np.ndarray, ((y.astype(np.float32) - zero_point) * scale).astype(np.float32))
+
+
 class LiteRtSession:
-    """A .tflite model in the LiteRT interpreter (XNNPACK delegate). Converted with a static batch (see export)."""
+    """A .tflite model in the LiteRT interpreter (XNNPACK delegate). Converted with a static batch (see export). Takes
+    and returns float32: an int8 model's integer input and output are quantized and dequantized here, as its caller on a
+    device would (the cost is timed with the model)."""
 
     runtime, provider = "litert", "XNNPACK delegate"
 
@@ -71,9 +92,9 @@ class LiteRtSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] != self.max_batch:
             raise ValueError(f"this LiteRT artifact takes batches of exactly {self.max_batch} rows, got {x.shape[0]}")
-        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.set_tensor(self.input["index"], to_tensor_type(x, self.input))
         self.interpreter.invoke()
-        return cast(np.ndarray, self.interpreter.get_tensor(self.output["index"]).copy())
+        return from_tensor_type(self.interpreter.get_tensor(self.output["index"]), self.output)
 
 
 SESSIONS: dict[str, type[ExecuTorchSession | LiteRtSession]] = {

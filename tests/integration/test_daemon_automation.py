@@ -24,6 +24,8 @@ import urllib.request
 import pytest
 from helpers import Project, stop_process_group, table_declaration, table_frame
 
+from edgeops.asset_store import AssetStore
+
 DRIFT_REPORT_GOAL_S = 90  # the goal, printed against the measured time
 DRIFT_REPORT_LIMIT_S = (
     300  # the failure bound: each run is a fresh process that imports Evidently (84 s of 124 s on this
@@ -117,7 +119,7 @@ def test_a_dropped_batch_is_reported_and_drift_retrains_through_the_daemon(tmp_p
         assert "automation" in log_path.read_text().lower()  # make ui says that sensors and automation run
 
         declaration = load_declaration(project.root / "pipelines" / "watched.yaml")
-        dataset = json.loads((settings.home / "assets" / "watched" / "validated_dataset" / "__all__.json").read_text())
+        dataset = AssetStore.under_home(settings.home).validated_dataset("watched")
         incoming = project.root / "data" / "incoming" / "watched"
         dropped_at = time.time()
         (batch,) = simulate(declaration, dataset, "covariate", "high", incoming, batches=1, rows=150, seed=5)

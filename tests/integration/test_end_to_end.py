@@ -11,6 +11,8 @@ import pytest
 import yaml
 from helpers import TINY_ACCURACY_DROP_POINTS, table_declaration, table_frame, tiny_digits
 
+from edgeops.asset_store import AssetStore
+
 NOISE_SECRETS: list[bytes] = []
 
 
@@ -342,7 +344,7 @@ def test_release_gates_promotion_rollback_and_lineage(finished):
     settings = project.settings()
     client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
     declaration = load_declaration(project.root / "pipelines" / "tabular.yaml")
-    dataset = json.loads((settings.home / "assets" / "tabular" / "validated_dataset" / "__all__.json").read_text())
+    dataset = AssetStore.under_home(settings.home).validated_dataset("tabular")
     name = "tabular-cpu_float"
 
     with pytest.raises(releases.ReleaseError, match="review pending"):
@@ -436,7 +438,7 @@ def test_release_gates_promotion_rollback_and_lineage(finished):
     sha = client.get_model_version(name, "1").tags["edgeops.sha256"]
     chain = releases.lineage(client, sha)["chains"]
     assert {c["version"] for c in chain} == {"1", "2"}  # same artifact bytes, two versions
-    assert all(c["dataset"]["digest"] == dataset["digest"] and c["dp_model_run"] for c in chain)
+    assert all(c["dataset"]["digest"] == dataset.digest and c["dp_model_run"] for c in chain)
     assert any(r["action"] == "rollback" and "misreads" in r["reason"] for c in chain for r in c["releases"])
 
     # Two promotions of the approved v2 race: exactly one wins, the registry stays consistent.
@@ -722,7 +724,7 @@ def test_unreachable_mlflow_during_promotion_changes_nothing(finished):
     settings = project.settings()
     client = Lineage(settings.mlflow_tracking_uri, settings.mlflow_artifact_root).client
     declaration = load_declaration(project.root / "pipelines" / "tabular.yaml")
-    dataset = json.loads((settings.home / "assets" / "tabular" / "validated_dataset" / "__all__.json").read_text())
+    dataset = AssetStore.under_home(settings.home).validated_dataset("tabular")
     name = "tabular-cpu_float"
     before = str(client.get_model_version_by_alias(name, "production").version)
     history = client.get_registered_model(name).tags["edgeops.production_history"]
@@ -758,7 +760,7 @@ def test_drift_batches_on_arrival_quarantine_and_no_double_processing(finished):
     settings = project.settings()
     declaration = load_declaration(project.root / "pipelines" / "digits.yaml")
     incoming = project.root / "data" / "incoming" / "digits"
-    dataset = json.loads((settings.home / "assets" / "digits" / "validated_dataset" / "__all__.json").read_text())
+    dataset = AssetStore.under_home(settings.home).validated_dataset("digits")
     (clean,) = simulate(declaration, dataset, "none", "medium", incoming, batches=1, rows=150, seed=3)
     (_shifted,) = simulate(declaration, dataset, "rotation", "high", incoming, batches=1, rows=150, seed=4)
     bad = incoming / "bad-schema.csv"

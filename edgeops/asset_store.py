@@ -8,6 +8,7 @@ an asset's small JSON reference (paths, hashes, numbers); models and data are fi
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -51,7 +52,6 @@ ASSET_PRIVACY_AUDIT, ASSET_CANARY_AUDIT = "privacy_audit", "dp_canary_audit"
 # Dagster IO manager and to every reader here alike; a record class, or a union where an asset stores several forms.
 RECORD_OF_ASSET: dict[str, Any] = {
     STAGE_RAW: DatasetRef,
-    STAGE_CARD: CardSummary,
     STAGE_VALIDATED: DatasetRef,
     STAGE_DP_MODEL: DpModel,
     ASSET_FEDERATED_MODEL: DpModel,
@@ -64,14 +64,22 @@ RECORD_OF_ASSET: dict[str, Any] = {
     ASSET_NONPRIVATE_REFERENCE: ReferenceRecord,
     ASSET_PRIVACY_AUDIT: MembershipAuditRecord,
     ASSET_CANARY_AUDIT: CanaryAuditRecord,
+    STAGE_CARD: CardSummary,
 }
+
+
+@cache
+def _validator(asset: str) -> TypeAdapter[Any] | None:
+    """One validator per record type, built once (building a TypeAdapter compiles the record's schema)."""
+    record = RECORD_OF_ASSET.get(asset)
+    return TypeAdapter(record) if record else None
 
 
 def load_stored(asset: str, stored: Any) -> Any:
     """An asset's stored JSON as it is handed on: its record, validated (a malformed file is refused here, naming the
     field), or the JSON itself for an asset that has no record yet."""
-    record = RECORD_OF_ASSET.get(asset)
-    return TypeAdapter(record).validate_python(stored) if record else stored
+    validator = _validator(asset)
+    return validator.validate_python(stored) if validator else stored
 
 
 class AssetNotMaterialized(EdgeopsError):

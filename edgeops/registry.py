@@ -61,7 +61,7 @@ def registered_name(pipeline: str, target: str) -> str:
     return f"{pipeline}-{target}"
 
 
-def target_privacy(dp_model: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+def target_privacy(dp_model: DpModel, steps: list[dict[str, Any]]) -> dict[str, Any]:
     """(epsilon, delta) of a target's artifact by basic composition: the DP model's training, the DP statistics its
     input scaling used (if any), and every compression step that read private data (fine-tuning, distillation): the
     `steps` notes of its TargetArtifact."""
@@ -70,11 +70,11 @@ def target_privacy(dp_model: dict[str, Any], steps: list[dict[str, Any]]) -> dic
     def mechanism(source: dict[str, Any]) -> dict[str, Any]:
         return {k: source[k] for k in GAUSSIAN_KEYS if source.get(k) is not None}
 
-    privacy = dp_model["privacy"]
-    parts = [("dp_model", float(privacy["epsilon"]), float(privacy["delta"]), mechanism(privacy))]
-    statistics = (dp_model.get("ref") or {}).get("dp_statistics")
+    privacy = dp_model.privacy
+    parts = [("dp_model", privacy.epsilon, privacy.delta, mechanism(privacy.model_dump()))]
+    statistics = dp_model.ref.dp_statistics
     if statistics:
-        parts.append(("dp_statistics", float(statistics["epsilon"]), float(statistics.get("delta", 0.0)), {}))
+        parts.append(("dp_statistics", statistics.epsilon, statistics.delta, {}))
     for note in steps:
         for kind in ("finetune", "distill"):
             if isinstance(note.get(kind), dict) and "epsilon" in note[kind]:
@@ -94,7 +94,7 @@ def target_privacy(dp_model: dict[str, Any], steps: list[dict[str, Any]]) -> dic
     }
 
 
-def target_guarantee(dp_model: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+def target_guarantee(dp_model: DpModel, steps: list[dict[str, Any]]) -> dict[str, Any]:
     """A target's own (epsilon, delta) for its card entry: the basic sum over what its artifact depends on (the DP
     model, its DP statistics, this target's fine-tuning or distillation), and beside it the tighter PLD composition of
     the same mechanisms at the same delta."""
@@ -268,7 +268,7 @@ def log_target_model(
 ) -> str:
     """The target's artifact as an MLflow LoggedModel with its size, accuracy and (epsilon, delta); the benchmark
     stage adds its on-device latency and memory to the same model id."""
-    privacy = target_privacy(dp_model.to_json(), record.steps)
+    privacy = target_privacy(dp_model, record.steps)
     on_test_split = {"accuracy": record.accuracy, "accuracy_drop_points": record.accuracy_drop_points}
     properties = {"size_bytes": record.size_bytes, "epsilon": privacy["epsilon"], "delta": privacy["delta"]}
     params = {

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
+from edgeops.checks import MAX_EXAMPLES, CheckOutcome
 from edgeops.data import ROW_ID, SPLITS, read_split
 from edgeops.errors import DataError, SpecError
 from edgeops.label_noise import check_poisoning
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from edgeops.ledger import PrivacyLedger
     from edgeops.lineage import LineageRun
     from edgeops.records import DatasetRef
-
-from edgeops.checks import MAX_EXAMPLES, CheckOutcome
 
 
 def _all_rows(ref: DatasetRef) -> pd.DataFrame:
@@ -233,11 +232,9 @@ def _row_hashes(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
 
 def check_leakage(ref: DatasetRef) -> CheckOutcome:
     """Rows whose features appear in two splits (train/test leakage)."""
+    splits = {name: read_split(ref, name) for name in SPLITS}
     hashes = {
-        name: pd.Series(
-            read_split(ref, name)[ROW_ID].to_numpy(), index=_row_hashes(read_split(ref, name), ref.features)
-        )
-        for name in SPLITS
+        name: pd.Series(part[ROW_ID].to_numpy(), index=_row_hashes(part, ref.features)) for name, part in splits.items()
     }
     examples, counts = [], {}
     for first, second in (("train", "test"), ("train", "validation"), ("validation", "test")):

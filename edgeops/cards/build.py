@@ -38,6 +38,7 @@ from edgeops.records import (
     BaselineSkipped,
     BenchmarkRecord,
     CanaryAuditRecord,
+    CardSummary,
     DpModel,
     MembershipAuditRecord,
     ReferenceRecord,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from edgeops.lineage import LineageRun
-    from edgeops.records import CardSummary, DatasetRef, DriftReport, LedgerView, Robustness
+    from edgeops.records import DatasetRef, DriftReport, LedgerView, Robustness
     from edgeops.settings import Settings
 
 
@@ -201,7 +202,7 @@ def build_card(
                 "accuracy": evidence.metric(run_id, "accuracy", required=False),
                 "accuracy_drop_points": evidence.metric(run_id, "accuracy_drop_points", required=False),
                 "privacy": record.privacy,
-                "guarantee": target_guarantee(dp_model.to_json(), record.steps),
+                "guarantee": target_guarantee(dp_model, record.steps),
                 "per_class_drop": per_class_drop(record),
             }
         )
@@ -343,7 +344,6 @@ def generate_card(
 
     from edgeops.asset_store import AssetStore
     from edgeops.cards.store import write_card
-    from edgeops.records import CardSummary
 
     started = time.perf_counter()
     # Every batch's drift report so far. Read here, not declared as an input: batches arrive on their own schedule and

@@ -145,17 +145,22 @@ def dp_sgd(epsilon: float, steps: int, delta: float = 1e-5, rate: float = 1 / 3)
 
 def test_each_target_states_its_own_composed_guarantee_and_the_card_carries_the_ledger(tmp_path):
     from helpers import TABLE_CARD, visible
+    from record_examples import CENTRAL, central_record, dataset_ref
 
     from edgeops.cards.html_page import to_html
     from edgeops.cards.markdown import to_markdown
     from edgeops.privacy import card_ledger
+    from edgeops.records import DpModel
     from edgeops.registry import target_guarantee
 
     model, finetune = dp_sgd(3.0, 120), dp_sgd(1.0, 30)
-    dp_model = {"privacy": model}
+    # declared feature bounds: no DP statistics enter the composition (record_examples' validated dataset has some)
+    dp_model = DpModel.model_validate(central_record(privacy=CENTRAL | model, ref=dataset_ref(validated=False)))
     plain = target_guarantee(dp_model, [{"step": "int8"}])
     pruned = target_guarantee(dp_model, [{"step": "prune", "finetune": finetune}])
     assert (plain["epsilon"], plain["delta"]) == (3.0, 1e-5)
+    scaled = DpModel.model_validate(central_record(privacy=CENTRAL | model))  # its scaling came from DP statistics
+    assert target_guarantee(scaled, [{"step": "int8"}])["parts"]["dp_statistics"]["epsilon"] == 1.0
     # The MCU-style target pays for the DP model AND its fine-tuning: the model's figure alone would understate it.
     assert pruned["epsilon"] == pytest.approx(model["epsilon"] + finetune["epsilon"]) and pruned[
         "delta"

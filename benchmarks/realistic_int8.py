@@ -1,7 +1,7 @@
 """float vs int8 in every runtime, side by side, on a MobileNet-class model at 32x32
 (pipelines/examples/digits32_mobilenet.yaml).
 
-Usage: python benchmarks/realistic_int8.py [--rounds 7] [--core 1] [--skip-runtimes]
+Usage: python benchmarks/realistic_int8.py [--rounds 7] [--core 1] [--skip-runtimes] [--wide 2.0]
 Writes benchmarks/results/realistic_int8.md (and .json).
 
 One model (the example declaration's, pre-trained on public synthetic digits then DP-SGD, as the pipeline does), one
@@ -14,7 +14,8 @@ beyond its baseline after the runtime's imports. Roofline: the model's MACs x ba
 core's measured GEMM peak (ONNX Runtime MatMul fp32 and MatMulInteger u8 x s8, 1024^3), i.e. the best sustained
 throughput of the same kernels library on dense math, not the CPU's paper peak.
 A GroupNorm variant of the same architecture (random weights: speed only) is timed beside it through ONNX Runtime,
-to show what a normalisation that does not fold into the convolution costs.
+to show what a normalisation that does not fold into the convolution costs; and a wider one (--wide, random weights)
+through ONNX Runtime and ExecuTorch, to show how int8's gain grows with the model. Neither enters the goals.
 Goals (issue 23): best int8 p50 <= 0.5x float at b1 and b32 in >= 1 runtime; ONNX Runtime int8 <= 0.7x; drop <= 1
 point; int8 size <= 0.27x float; float b32 >= 40% of the fp32 peak.
 """
@@ -89,23 +90,41 @@ def dp_model(declaration, data, ref) -> tuple[dict, dict]:
     }
 
 
-def groupnorm_model(declaration, data, ref, folder: Path):
-    """The same architecture with a GroupNorm after every convolution, random weights (its speed only is measured)."""
+def variant_model(declaration, data, ref, folder: Path, **model_update):
+    """The declared architecture with `model_update` applied (norm: group, a wider width_multiplier), random weights:
+    its speed only is measured, never its accuracy."""
     import torch
 
     from edgeops.models import export_onnx, save_weights, weights_sha256
     from edgeops.training import new_model
 
     torch.manual_seed(0)
-    spec = declaration.spec.model_copy(update={"model": declaration.spec.model.model_copy(update={"norm": "group"})})
+    spec = declaration.spec.model_copy(update={"model": declaration.spec.model.model_copy(update=model_update)})
     model = new_model(spec, data).eval()
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / "gn.safetensors")
-    export_onnx(model, len(data.features), folder / "gn_float.onnx")
+    save_weights(model, folder / "model.safetensors")
+    export_onnx(model, len(data.features), folder / "float.onnx")
     # random weights, never trained: no noise to state
     return spec, benchmark_dp_model(
-        ref, folder / "gn.safetensors", folder / "gn_float.onnx", weights_sha256(model), None
+        ref, folder / "model.safetensors", folder / "float.onnx", weights_sha256(model), None
     )
+
+
+def model_macs(spec, data) -> tuple[int, int]:
+    """MACs per image and parameters of the spec's model (torch_pruning's counter)."""
+    import torch
+    import torch_pruning as tp
+
+    from edgeops.training import new_model
+
+    model = new_model(spec, data).eval()
+    macs, parameters = tp.utils.count_ops_and_params(model, torch.zeros(1, len(data.features)))
+    return int(macs), int(parameters)
+
+
+# Variants timed for speed only (random weights), excluded from the goals: what a normalisation that does not fold
+# costs, and what a wider model of the same family gains from int8.
+SPEED_ONLY = ("groupnorm_", "wide")
 
 
 def targets(runtimes_available: dict) -> list:
@@ -233,22 +252,22 @@ def main() -> None:
     parser.add_argument(
         "--skip", action="append", default=[], help="a tool runtime to leave out (executorch, litert), with the reason"
     )
+    parser.add_argument(
+        "--wide", type=float, default=2.0, help="also time this width multiplier, random weights (0: leave out)"
+    )
     args = parser.parse_args()
     import torch
-    import torch_pruning as tp
 
     from edgeops import runtimes
     from edgeops.compression import build_target, host_int8_dot_product, onnx_kernel_profile
     from edgeops.hil.harness import device_facts
     from edgeops.ledger import Budget, PrivacyLedger
-    from edgeops.training import new_model
 
     torch.set_num_threads(1)
     declaration, data, ref = example_data()
     model_record, training = dp_model(declaration, data, ref)
-    macs = int(
-        tp.utils.count_ops_and_params(new_model(declaration.spec, data).eval(), torch.zeros(1, len(data.features)))[0]
-    )
+    macs, _ = model_macs(declaration.spec, data)
+    macs_of: dict[str, int] = {}
     available = {name: runtimes.available(name) for name in runtimes.TOOL_RUNTIMES}
     if args.skip_runtimes:
         available = {name: (False, "skipped (--skip-runtimes)") for name in available}
@@ -269,15 +288,27 @@ def main() -> None:
             print(f"{target.name} failed: {failed[target.name]}", flush=True)
             continue
         print(f"built {target.name} in {time.perf_counter() - started:.0f} s", flush=True)
-    gn_spec, gn_model = groupnorm_model(declaration, data, ref, work / "gn")
     from dataclasses import replace
 
-    gn_declaration = replace(declaration, spec=gn_spec)
-    for target in targets({k: (False, "") for k in available})[:2]:
-        name = f"groupnorm_{target.name}"
-        records[name] = build_target(
-            gn_declaration, target.model_copy(update={"name": name}), gn_model, work / name, ledger
-        )
+    speed_only = [("groupnorm", {"norm": "group"}, {"onnxruntime"})]
+    if args.wide:
+        speed_only.append((f"wide{args.wide:g}", {"width_multiplier": args.wide}, {"onnxruntime", "executorch"}))
+    wide_facts = {}
+    for prefix, update, runtimes_wanted in speed_only:
+        variant_spec, variant = variant_model(declaration, data, ref, work / prefix, **update)
+        variant_declaration = replace(declaration, spec=variant_spec)
+        wide_facts[prefix] = model_macs(variant_spec, data)
+        for target in targets({k: v if k in runtimes_wanted else (False, "") for k, v in available.items()}):
+            if target.name.endswith("per_tensor"):
+                continue
+            name = f"{prefix}_{target.name}"
+            macs_of[name] = wide_facts[prefix][0]
+            try:
+                records[name] = build_target(
+                    variant_declaration, target.model_copy(update={"name": name}), variant, work / name, ledger
+                )
+            except runtimes.RuntimeToolError as err:
+                failed[name] = str(err)[:400]
 
     inputs = {}
     for batch in BATCHES:
@@ -379,7 +410,7 @@ def main() -> None:
                     else "",
                     "accuracy": round(record.accuracy if record.accuracy is not None else float("nan"), 4),
                     "drop_points": record.accuracy_drop_points if record.accuracy_drop_points is not None else "",
-                    "roofline_fraction": round(macs * batch / (p50 / 1e3) / peak, 3),
+                    "roofline_fraction": round(macs_of.get(name, macs) * batch / (p50 / 1e3) / peak, 3),
                     "int8_kernels": _kernel_summary(record, profiles.get(name)) if precision == "int8" else "",
                 }
             )
@@ -410,6 +441,18 @@ def main() -> None:
         "XNNPACK also picks its int8 microkernels by CPUID; neither exposes the name.",
         "The GroupNorm rows have random weights (their accuracy means nothing): they show what a normalisation that "
         "does not fold into the convolution costs in float and int8, on the same architecture.",
+        *[
+            f"The {prefix} rows: width multiplier {args.wide:g}, random weights (speed only; accuracy means nothing), "
+            f"{parameters:,} parameters, {variant_macs:,} MACs per image: "
+            + "; ".join(
+                f"{r['variant']} int8/float at batch {r['batch']} {r['int8/float p50 (median of rounds)']}"
+                for r in rows
+                if r["variant"].startswith(f"{prefix}_")
+                and r.get("int8/float p50 (median of rounds)") not in ("", None)
+            )
+            for prefix, (variant_macs, parameters) in wide_facts.items()
+            if prefix.startswith("wide")
+        ],
         *[f"Runtime not measured: {name}: {reason}" for name, (ok, reason) in available.items() if not ok],
         *[f"Not built or not timed: {name}: {reason}" for name, reason in failed.items()],
         *[f"Goal: {g}" for g in goals],
@@ -440,7 +483,7 @@ def evaluate_goals(rows: list[dict]) -> list[str]:
     real = [
         r
         for r in rows
-        if not r["variant"].startswith("groupnorm") and r.get("int8/float p50 (median of rounds)") not in ("", None)
+        if not r["variant"].startswith(SPEED_ONLY) and r.get("int8/float p50 (median of rounds)") not in ("", None)
     ]
     for batch in BATCHES:
         ratios = {r["variant"]: r["int8/float p50 (median of rounds)"] for r in real if r["batch"] == batch}
@@ -466,7 +509,7 @@ def evaluate_goals(rows: list[dict]) -> list[str]:
     for r in rows:
         if (
             r["variant"].endswith("_float")
-            and not r["variant"].startswith("groupnorm")
+            and not r["variant"].startswith(SPEED_ONLY)
             and r["batch"] == 32
             and "roofline_fraction" in r
         ):

@@ -88,12 +88,10 @@ def host_int8_dot_product() -> str | None:
 # How each runtime quantizes in its own way (the int8 step of an ExecuTorch or LiteRT target): the worker runs it in
 # the runtime's tool environment (edgeops.runtimes.worker.export) on the float model and these calibration inputs.
 TOOL_INT8_METHOD = {
-    "executorch": "PT2E static quantization with ExecuTorch's XNNPACKQuantizer (symmetric int8, per-channel weights), "
-    "lowered to the "
-    "XNNPACK delegate",
-    "litert": "PT2E static quantization with litert-torch's PT2EQuantizer (symmetric int8, per-channel weights), "
-    "converted to "
-    "int8 TFLite kernels (XNNPACK delegate)",
+    "executorch": "PT2E static quantization with ExecuTorch's XNNPACKQuantizer (symmetric int8, per-channel weights; "
+    "outputs over twice their calibration range), lowered to the XNNPACK delegate",
+    "litert": "PT2E static quantization with litert-torch's PT2EQuantizer (symmetric int8, per-channel weights; "
+    "outputs over twice their calibration range), converted to int8 TFLite kernels (XNNPACK delegate)",
 }
 
 

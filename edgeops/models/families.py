@@ -180,8 +180,18 @@ def _bias(conv: nn.Conv2d) -> torch.Tensor:
     return conv.bias
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise convolution (one filter per channel: groups == in_channels == out_channels). Its own type only so
+    that DP-SGD can give it an exact per-sample gradient rule (edgeops.training.grad_samplers): Opacus's generic
+    convolution rule forms every channel pair and keeps the diagonal, C times the work a depthwise layer needs.
+    Exports, loads and runs as an nn.Conv2d (same parameters, same state_dict keys)."""
+
+
 def _conv(c_in: int, c_out: int, *, kernel: int, stride: int, groups: int, norm: str, act: bool) -> list[nn.Module]:
-    conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=True)
+    depthwise = groups > 1 and groups == c_in == c_out
+    conv = (DepthwiseConv2d if depthwise else nn.Conv2d)(
+        c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=True
+    )
     # He initialisation (variance-preserving through ReLU; gain 1 for the linear projections): without normalisation the
     # default init shrinks the signal at every layer, and a first version pre-trained to chance accuracy (10%)
     nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu" if act else "linear")

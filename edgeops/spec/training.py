@@ -157,10 +157,11 @@ class TrainingSpec(Frozen):
     )
     grad_sample_mode: Literal["ew", "hooks", "functorch"] = Field(
         "ew",
-        description="how Opacus computes per-sample gradients: ew (torch's expanded weights), hooks (module hooks) or "
-        "functorch (vmap); the same guarantee and the same clipped gradients. ew is the fastest on the digits CNN "
-        "(benchmarks/dp_epoch_time.py), functorch on the MobileNet family's depthwise convolutions "
-        "(benchmarks/dp_grad_sample_modes.py), so pipelines/examples/digits32_mobilenet.yaml declares it",
+        description="how Opacus computes per-sample gradients: ew (torch's expanded weights), hooks (module "
+        "hooks, with edgeops's exact rule for depthwise convolutions, edgeops.training.grad_samplers) or functorch "
+        "(vmap); the same guarantee and the same clipped gradients. ew is the fastest on the digits CNN "
+        "(benchmarks/dp_epoch_time.py), hooks on the MobileNet family (benchmarks/dp_grad_sample_modes.py), so "
+        "pipelines/examples/digits32_mobilenet.yaml declares it",
     )
     pretrain: PretrainSpec | None = Field(
         None, description="public pre-training before DP-SGD (no privacy cost); none: DP-SGD from random weights"

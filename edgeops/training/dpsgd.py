@@ -25,6 +25,7 @@ from edgeops.scaling import feature_bounds
 from edgeops.spec import PipelineSpec
 from edgeops.training.data import Progress, TrainingData, new_model
 from edgeops.training.evaluation import evaluate_logits, predict_logits
+from edgeops.training.grad_samplers import register_grad_samplers
 
 if TYPE_CHECKING:
     from opacus.optimizers.optimizer import DPOptimizer
@@ -262,6 +263,7 @@ def train_dp(
     with warnings.catch_warnings():  # "Secure RNG turned off": Opacus's own RNG is not used; edgeops.noise replaces it
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         engine = PrivacyEngine(accountant=plan.accountant)
+    register_grad_samplers()  # edgeops's own exact rules (depthwise convolutions), used by grad_sample_mode hooks
     # poisson_sampling=False: the loader above already samples (secretly); Opacus takes q = 1 / len(loader) from it
     model, optimizer, loader = engine.make_private(
         module=model,

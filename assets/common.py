@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from edgeops.asset_store import ASSET_DRIFT_REPORT
 from edgeops.settings import Settings
 from edgeops.spec import Declaration
 
@@ -113,3 +114,10 @@ def follows_upstream(ctx: AssetFactoryContext) -> dg.AutomationCondition:
         .allow(automated)
         .with_label("no automated dependency awaits its rebuild")
     )
+
+
+def card_follows_upstream(ctx: AssetFactoryContext) -> dg.AutomationCondition:
+    """The card's condition: follows_upstream, blind to the drift reports it reads. Batches arrive on their own
+    schedule; a new batch's report must not rebuild and re-sign the card (a retrain after drift rebuilds it through the
+    DP model)."""
+    return follows_upstream(ctx).ignore(dg.AssetSelection.assets(ctx.key(ASSET_DRIFT_REPORT)))

@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from assets.common import AssetFactoryContext, edgeops_failure, follows_upstream, inline_image
+from assets.common import AssetFactoryContext, card_follows_upstream, edgeops_failure, inline_image
 from assets.resources import MlflowLineage
 from edgeops.asset_store import (
     ASSET_CANARY_AUDIT,
     ASSET_DP_BASELINE,
+    ASSET_DRIFT_REPORT,
     ASSET_NONPRIVATE_REFERENCE,
     ASSET_PRIVACY_AUDIT,
 )
@@ -24,6 +25,9 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
     ins["compressed"] = dg.AssetIn(ctx.key("compressed_model"))
     ins["benchmarks"] = dg.AssetIn(ctx.key("hil_benchmark"))
     ins["robustness"] = dg.AssetIn(ctx.key("robustness"))
+    # Every batch's drift report (all partitions; none before the first batch). Declared, so the lineage shows what the
+    # card read; card_follows_upstream keeps a new batch from rebuilding the card.
+    ins["drift_reports"] = dg.AssetIn(ctx.key(ASSET_DRIFT_REPORT))
     canary_audit = spec.privacy.audit.enabled and spec.training.mode != "federated"
     if canary_audit:  # privacy.audit.enabled: the canary audit's outcome is a section of the card
         ins[ASSET_CANARY_AUDIT] = dg.AssetIn(ctx.key(ASSET_CANARY_AUDIT))
@@ -34,7 +38,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
         owners=spec.owners,
         kinds={"mlflow"},
         ins=ins,
-        automation_condition=follows_upstream(ctx),
+        automation_condition=card_follows_upstream(ctx),
         code_version=declaration.sha256[:12],
         check_specs=[
             dg.AssetCheckSpec(
@@ -65,6 +69,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
         compressed: dict,
         benchmarks: dict,
         robustness: dict,
+        drift_reports: dict,  # partition key -> DriftReport, the batches reported so far
         **optional,  # dp_canary_audit: CanaryAuditRecord, where privacy.audit.enabled
     ):
         from pathlib import Path
@@ -86,6 +91,7 @@ def build_governance_assets(ctx: AssetFactoryContext) -> list:
                     "compressed": compressed,
                     "benchmarks": benchmarks,
                     "robustness": robustness,
+                    "drift_reports": [drift_reports[batch] for batch in sorted(drift_reports)],
                     "canary_audit": optional.get(ASSET_CANARY_AUDIT),
                 },
                 context.run.run_id,

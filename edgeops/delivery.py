@@ -18,16 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from edgeops import bundle, oms
+from edgeops import bundle, oms, registry
 from edgeops.errors import EdgeopsError
-from edgeops.registry import (
-    PRODUCTION,
-    alias_version,
-    artifact_record,
-    model_version,
-    record_release_decision,
-    registered_name,
-)
 from edgeops.spec import Declaration, FleetDevice, PipelineSpec
 
 if TYPE_CHECKING:
@@ -99,9 +91,9 @@ def write_release_bundle(
     release's evidence folder, the manifest also carries its in-toto attestation and CycloneDX ML-BOM."""
     from edgeops.signing import signing_key
 
-    name = registered_name(declaration.spec.name, target)
-    mv = model_version(client, name, str(version))
-    record = artifact_record(client, mv)
+    name = registry.registered_name(declaration.spec.name, target)
+    mv = registry.model_version(client, name, str(version))
+    record = registry.artifact_record(client, mv)
     signature = oms_signature(client, mv, Path(record.artifact_path), home)
     artifact = Path(record.artifact_path).read_bytes()
     blob = bundle.build(
@@ -243,8 +235,8 @@ def rollout(
 ) -> dict[str, Any]:
     """Deliver a released version to the target's fleet, stage by stage (see the module docstring)."""
     spec = declaration.spec
-    name = registered_name(spec.name, target)
-    version = str(version or alias_version(client, name, PRODUCTION) or "")
+    name = registry.registered_name(spec.name, target)
+    version = str(version or registry.alias_version(client, name, registry.PRODUCTION) or "")
     if not version:
         raise DeliveryError(f"{name} has no production version to roll out; promote one first")
     path = bundle_folder(home, name, version) / f"{target}.bundle"
@@ -287,7 +279,7 @@ def rollout(
             halted = f"stage {number} of {len(stages)}: " + "; ".join(f"{r['device']}: {r['detail']}" for r in failed)
             break
     decision = "halted" if halted else "delivered"
-    run_id = record_release_decision(
+    run_id = registry.record_release_decision(
         client,
         declaration,
         name,

@@ -8,6 +8,10 @@ import hashlib
 import os
 from pathlib import Path
 
+# A trained model's files in its ledger entry's work folder (central and federated training alike).
+TRAINED_WEIGHTS_FILE = "model.safetensors"
+TRAINED_ONNX_FILE = "model.onnx"
+
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()

@@ -342,13 +342,9 @@ def generate_card(
     """The card stage: build from recorded results, write every format, sign, and log the files to MLflow."""
     import time
 
-    from edgeops.asset_store import AssetStore
     from edgeops.cards.store import write_card
 
     started = time.perf_counter()
-    # Every batch's drift report so far. Read here, not declared as an input: batches arrive on their own schedule and
-    # a card must not wait for (or re-run with) one.
-    drift_reports = AssetStore.under_home(settings.home).drift_reports(declaration.spec.name)
     card = build_card(
         declaration,
         settings.model_cards_dir,
@@ -361,7 +357,7 @@ def generate_card(
         compressed=inputs["compressed"],
         benchmarks=inputs["benchmarks"],
         dagster_run_id=dagster_run_id,
-        inputs_drift_reports=drift_reports,
+        inputs_drift_reports=inputs["drift_reports"],
         robustness=inputs.get("robustness"),
         ledger_summary=_ledger_summary(declaration, settings),
         canary_audit=inputs.get("canary_audit"),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from edgeops.errors import PrivacyBudgetError
 from edgeops.federated.strategy import epsilon_by_round, sampled_per_round, train_federated
+from edgeops.files import TRAINED_ONNX_FILE, TRAINED_WEIGHTS_FILE
 from edgeops.noise import NoiseSecrets
 from edgeops.records import DpModel, FederatedPrivacy, FederatedSummary
 from edgeops.spec import PipelineSpec
@@ -110,7 +111,8 @@ def run_federated_training(
         return out_root / key.split(":")[1].replace(DRAW_SEPARATOR, "-draw")[:24]
 
     def files_of(key: str) -> list[Path]:
-        return [workdir_of(key) / name for name in ("model.safetensors", "model.onnx", "rounds.json", "result.json")]
+        names = (TRAINED_WEIGHTS_FILE, TRAINED_ONNX_FILE, "rounds.json", "result.json")
+        return [workdir_of(key) / name for name in names]
 
     store = NoiseSecrets(home)
     identity = store.finished_identity(secret_name)
@@ -154,9 +156,9 @@ def run_federated_training(
                 workdir.mkdir(parents=True, exist_ok=True)
                 model = result["model"]
                 save_weights(
-                    model, workdir / "model.safetensors", {"pipeline": spec.name, "charge_key": entry.charge_key}
+                    model, workdir / TRAINED_WEIGHTS_FILE, {"pipeline": spec.name, "charge_key": entry.charge_key}
                 )
-                export_onnx(model, len(data.features), workdir / "model.onnx")
+                export_onnx(model, len(data.features), workdir / TRAINED_ONNX_FILE)
                 for report, spent in zip(result["rounds"], by_round, strict=False):
                     report["epsilon_spent"] = spent
                 # the full report (each client's update norm, clipped or not, outlier flags): owner-only, never in
@@ -193,8 +195,7 @@ def run_federated_training(
         if not spend.reused:
             store.finish(secret_name, noise)
     data = TrainingData.from_ref(ref, spec)
-    model = load_weights(new_model(spec, data), workdir / "model.safetensors")
-    final, onnx_path = workdir / "model.safetensors", workdir / "model.onnx"
+    model = load_weights(new_model(spec, data), workdir / TRAINED_WEIGHTS_FILE)
     result = {**stored, "model": model}
     privacy = {
         **parameters,
@@ -228,8 +229,7 @@ def run_federated_training(
         model,
         data,
         ref,
-        weights_path=final,
-        onnx_path=onnx_path,
+        workdir=workdir,
         privacy=FederatedPrivacy.model_validate(privacy),
         training_seconds=result["seconds"],
         tags={"training.mode": "federated"},

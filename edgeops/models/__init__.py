@@ -33,6 +33,7 @@ from edgeops.models.families import (
     describe_architecture,
     make_divisible,
     mobilenet_channels,
+    multiply_accumulates,
 )
 from edgeops.models.families import _bias as _bias
 from edgeops.models.families import _conv as _conv
@@ -69,6 +70,7 @@ __all__ = [
     "load_weights",
     "make_divisible",
     "mobilenet_channels",
+    "multiply_accumulates",
     "save_weights",
     "strip_for_device",
     "weights_sha256",

@@ -50,6 +50,8 @@ class Architecture:
 
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+ImageShape = tuple[int, int, int]  # channels, height, width
+Bounds = np.ndarray  # a declared public bound per input feature
 
 
 class BoundsScaler(nn.Module):
@@ -78,14 +80,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
 class SmallCNN(nn.Module):
     """conv-act-pool blocks, then an optional hidden layer and a linear classifier. Input: flat pixels."""
 
-    def __init__(
-        self,
-        spec: ArchitectureSpec,
-        image_shape: tuple[int, int, int],
-        n_classes: int,
-        low: np.ndarray,
-        high: np.ndarray,
-    ):
+    def __init__(self, spec: ArchitectureSpec, image_shape: ImageShape, n_classes: int, low: Bounds, high: Bounds):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.scaler = BoundsScaler(low, high)
@@ -229,14 +224,7 @@ class MobileNet(nn.Module):
     """MobileNetV2-class network for small images, DP-compatible (no BatchNorm). Input: flat pixels, scaled by the
     public bounds, resized in the graph to `resolution` x `resolution` when that differs from the image's size."""
 
-    def __init__(
-        self,
-        spec: ArchitectureSpec,
-        image_shape: tuple[int, int, int],
-        n_classes: int,
-        low: np.ndarray,
-        high: np.ndarray,
-    ):
+    def __init__(self, spec: ArchitectureSpec, image_shape: ImageShape, n_classes: int, low: Bounds, high: Bounds):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.width_multiplier = float(getattr(spec, "width_multiplier", 1.0) or 1.0)
@@ -345,6 +333,19 @@ def build_from_architecture(architecture: dict[str, Any]) -> nn.Module:
         placeholder,
         placeholder + 1,
     )
+
+
+def multiply_accumulates(model: nn.Module, n_features: int) -> int:
+    """Multiply-accumulates of one row through the model's convolutions and linear layers: torch's FlopCounterMode
+    (FLOPs / 2) reads them from the aten ops, so a layer's Python type does not matter (torch_pruning's counter keys on
+    the exact type and left out the DepthwiseConv2d layers)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, n_features))
+    model.train(was_training)
+    return int(counter.get_total_flops() // 2)
 
 
 def assert_dp_compatible(model: nn.Module) -> None:

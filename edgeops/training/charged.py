@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from edgeops.files import write_owner_only
+from edgeops.files import TRAINED_WEIGHTS_FILE, write_owner_only
 from edgeops.ledger import DRAW_SEPARATOR, PrivacyLedger
 from edgeops.models import load_weights, save_weights, weights_sha256
 from edgeops.noise import NOT_PRIVATE, NoiseSecrets
@@ -81,11 +81,12 @@ def charged_dp_sgd(
         return out_root / entry.charge_key.split(":")[1].replace(DRAW_SEPARATOR, "-draw")[:24]
 
     def stored(entry: LedgerEntry) -> bool:
-        return (workdir_of(entry) / "model.safetensors").exists() and (workdir_of(entry) / "training.json").exists()
+        return (workdir_of(entry) / TRAINED_WEIGHTS_FILE).exists() and (workdir_of(entry) / "training.json").exists()
 
     def reuse(entry: LedgerEntry, done_plan: DpPlan) -> SecretDpRun:
         workdir = workdir_of(entry)
-        model = load_weights(skeleton if skeleton is not None else new_model(spec, data), workdir / "model.safetensors")
+        skeleton_model = skeleton if skeleton is not None else new_model(spec, data)
+        model = load_weights(skeleton_model, workdir / TRAINED_WEIGHTS_FILE)
         progress(
             "ledger: this computation (same data, inputs, configuration, code and noise secret) completed as entry "
             f"{entry.id}: "
@@ -129,7 +130,7 @@ def charged_dp_sgd(
         )
         model = result.pop("model")
         save_weights(
-            model, workdir / "model.safetensors", {"pipeline": spec.name, "charge_key": spend.entry.charge_key}
+            model, workdir / TRAINED_WEIGHTS_FILE, {"pipeline": spec.name, "charge_key": spend.entry.charge_key}
         )
         write_owner_only(workdir / "training.json", json.dumps(result))  # holds the un-noised training loss
         entry = spend.complete(

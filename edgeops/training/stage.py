@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from edgeops.files import write_owner_only
+from edgeops.files import TRAINED_ONNX_FILE, TRAINED_WEIGHTS_FILE, write_owner_only
 from edgeops.ledger import PrivacyLedger
 from edgeops.models import export_onnx, weights_sha256
 from edgeops.noise import NOISE_TAG
@@ -74,16 +74,14 @@ def run_dp_training(
         home=home,
     )
     model, plan, entry, workdir = outcome.model, outcome.plan, outcome.entry, outcome.workdir
-    final = workdir / "model.safetensors"
     record = {**outcome.record, "pretrain": outcome.record.get("pretrain", pretrain)}
     if not outcome.reused:
         write_owner_only(workdir / "training.json", json.dumps(record))
         # per-epoch curves: val accuracy and epsilon only. The training loss is an un-noised average over private
         # rows, so it is not published (the owner sees it in the progress log only).
         run.log_metric_series({f"train/{k}": v for k, v in record["curves"].items() if k in PUBLIC_CURVES})
-    onnx_path = workdir / "model.onnx"
-    if not onnx_path.exists():
-        export_onnx(model, len(data.features), onnx_path)
+    if not (workdir / TRAINED_ONNX_FILE).exists():
+        export_onnx(model, len(data.features), workdir / TRAINED_ONNX_FILE)
     privacy = {
         **plan.ledger_parameters(),
         "epsilon": record["epsilon"],
@@ -104,8 +102,7 @@ def run_dp_training(
         model,
         data,
         ref,
-        weights_path=final,
-        onnx_path=onnx_path,
+        workdir=workdir,
         privacy=CentralPrivacy.model_validate(privacy),
         training_seconds=record["seconds"],
         pretrain=record.get("pretrain"),
@@ -118,15 +115,16 @@ def release_dp_model(
     data: TrainingData,
     ref: DatasetRef,
     *,
-    weights_path: Path,
-    onnx_path: Path,
+    workdir: Path,
     privacy: CentralPrivacy | FederatedPrivacy,
     training_seconds: float,
     tags: dict[str, Any] | None = None,
     **mode_fields: Any,
 ) -> DpModel:
     """What both training modes do with the released model: evaluate it on the validation and test splits, log those
-    figures, its files and tags to the stage's MLflow run, and return its DpModel record."""
+    figures, its files (TRAINED_WEIGHTS_FILE and TRAINED_ONNX_FILE in `workdir`) and tags to the stage's MLflow run,
+    and return its DpModel record."""
+    weights_path, onnx_path = workdir / TRAINED_WEIGHTS_FILE, workdir / TRAINED_ONNX_FILE
 
     metrics = {
         split: evaluate_logits(predict_logits(model, x), y, len(data.classes))

@@ -7,7 +7,7 @@ target, so Dagster can never put them in one run. Each tick is evaluated by Dags
 import dagster as dg
 import pytest
 
-from assets.common import follows_upstream
+from assets.common import card_follows_upstream, follows_upstream
 
 
 class _Names:
@@ -73,3 +73,36 @@ def test_eager_alone_builds_the_card_from_the_old_benchmark(condition):
     of the old model, and is not rebuilt when the new benchmark lands."""
     ticks = _ticks(condition)
     assert "model_card" in ticks[1] and "model_card" not in ticks[3]
+
+
+def _card_beside_drift(condition: dg.AutomationCondition) -> tuple[list, dg.AssetsDefinition]:
+    names, batches = _Names(), dg.DynamicPartitionsDefinition(name="watched_batches")
+
+    @dg.asset(key=names.key("dp_model"))
+    def dp_model() -> None: ...
+
+    @dg.asset(key=names.key("drift_report"), deps=[dp_model], partitions_def=batches)
+    def drift_report() -> None: ...
+
+    @dg.asset(key=names.key("model_card"), deps=[dp_model, drift_report], automation_condition=condition)
+    def model_card() -> None: ...
+
+    return [dp_model, drift_report, model_card], drift_report
+
+
+@pytest.mark.parametrize("card_condition, rebuilt", [(card_follows_upstream, False), (follows_upstream, True)])
+def test_a_new_batch_report_does_not_rebuild_the_card(card_condition, rebuilt):
+    """The card reads every drift report as a declared input, yet a new batch's report must not rebuild and re-sign
+    it. With the plain condition it would (the second case): the ignore is what prevents it."""
+    assets, drift_report = _card_beside_drift(card_condition(_Names()))
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize(assets, selection=[assets[0], assets[2]], instance=instance).success
+    result = dg.evaluate_automation_conditions(assets, instance)
+    instance.add_dynamic_partitions("watched_batches", ["batch-1"])
+    assert dg.materialize(assets, selection=[drift_report], instance=instance, partition_key="batch-1").success
+    result = dg.evaluate_automation_conditions(assets, instance, cursor=result.cursor)
+    assert bool(result.get_num_requested(assets[2].key)) is rebuilt
+    if not rebuilt:
+        assert dg.materialize(assets, selection=[assets[0]], instance=instance).success  # a retrain still rebuilds it
+        result = dg.evaluate_automation_conditions(assets, instance, cursor=result.cursor)
+        assert result.get_num_requested(assets[2].key) == 1

@@ -131,3 +131,28 @@ def test_the_architecture_round_trips_and_a_pruned_one_is_refused():
     model.features[0] = torch.nn.Conv2d(1, 8, 3, padding=1)
     with pytest.raises(TrainingError, match="pruned MobileNet"):
         describe_architecture(model)
+
+
+def test_multiply_accumulates_count_every_convolution_depthwise_included():
+    """The MACs a target record (and every roofline) uses: each convolution's and linear layer's, counted here from
+    the layers' shapes. torch_pruning's counter, used before, keys on the exact layer type and dropped the depthwise
+    ones."""
+    from edgeops.models import multiply_accumulates
+
+    model = build(width=0.5, resolution=16)
+    expected = []
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            expected.append(output.numel() * module.in_channels // module.groups * kernel)
+        elif isinstance(module, torch.nn.Linear):
+            expected.append(module.in_features * module.out_features)
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    hooks = [m.register_forward_hook(count) for m in layers]
+    with torch.no_grad():
+        model(torch.zeros(1, 64))
+    for hook in hooks:
+        hook.remove()
+    assert multiply_accumulates(model, 64) == sum(expected)

@@ -74,8 +74,17 @@ def _execute(defs, settings, instance, assets, checks, keys, partition, tags):
         console = {
             "loggers": {"console": {"config": {"log_level": os.environ.get("EDGEOPS_CONSOLE_LOG_LEVEL", "DEBUG")}}}
         }
+        # The batch-partitioned drift reports never run here, but the card reads them (every batch so far): they
+        # are passed unselected, to be loaded as inputs.
+        batches = [
+            a
+            for a in defs.assets
+            if isinstance(a, dg.AssetsDefinition)
+            and a.key.path[0] == keys[0].path[0]
+            and isinstance(a.partitions_def, dg.DynamicPartitionsDefinition)
+        ]
         return dg.materialize(
-            [*assets, *checks],
+            [*assets, *batches, *checks],
             selection=keys,
             instance=instance,
             resources=resources_for(settings),

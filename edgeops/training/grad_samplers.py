@@ -4,7 +4,8 @@ Why hand-written: Opacus 1.6's convolution rule (opacus/grad_sample/conv.py) com
 product of every output channel with every input channel and keeps the diagonal blocks. For a depthwise layer with C
 channels that is C times the work: on the MobileNet family, `hooks` with Opacus's rule took 6.7x the non-private step
 time, with this rule 1.5x (`hooks_generic` and `hooks` in benchmarks/results/dp_grad_sample_modes.md). The rule below
-computes only what a depthwise layer has: one filter per channel. tests/unit/test_grad_samplers.py compares it with per-sample gradients from autograd, one row at a time.
+computes only what a depthwise layer has: one filter per channel. tests/unit/test_grad_samplers.py compares it with
+per-sample gradients from autograd, one row at a time.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why hand-written: Opacus 1.6's convolution rule (opacus/grad_sample/conv.py) computes, for a grouped convolution, the
 product of every output channel with every input channel and keeps the diagonal blocks. For a depthwise layer with C
 channels that is C times the work: on the MobileNet family, `hooks` with Opacus's rule took 6.7x the non-private step
-time, with this rule 1.5x (`hooks_generic` and `hooks` in benchmarks/results/dp_grad_sample_modes.md). The rule below
+time, with this rule 1.54x (`hooks_generic` and `hooks` in benchmarks/results/dp_grad_sample_modes.md). The rule below
 computes only what a depthwise layer has: one filter per channel. tests/unit/test_grad_samplers.py compares it with
 per-sample gradients from autograd, one row at a time.
 """

@@ -290,16 +290,16 @@ def main() -> None:
     speed_only = [("groupnorm", {"norm": "group"}, {"onnxruntime"})]
     if args.wide:
         speed_only.append((f"wide{args.wide:g}", {"width_multiplier": args.wide}, {"onnxruntime", "executorch"}))
-    wide_facts = {}
+    variant_facts = {}
     for prefix, update, runtimes_wanted in speed_only:
         variant_spec, variant = variant_model(declaration, data, ref, work / prefix, **update)
         variant_declaration = replace(declaration, spec=variant_spec)
-        wide_facts[prefix] = model_macs(variant_spec, data)
+        variant_facts[prefix] = model_macs(variant_spec, data)
         for target in targets({k: v if k in runtimes_wanted else (False, "") for k, v in available.items()}):
             if target.name.endswith("per_tensor"):
                 continue
             name = f"{prefix}_{target.name}"
-            macs_of[name] = wide_facts[prefix][0]
+            macs_of[name] = variant_facts[prefix][0]
             try:
                 records[name] = build_target(
                     variant_declaration, target.model_copy(update={"name": name}), variant, work / name, ledger
@@ -447,7 +447,7 @@ def main() -> None:
                 if r["variant"].startswith(f"{prefix}_")
                 and r.get("int8/float p50 (median of rounds)") not in ("", None)
             )
-            for prefix, (variant_macs, parameters) in wide_facts.items()
+            for prefix, (variant_macs, parameters) in variant_facts.items()
             if prefix.startswith("wide")
         ],
         *[f"Runtime not measured: {name}: {reason}" for name, (ok, reason) in available.items() if not ok],
